@@ -1,0 +1,38 @@
+# The two commands of the README: `make devnet` and `make test`. Everything installs itself
+# into .venv from the package registries; nothing is expected on the machine beyond python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-test
+
+.PHONY: test lint typecheck unit bench chaos devnet clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check ledger tests bench
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+test: lint typecheck unit
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/merkle.py
+
+chaos: $(STAMP)
+	$(PY) -m ledger.cli simulate --nodes 4 --byzantine 1 --schedules 2000 --seed 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
