@@ -1,0 +1,879 @@
+"""The Tendermint consensus state machine of one validator: events in, actions out.
+
+This module owns the round state. It implements Algorithm 1 of Buchman, Kwon and Milosevic,
+"The latest gossip on BFT consensus" (2018), with ``n = 3f + 1`` validators, ``p`` the local one,
+``h_p``/``round_p``/``step_p`` its height, round and step. The rules, by line of Algorithm 1
+(``v`` a block, ``id(v)`` its hash, "2f + 1" read as ``ValidatorSet.quorum`` distinct senders):
+
+* **L11 StartRound(r)**: ``round_p <- r``, ``step_p <- propose``; if ``p`` proposes
+  ``(h_p, r)`` it broadcasts ``<PROPOSAL, h_p, r, validValue_p or getValue(), validRound_p>``,
+  otherwise it schedules OnTimeoutPropose(h_p, r) after ``timeoutPropose(r)``.
+* **L22** upon ``<PROPOSAL, h_p, round_p, v, -1>`` from the proposer, ``step_p = propose``:
+  prevote ``id(v)`` if ``valid(v)`` and (``lockedRound_p = -1`` or ``lockedValue_p = v``),
+  else prevote nil; ``step_p <- prevote``.
+* **L28** upon ``<PROPOSAL, h_p, round_p, v, vr>`` and 2f + 1 ``<PREVOTE, h_p, vr, id(v)>``,
+  ``step_p = propose``, ``0 <= vr < round_p``: prevote ``id(v)`` if ``valid(v)`` and
+  (``lockedRound_p <= vr`` or ``lockedValue_p = v``), else nil; ``step_p <- prevote``.
+* **L34** upon 2f + 1 ``<PREVOTE, h_p, round_p, *>`` with ``step_p = prevote``, the first time:
+  schedule OnTimeoutPrevote after ``timeoutPrevote(round_p)``.
+* **L36** upon ``<PROPOSAL, h_p, round_p, v, *>`` and 2f + 1 ``<PREVOTE, h_p, round_p, id(v)>``,
+  ``valid(v)``, ``step_p >= prevote``, the first time: if ``step_p = prevote``, lock
+  (``lockedValue_p <- v``, ``lockedRound_p <- round_p``), precommit ``id(v)``,
+  ``step_p <- precommit``; in any case ``validValue_p <- v``, ``validRound_p <- round_p``.
+* **L44** upon 2f + 1 ``<PREVOTE, h_p, round_p, nil>`` with ``step_p = prevote``: precommit nil;
+  ``step_p <- precommit``.
+* **L47** upon 2f + 1 ``<PRECOMMIT, h_p, round_p, *>``, the first time: schedule
+  OnTimeoutPrecommit after ``timeoutPrecommit(round_p)``.
+* **L49** upon ``<PROPOSAL, h_p, r, v, *>`` and 2f + 1 ``<PRECOMMIT, h_p, r, id(v)>`` for any
+  round ``r``, no decision yet at ``h_p``: if ``valid(v)``, decide ``v`` (emit ``Commit``), move
+  to ``h_p + 1``, reset locks, valid values and the message log, StartRound(0).
+* **L55** upon ``f + 1`` messages ``<*, h_p, r, ...>`` from distinct validators with
+  ``r > round_p``: StartRound(r).
+* **L57** OnTimeoutPropose(h, r): if still ``(h_p, round_p, propose)``, prevote nil.
+* **L61** OnTimeoutPrevote(h, r): if still ``(h_p, round_p, prevote)``, precommit nil.
+* **L65** OnTimeoutPrecommit(h, r): if still ``(h_p, round_p)``, StartRound(round_p + 1).
+
+Choices the paper leaves open, made here:
+
+* ``valid(v)`` = the core's checks (height, previous hash, ``last_commit`` certificate of the
+  previous block, BFT time, proposer is a validator) and then ``Application.validate``; results
+  are cached per block hash for the height.
+* In L49 the block may be known from any valid proposal of the height or from a ``Decision``
+  (catch-up): a block is identified by its hash, and the certificate's precommits are the
+  2f + 1 precommits of L49.
+* After a decision the next height starts on a ``COMMIT`` timeout (Tendermint's
+  ``timeout_commit``, default 0): the driver applies the ``Commit`` action before it delivers
+  that timeout, so ``Application.propose``/``validate`` of ``h + 1`` see block ``h`` applied.
+* Upon rules are re-evaluated until none fires (a fixpoint) after every event; every rule
+  changes a step, a round, a height or a "first time" flag when it fires, so the loop ends.
+* Every signature goes through :class:`~ledger.consensus.safety.SafetyState`: the ``Persist``
+  action with the new last-signed record and the current locks precedes the ``Broadcast``.
+
+Nothing here reads a clock, a random source or does I/O: ``now`` (milliseconds) is given with
+every event, and the same inputs give the same actions, which is what the simulator replays.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from ledger.consensus.block import GENESIS_PREV_HASH, MAX_BLOCK_DIGESTS, Block, expected_time
+from ledger.consensus.evidence import DuplicateVoteEvidence, EvidencePool
+from ledger.consensus.messages import (
+    CommitCertificate,
+    Decision,
+    Message,
+    Proposal,
+    Signer,
+    Vote,
+    VoteType,
+    decode_message,
+)
+from ledger.consensus.safety import DoubleSignRefused, SafetyState, Step
+from ledger.consensus.validators import ValidatorSet
+from ledger.errors import ConfigError, CorruptionError, LedgerError, ProtocolError
+from ledger.merkle.hashing import HASH_SIZE
+
+#: Messages for heights ``h_p + 1 .. h_p + FUTURE_HEIGHT_WINDOW`` are buffered, not dropped.
+FUTURE_HEIGHT_WINDOW = 2
+
+#: At most this many future-height messages are buffered (more are dropped and counted).
+MAX_FUTURE_MESSAGES = 4096
+
+#: Rounds further than this above ``round_p`` are ignored (bounds the per-round maps).
+MAX_ROUND_AHEAD = 1000
+
+
+class TimeoutKind(enum.Enum):
+    """The timers of Algorithm 1 plus Tendermint's commit timer (start of the next height)."""
+
+    PROPOSE = "propose"
+    PREVOTE = "prevote"
+    PRECOMMIT = "precommit"
+    COMMIT = "commit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeoutConfig:
+    """Timeout durations in milliseconds: ``base + round * delta`` per kind (paper section 4:
+    timeouts grow with the round so that after GST they eventually exceed message delays)."""
+
+    propose: int = 3000
+    propose_delta: int = 500
+    prevote: int = 1000
+    prevote_delta: int = 500
+    precommit: int = 1000
+    precommit_delta: int = 500
+    commit: int = 0
+
+    def duration(self, kind: TimeoutKind, round: int) -> int:
+        """Milliseconds until ``kind`` fires in ``round``."""
+        if kind is TimeoutKind.PROPOSE:
+            return self.propose + round * self.propose_delta
+        if kind is TimeoutKind.PREVOTE:
+            return self.prevote + round * self.prevote_delta
+        if kind is TimeoutKind.PRECOMMIT:
+            return self.precommit + round * self.precommit_delta
+        return self.commit
+
+
+# --- actions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Broadcast:
+    """Send ``message`` (wire bytes ``data``) to every peer. The core has already applied it
+    to its own state: the driver need not deliver it back."""
+
+    message: Message
+    data: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Persist:
+    """Durably store ``record`` (bytes ``data = record.encode()``) *before* executing any later
+    action. The newest record replaces the previous one."""
+
+    record: SafetyState
+    data: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Commit:
+    """``block`` is decided with ``certificate``. Store both durably, then an end-of-height
+    marker, then apply the block to the application, before delivering the next event."""
+
+    block: Block
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleTimeout:
+    """Call ``on_timeout(this, now)`` once the clock reads ``at`` (ms) or later. Stale timeouts
+    are harmless: the core ignores those whose height/round/step have passed."""
+
+    kind: TimeoutKind
+    height: int
+    round: int
+    at: int
+
+
+Action = Broadcast | Persist | Commit | ScheduleTimeout
+
+
+# --- the application ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """What the application contributes to a block: the digests and the tree head after them."""
+
+    digests: tuple[bytes, ...]
+    tree_size: int
+    tree_root: bytes
+
+
+class Application(Protocol):
+    """The injected state machine (the Merkle log). Both calls are made only for the current
+    height, after every earlier ``Commit`` was applied."""
+
+    def propose(self, height: int, prev_block: Block | None, now: int) -> Batch:
+        """Build the batch of the next block (Algorithm 1's ``getValue()``) from the mempool:
+        digests not yet in the log and the tree head after appending them."""
+        ...
+
+    def validate(self, block: Block) -> None:
+        """Raise a :class:`~ledger.errors.LedgerError` if ``block``'s batch is not acceptable:
+        wrong tree head for the log plus its digests, too many digests, a malformed digest."""
+        ...
+
+
+# --- counters ----------------------------------------------------------------------------
+
+
+@dataclass
+class CoreStats:
+    """Counters a driver can export as metrics. ``invalid`` = rejected before any state change
+    (bad signature, unknown validator, wrong chain, wrong proposer, malformed, oversized);
+    ``late`` = for a height already decided; ``future_dropped`` = beyond the window or buffer.
+    ``highest_seen_height`` = the highest height named by any well-formed message received
+    (unverified: a hint that this node is behind and the driver should feed it ``Decision``s)."""
+
+    received: int = 0
+    invalid: int = 0
+    late: int = 0
+    duplicate: int = 0
+    future_buffered: int = 0
+    future_dropped: int = 0
+    equivocations: int = 0
+    proposal_equivocations: int = 0
+    invalid_blocks: int = 0
+    refused_signs: int = 0
+    rounds_skipped: int = 0
+    timeouts: int = 0
+    commits: int = 0
+    highest_seen_height: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+# --- per-height message log --------------------------------------------------------------
+
+
+class _VoteSet:
+    """The first vote of each validator for one (round, type), with counts per block hash."""
+
+    __slots__ = ("by_hash", "votes")
+
+    def __init__(self) -> None:
+        self.votes: dict[bytes, Vote] = {}
+        self.by_hash: Counter[bytes | None] = Counter()
+
+    def add(self, vote: Vote) -> Vote | None:
+        """Add ``vote``; return the earlier vote of its validator if there is one (then
+        ``vote`` is not added)."""
+        old = self.votes.get(vote.validator)
+        if old is not None:
+            return old
+        self.votes[vote.validator] = vote
+        self.by_hash[vote.block_hash] += 1
+        return None
+
+    def total(self) -> int:
+        return len(self.votes)
+
+    def for_hash(self, block_hash: bytes | None) -> list[Vote]:
+        return [v for v in self.votes.values() if v.block_hash == block_hash]
+
+
+@dataclass
+class _RoundLog:
+    proposal: Proposal | None = None
+    prevotes: _VoteSet = field(default_factory=_VoteSet)
+    precommits: _VoteSet = field(default_factory=_VoteSet)
+    senders: set[bytes] = field(default_factory=set)
+    prevote_timer_set: bool = False  # L34 "for the first time"
+    precommit_timer_set: bool = False  # L47 "for the first time"
+    line36_done: bool = False  # L36 "for the first time"
+
+
+class ConsensusCore:
+    """One validator's Tendermint state machine (see the module docstring for the rules).
+
+    Start a fresh chain with ``last_block=None``; restart with the last committed block and its
+    certificate from storage and the newest persisted :class:`SafetyState`. Then call
+    :meth:`start` once, and the event methods after it; each returns the actions to execute in
+    order (see ``ledger/consensus/CORE_API.md``).
+
+    Raises :class:`ConfigError` on an inconsistent configuration and :class:`CorruptionError`
+    if ``safety`` claims a height beyond ``last_block + 1`` (storage lost committed blocks).
+    """
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        validators: ValidatorSet,
+        signer: Signer,
+        app: Application,
+        timeouts: TimeoutConfig | None = None,
+        genesis_time: int = 0,
+        last_block: Block | None = None,
+        last_certificate: CommitCertificate | None = None,
+        safety: SafetyState | None = None,
+        future_window: int = FUTURE_HEIGHT_WINDOW,
+        max_future_messages: int = MAX_FUTURE_MESSAGES,
+        unsafe_skip_lock_persist: bool = False,
+    ) -> None:
+        if not chain_id or len(chain_id.encode()) > 64:
+            raise ConfigError("chain id must be 1..64 bytes")
+        if (last_block is None) != (last_certificate is None):
+            raise ConfigError("last_block and last_certificate go together")
+        if last_block is not None and last_certificate is not None and (
+            last_certificate.height != last_block.height
+            or last_certificate.block_hash != last_block.hash
+        ):
+            raise ConfigError("last_certificate does not commit last_block")
+        self.chain_id = chain_id
+        self.validators = validators
+        self._signer = signer
+        self._me = signer.public_key
+        self._app = app
+        self.timeouts = timeouts or TimeoutConfig()
+        self.genesis_time = genesis_time
+        self._future_window = future_window
+        self._max_future = max_future_messages
+        #: TEST ONLY. Deliberately breaks crash safety: the Persist before a precommit does not
+        #: carry the new lock, so a crash right after it forgets the lock (amnesia). Exists so
+        #: the simulator can prove its crash-restart scenarios catch exactly this defect.
+        self.unsafe_skip_lock_persist = unsafe_skip_lock_persist
+
+        self.stats = CoreStats()
+        self.evidence = EvidencePool()
+        self.last_block = last_block
+        self.last_certificate = last_certificate
+        self.height = 1 if last_block is None else last_block.height + 1
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.started = False
+        self.locked_round = -1
+        self.locked_block: Block | None = None
+        self.valid_round = -1
+        self.valid_block: Block | None = None
+        self._rounds: dict[int, _RoundLog] = {}
+        self._blocks: dict[bytes, Block] = {}
+        self._validity: dict[bytes, bool] = {}
+        self._future: list[Message] = []
+
+        safety = safety or SafetyState()
+        if safety.height > self.height:
+            raise CorruptionError(
+                f"safety state is at height {safety.height} but the chain is at {self.height}"
+            )
+        self._safety = safety
+        # The persisted record, as last written, for the unsafe variant's stale lock fields.
+        self._persisted = safety
+
+    # --- public events ---------------------------------------------------------------------
+
+    def start(self, now: int) -> list[Action]:
+        """Start (or, after a restart, resume) the current height. Call exactly once.
+
+        Fresh: StartRound(0) (L10). After a restart at the height of the safety record: restore
+        locks and valid values, resume at its round and step, and re-send the last signed
+        message byte for byte (never re-sign it).
+        """
+        if self.started:
+            raise ConfigError("start() called twice")
+        s = self._safety
+        if s.height != self.height or s.round < 0:
+            return self._start_height(now)
+        out: list[Action] = []
+        self.started = True
+        self.locked_round, self.locked_block = s.locked_round, s.locked_block
+        self.valid_round, self.valid_block = s.valid_round, s.valid_block
+        for b in (s.locked_block, s.valid_block):
+            if b is not None:
+                self._blocks[b.hash] = b
+        self.round = s.round
+        # A signed proposal leaves us in `propose` (we still prevote on it); a signed vote
+        # leaves us in its step.
+        self.step = s.step
+        if s.signed:
+            try:
+                own = decode_message(s.signed)
+            except ProtocolError as exc:
+                raise CorruptionError(f"persisted last-signed message: {exc}") from exc
+            out.append(Broadcast(message=own, data=s.signed))
+            self._record(own)
+        out.append(self._schedule(TimeoutKind.PROPOSE, now))
+        if self.step >= Step.PREVOTE:
+            out.append(self._schedule(TimeoutKind.PREVOTE, now))
+        if self.step >= Step.PRECOMMIT:
+            out.append(self._schedule(TimeoutKind.PRECOMMIT, now))
+        out += self._evaluate(now)
+        return out
+
+    def on_message(self, msg: Message, now: int) -> list[Action]:
+        """Handle a peer message. Invalid ones (wrong chain, unknown sender, bad signature,
+        wrong proposer, malformed block) change no state: they are counted in :attr:`stats`
+        and return no actions. Never raises for anything a peer can send."""
+        self.stats.received += 1
+        try:
+            accepted = self._admit(msg)
+        except LedgerError as exc:
+            self._reject(type(exc).__name__)
+            return []
+        if not accepted or not self.started:
+            return []
+        return self._evaluate(now)
+
+    def on_wire(self, data: bytes, now: int) -> list[Action]:
+        """Decode untrusted peer bytes, then :meth:`on_message`. Malformed or oversized bytes
+        are counted as invalid and return no actions."""
+        try:
+            msg = decode_message(data)
+        except ProtocolError:
+            self.stats.received += 1
+            self._reject("malformed")
+            return []
+        return self.on_message(msg, now)
+
+    def on_timeout(self, timeout: ScheduleTimeout, now: int) -> list[Action]:
+        """A timer scheduled by a :class:`ScheduleTimeout` action fired (L57, L61, L65, or the
+        start of the next height). Stale timers return no actions."""
+        if timeout.height != self.height:
+            return []
+        self.stats.timeouts += 1
+        if timeout.kind is TimeoutKind.COMMIT:
+            return [] if self.started else self._start_height(now)
+        if not self.started or timeout.round != self.round:
+            return []
+        if timeout.kind is TimeoutKind.PROPOSE:
+            out = self._on_timeout_propose_line57(now)
+        elif timeout.kind is TimeoutKind.PREVOTE:
+            out = self._on_timeout_prevote_line61(now)
+        else:
+            out = self._on_timeout_precommit_line65(now)
+        return out + self._evaluate(now)
+
+    def rebroadcast(self, now: int) -> list[Action]:
+        """Re-send what peers may have missed (design brief section 4: liveness assumes what
+        one correct node received eventually reaches all): the current round's proposal and
+        votes, the prevotes that justify the proposal's ``pol_round``, and the decision of the
+        previous height for peers still on it. Changes no state; call it periodically."""
+        out: list[Action] = []
+        msgs: list[Message] = []
+        if self.last_block is not None and self.last_certificate is not None:
+            msgs.append(Decision(block=self.last_block, certificate=self.last_certificate))
+        log = self._rounds.get(self.round)
+        if log is not None:
+            if log.proposal is not None:
+                msgs.append(log.proposal)
+                pol = log.proposal.pol_round
+                if pol >= 0 and pol in self._rounds:
+                    msgs += self._rounds[pol].prevotes.for_hash(log.proposal.block.hash)
+            msgs += list(log.prevotes.votes.values())
+            msgs += list(log.precommits.votes.values())
+        for m in msgs:
+            out.append(Broadcast(message=m, data=m.encode()))
+        return out
+
+    # --- read-only views -------------------------------------------------------------------
+
+    @property
+    def safety(self) -> SafetyState:
+        """The safety state as of the last signature (what the last ``Persist`` carried)."""
+        return self._safety
+
+    @property
+    def public_key(self) -> bytes:
+        return self._me
+
+    def proposer(self, height: int, round: int) -> bytes:
+        """The proposer of ``(height, round)``."""
+        return self.validators.proposer(height, round)
+
+    # --- admission: every check before any state change ------------------------------------
+
+    def _reject(self, reason: str) -> None:
+        self.stats.invalid += 1
+        self.stats.reasons[reason] += 1
+
+    def _admit(self, msg: Message) -> bool:
+        """Verify ``msg`` and add it to the message log (or the future buffer). Returns whether
+        the current height's log changed. Raises a :class:`LedgerError` for an invalid message,
+        before touching any state."""
+        if isinstance(msg, Decision):
+            height, chain = msg.block.height, None
+        else:
+            height, chain = msg.height, msg.chain_id
+        if chain is not None and chain != self.chain_id:
+            raise ProtocolError("wrong chain id")
+        if height < self.height:
+            self.stats.late += 1
+            return False
+        if height > self.height:
+            self.stats.highest_seen_height = max(self.stats.highest_seen_height, height)
+            if height > self.height + self._future_window or len(self._future) >= self._max_future:
+                self.stats.future_dropped += 1
+                return False
+            self._verify(msg)  # never buffer what could be forged
+            self._future.append(msg)
+            self.stats.future_buffered += 1
+            return False
+        if not isinstance(msg, Decision) and msg.round > self.round + MAX_ROUND_AHEAD:
+            raise ProtocolError("round too far ahead")
+        self._verify(msg)
+        return self._record(msg)
+
+    def _verify(self, msg: Message) -> None:
+        msg.verify(self.validators, self.chain_id)
+        if isinstance(msg, Proposal):
+            if msg.validator != self.validators.proposer(msg.height, msg.round):
+                raise ProtocolError("proposal from a validator that is not the proposer")
+            if len(msg.block.digests) > MAX_BLOCK_DIGESTS:
+                raise ProtocolError("oversized block")
+
+    def _log(self, round: int) -> _RoundLog:
+        log = self._rounds.get(round)
+        if log is None:
+            log = self._rounds[round] = _RoundLog()
+        return log
+
+    def _record(self, msg: Message) -> bool:
+        """Add a verified message of the current height to the log; return whether it is new."""
+        if isinstance(msg, Decision):
+            changed = False
+            self._blocks.setdefault(msg.block.hash, msg.block)
+            for v in msg.certificate.precommits:
+                changed |= self._record(v)
+            return changed
+        log = self._log(msg.round)
+        if isinstance(msg, Proposal):
+            if log.proposal is not None:
+                if log.proposal.block.hash != msg.block.hash:
+                    self.stats.proposal_equivocations += 1
+                else:
+                    self.stats.duplicate += 1
+                return False
+            log.proposal = msg
+            self._blocks.setdefault(msg.block.hash, msg.block)
+            log.senders.add(msg.validator)
+            return True
+        votes = log.prevotes if msg.type is VoteType.PREVOTE else log.precommits
+        old = votes.add(msg)
+        if old is not None:
+            if old.block_hash != msg.block_hash:
+                self.stats.equivocations += 1
+                self.evidence.add(DuplicateVoteEvidence.create(old, msg))
+            else:
+                self.stats.duplicate += 1
+            return False
+        log.senders.add(msg.validator)
+        return True
+
+    # --- valid(v) ----------------------------------------------------------------------------
+
+    def _valid(self, block: Block) -> bool:
+        """Algorithm 1's ``valid(v)``: core checks, then the application's. Cached per hash."""
+        key = block.hash
+        cached = self._validity.get(key)
+        if cached is not None:
+            return cached
+        try:
+            self._check_block(block)
+            self._app.validate(block)
+            ok = True
+        except LedgerError as exc:
+            self.stats.invalid_blocks += 1
+            self.stats.reasons[f"invalid block: {type(exc).__name__}"] += 1
+            ok = False
+        self._validity[key] = ok
+        return ok
+
+    def _check_block(self, block: Block) -> None:
+        if block.height != self.height:
+            raise ProtocolError("block for another height")
+        prev_hash = GENESIS_PREV_HASH if self.last_block is None else self.last_block.hash
+        if block.prev_hash != prev_hash:
+            raise ProtocolError("block does not extend the last committed block")
+        if block.proposer not in self.validators:
+            raise ProtocolError("block proposer is not a validator")
+        if len(block.digests) > MAX_BLOCK_DIGESTS or len(block.tree_root) != HASH_SIZE:
+            raise ProtocolError("block is oversized or has a malformed tree root")
+        if self.height == 1:
+            if block.last_commit is not None:
+                raise ProtocolError("first block carries a last commit")
+        else:
+            if block.last_commit is None or block.last_commit.height != self.height - 1:
+                raise ProtocolError("block lacks the previous height's certificate")
+            block.last_commit.verify(self.validators, self.chain_id, prev_hash)
+        want = expected_time(
+            height=self.height, last_commit=block.last_commit, prev_block=self.last_block,
+            genesis_time=self.genesis_time,
+        )
+        if block.time != want:
+            raise ProtocolError(f"block time {block.time} is not the BFT time {want}")
+
+    # --- signing: persist before you send ----------------------------------------------------
+
+    def _sign_and_send(
+        self, height: int, round: int, step: Step, build: Callable[[], Message]
+    ) -> list[Action]:
+        """Sign via ``build`` unless the safety state forbids it; emit Persist then Broadcast,
+        and apply the message to our own log. A refused signature is counted, not raised:
+        staying silent is always safe."""
+        if self._me not in self.validators:
+            return []
+        hrs = (height, round, int(step))
+        if hrs == self._safety.hrs:
+            # Already signed at this (height, round, step), e.g. before a restart: re-send the
+            # byte-identical message, never a fresh signature.
+            msg = decode_message(self._safety.signed)
+            self._record(msg)
+            return [Broadcast(message=msg, data=self._safety.signed)]
+        msg = build()
+        data = msg.encode()
+        try:
+            self._safety.check_sign(height=height, round=round, step=step, data=data)
+        except DoubleSignRefused:
+            self.stats.refused_signs += 1
+            return []
+        new = replace(
+            self._safety.after_signing(height=height, round=round, step=step, data=data),
+            locked_round=self.locked_round, locked_block=self.locked_block,
+            valid_round=self.valid_round, valid_block=self.valid_block,
+        )
+        persisted = new
+        if self.unsafe_skip_lock_persist and step is Step.PRECOMMIT:
+            persisted = replace(
+                new,
+                locked_round=self._persisted.locked_round,
+                locked_block=self._persisted.locked_block,
+                valid_round=self._persisted.valid_round,
+                valid_block=self._persisted.valid_block,
+            )
+        self._safety = new
+        self._persisted = persisted
+        self._record(msg)
+        return [
+            Persist(record=persisted, data=persisted.encode()),
+            Broadcast(message=msg, data=data),
+        ]
+
+    def _vote(self, type: VoteType, block_hash: bytes | None, now: int) -> list[Action]:
+        step = Step.PREVOTE if type is VoteType.PREVOTE else Step.PRECOMMIT
+        timestamp = now
+        if type is VoteType.PRECOMMIT and block_hash is not None:
+            # BFT time: a precommit for B is later than B's time (ledger.consensus.block).
+            timestamp = max(now, self._blocks[block_hash].time + 1)
+        height, round = self.height, self.round
+        return self._sign_and_send(
+            height, round, step,
+            lambda: Vote.create(
+                self._signer, type=type, chain_id=self.chain_id, height=height, round=round,
+                block_hash=block_hash, timestamp=timestamp,
+            ),
+        )
+
+    def _schedule(self, kind: TimeoutKind, now: int) -> ScheduleTimeout:
+        return ScheduleTimeout(
+            kind=kind, height=self.height, round=self.round,
+            at=now + self.timeouts.duration(kind, self.round),
+        )
+
+    # --- heights and rounds ------------------------------------------------------------------
+
+    def _start_height(self, now: int) -> list[Action]:
+        """Begin the current height: StartRound(0), then admit buffered messages for it."""
+        self.started = True
+        out = self._start_round_line11(0, now)
+        pending, self._future = self._future, []
+        for msg in pending:
+            height = msg.block.height if isinstance(msg, Decision) else msg.height
+            if height == self.height:
+                self._record(msg)  # verified when buffered
+            elif height > self.height:
+                self._future.append(msg)
+        return out + self._evaluate(now)
+
+    def _start_round_line11(self, round: int, now: int) -> list[Action]:
+        """L11-21 StartRound(round)."""
+        self.round = round
+        self.step = Step.PROPOSE
+        out: list[Action] = []
+        if self.validators.proposer(self.height, round) == self._me:
+            if self.valid_block is not None:  # L15-16
+                block, pol_round = self.valid_block, self.valid_round
+            else:  # L18 getValue()
+                block, pol_round = self._new_block(now), -1
+            height = self.height
+            out += self._sign_and_send(
+                height, round, Step.PROPOSE,
+                lambda: Proposal.create(
+                    self._signer, chain_id=self.chain_id, height=height, round=round,
+                    pol_round=pol_round, block=block,
+                ),
+            )
+        # L21. We also schedule it as the proposer: harmless (L57 checks the step) and it keeps
+        # a proposer whose signature was refused from stalling.
+        out.append(self._schedule(TimeoutKind.PROPOSE, now))
+        return out
+
+    def _new_block(self, now: int) -> Block:
+        batch = self._app.propose(self.height, self.last_block, now)
+        time = expected_time(
+            height=self.height, last_commit=self.last_certificate, prev_block=self.last_block,
+            genesis_time=self.genesis_time,
+        )
+        block = Block(
+            height=self.height,
+            prev_hash=GENESIS_PREV_HASH if self.last_block is None else self.last_block.hash,
+            time=time,
+            proposer=self._me,
+            tree_size=batch.tree_size,
+            tree_root=batch.tree_root,
+            digests=tuple(batch.digests),
+            last_commit=self.last_certificate,
+        )
+        self._blocks[block.hash] = block
+        return block
+
+    # --- the upon rules ------------------------------------------------------------------------
+
+    def _evaluate(self, now: int) -> list[Action]:
+        """Fire upon rules until none applies (each firing changes state, so this ends)."""
+        out: list[Action] = []
+        rules = (
+            self._on_decision_line49,
+            self._on_round_skip_line55,
+            self._on_proposal_line22,
+            self._on_proposal_with_pol_line28,
+            self._on_prevote_quorum_any_line34,
+            self._on_prevote_quorum_value_line36,
+            self._on_prevote_quorum_nil_line44,
+            self._on_precommit_quorum_any_line47,
+        )
+        while self.started:
+            for rule in rules:
+                acts = rule(now)
+                if acts is not None:
+                    out += acts
+                    break
+            else:
+                break
+        return out
+
+    def _current(self) -> _RoundLog:
+        return self._log(self.round)
+
+    def _on_proposal_line22(self, now: int) -> list[Action] | None:
+        """L22-27: a fresh proposal (validRound -1) in step propose."""
+        log = self._current()
+        p = log.proposal
+        if self.step is not Step.PROPOSE or p is None or p.pol_round != -1:
+            return None
+        v = p.block
+        self.step = Step.PREVOTE
+        if self._valid(v) and (self.locked_round == -1 or self.locked_block == v):
+            return self._vote(VoteType.PREVOTE, v.hash, now)  # L24
+        return self._vote(VoteType.PREVOTE, None, now)  # L26
+
+    def _on_proposal_with_pol_line28(self, now: int) -> list[Action] | None:
+        """L28-33: a re-proposal justified by 2f+1 prevotes in its pol_round ``vr``."""
+        log = self._current()
+        p = log.proposal
+        if self.step is not Step.PROPOSE or p is None:
+            return None
+        vr = p.pol_round
+        if not 0 <= vr < self.round:
+            return None
+        pol = self._rounds.get(vr)
+        v = p.block
+        if pol is None or pol.prevotes.by_hash[v.hash] < self.validators.quorum:
+            return None
+        self.step = Step.PREVOTE
+        if self._valid(v) and (self.locked_round <= vr or self.locked_block == v):
+            return self._vote(VoteType.PREVOTE, v.hash, now)  # L30
+        return self._vote(VoteType.PREVOTE, None, now)  # L32
+
+    def _on_prevote_quorum_any_line34(self, now: int) -> list[Action] | None:
+        """L34-35: 2f+1 prevotes of any kind in step prevote, first time: prevote timer."""
+        log = self._current()
+        if (
+            self.step is not Step.PREVOTE
+            or log.prevote_timer_set
+            or log.prevotes.total() < self.validators.quorum
+        ):
+            return None
+        log.prevote_timer_set = True
+        return [self._schedule(TimeoutKind.PREVOTE, now)]
+
+    def _on_prevote_quorum_value_line36(self, now: int) -> list[Action] | None:
+        """L36-43: proposal v and 2f+1 prevotes for id(v), step >= prevote, first time: lock
+        and precommit v (from step prevote); always record v as the valid value."""
+        log = self._current()
+        p = log.proposal
+        if log.line36_done or p is None or self.step < Step.PREVOTE:
+            return None
+        v = p.block
+        if log.prevotes.by_hash[v.hash] < self.validators.quorum or not self._valid(v):
+            return None
+        log.line36_done = True
+        out: list[Action] = []
+        if self.step is Step.PREVOTE:
+            self.locked_block, self.locked_round = v, self.round  # L38-39
+            self.valid_block, self.valid_round = v, self.round  # L42-43, before we persist
+            self.step = Step.PRECOMMIT
+            out = self._vote(VoteType.PRECOMMIT, v.hash, now)  # L40
+        self.valid_block, self.valid_round = v, self.round  # L42-43
+        return out
+
+    def _on_prevote_quorum_nil_line44(self, now: int) -> list[Action] | None:
+        """L44-46: 2f+1 nil prevotes in step prevote: precommit nil."""
+        log = self._current()
+        if self.step is not Step.PREVOTE or log.prevotes.by_hash[None] < self.validators.quorum:
+            return None
+        self.step = Step.PRECOMMIT
+        return self._vote(VoteType.PRECOMMIT, None, now)
+
+    def _on_precommit_quorum_any_line47(self, now: int) -> list[Action] | None:
+        """L47-48: 2f+1 precommits of any kind, first time: precommit timer."""
+        log = self._current()
+        if log.precommit_timer_set or log.precommits.total() < self.validators.quorum:
+            return None
+        log.precommit_timer_set = True
+        return [self._schedule(TimeoutKind.PRECOMMIT, now)]
+
+    def _on_decision_line49(self, now: int) -> list[Action] | None:
+        """L49-54: 2f+1 precommits for id(v) in any round r, v known and valid: decide."""
+        quorum = self.validators.quorum
+        for r in sorted(self._rounds):
+            precommits = self._rounds[r].precommits
+            for block_hash, count in precommits.by_hash.items():
+                if block_hash is None or count < quorum:
+                    continue
+                block = self._blocks.get(block_hash)
+                if block is None or not self._valid(block):
+                    continue
+                cert = CommitCertificate.from_votes(precommits.for_hash(block_hash))
+                return self._decide(block, cert, now)
+        return None
+
+    def _decide(self, block: Block, cert: CommitCertificate, now: int) -> list[Action]:
+        """L51-54: emit Commit, move to the next height with a fresh log; StartRound(0) runs
+        on the COMMIT timeout, after the driver applied the block."""
+        self.stats.commits += 1
+        out: list[Action] = [Commit(block=block, certificate=cert)]
+        self.last_block, self.last_certificate = block, cert
+        self.height += 1
+        self.round, self.step, self.started = 0, Step.PROPOSE, False
+        self.locked_round, self.locked_block = -1, None  # L53
+        self.valid_round, self.valid_block = -1, None
+        self._rounds, self._blocks, self._validity = {}, {}, {}
+        out.append(self._schedule(TimeoutKind.COMMIT, now))
+        # Buffered messages for the new height enter its log now (verified when buffered);
+        # the rules run when the height starts.
+        pending, self._future = self._future, []
+        for msg in pending:
+            h = msg.block.height if isinstance(msg, Decision) else msg.height
+            if h == self.height:
+                self._record(msg)
+            elif h > self.height:
+                self._future.append(msg)
+        return out
+
+    def _on_round_skip_line55(self, now: int) -> list[Action] | None:
+        """L55-56: f+1 distinct validators sent messages for a round above ours: go there."""
+        weak = self.validators.weak_quorum
+        higher = [
+            r for r, log in self._rounds.items() if r > self.round and len(log.senders) >= weak
+        ]
+        if not higher:
+            return None
+        self.stats.rounds_skipped += 1
+        return self._start_round_line11(max(higher), now)
+
+    # --- timeouts ------------------------------------------------------------------------------
+
+    def _on_timeout_propose_line57(self, now: int) -> list[Action]:
+        """L57-60: no proposal acted on in time: prevote nil."""
+        if self.step is not Step.PROPOSE:
+            return []
+        self.step = Step.PREVOTE
+        return self._vote(VoteType.PREVOTE, None, now)
+
+    def _on_timeout_prevote_line61(self, now: int) -> list[Action]:
+        """L61-64: no 2f+1 prevotes for one value in time: precommit nil."""
+        if self.step is not Step.PREVOTE:
+            return []
+        self.step = Step.PRECOMMIT
+        return self._vote(VoteType.PRECOMMIT, None, now)
+
+    def _on_timeout_precommit_line65(self, now: int) -> list[Action]:
+        """L65-67: no decision in this round in time: next round."""
+        return self._start_round_line11(self.round + 1, now)
