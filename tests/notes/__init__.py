@@ -1,0 +1,1 @@
+"""Tests of the formats: keys, signed notes, checkpoints, policies, receipts, proving ground."""
