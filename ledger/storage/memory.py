@@ -1,0 +1,290 @@
+"""``MemoryStore``: the in-memory twin of :class:`~ledger.storage.lmdb_store.LmdbStore`.
+
+Used by the consensus simulator and by tests that need a store but not durability. It obeys
+every rule of :mod:`ledger.storage.base` (the shared test suite runs against both stores) and
+keeps the full nodes in one list per level, extended with the rows that
+:meth:`~ledger.merkle.frontier.Frontier.extend` returns, the same rows the LMDB store writes.
+
+Atomicity: every mutating method validates and computes everything first and only then
+mutates, with nothing that can fail in between, so a failing call changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ledger.errors import MalformedError, NotFoundError, StorageError
+from ledger.merkle import proof
+from ledger.merkle.frontier import Frontier
+from ledger.merkle.hashing import leaf_hash
+from ledger.storage.base import (
+    AppendResult,
+    BlockRecord,
+    TreeHead,
+    check_block_follows,
+    check_digest,
+    check_meta_items,
+    check_meta_key,
+    check_non_negative,
+    check_note,
+    check_within,
+    plan_append,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A :class:`~ledger.storage.base.Store` held in memory (lost when the process ends)."""
+
+    def __init__(self) -> None:
+        """Create an empty store."""
+        self._closed = False
+        self._frontier = Frontier.empty()
+        self._head = TreeHead(size=0, root=self._frontier.root())
+        self._digests: list[bytes] = []
+        self._index: dict[bytes, int] = {}
+        # _levels[k][i] = full node (k, i) for k >= 1; level 0 is derived from _digests.
+        self._levels: list[list[bytes]] = [[]]
+        self._checkpoints: dict[int, bytes] = {}
+        self._blocks: list[BlockRecord] = []
+        self._meta: dict[bytes, bytes] = {}
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        if self._closed:
+            raise StorageError("the store is closed")
+
+    # -- tree ---------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The number of leaves in the log.
+
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return self._frontier.size
+
+    def tree_head(self) -> TreeHead:
+        """The current tree head.
+
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return self._head
+
+    def frontier(self) -> Frontier:
+        """The frontier of the current tree.
+
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return self._frontier
+
+    def preview(self, digests: Iterable[bytes]) -> AppendResult:
+        """What :meth:`append` would return for ``digests``; changes nothing.
+
+        :raises MalformedError: a digest is not 32 bytes.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        plan = plan_append(digests, self._frontier.size, self._lookup)
+        frontier, _ = self._frontier.extend(plan.leaves)
+        head = TreeHead(size=frontier.size, root=frontier.root())
+        return AppendResult(head=head, indices=plan.indices, new=plan.new)
+
+    def append(
+        self, digests: Iterable[bytes], *, block: BlockRecord | None = None
+    ) -> AppendResult:
+        """Append the digests not yet in the log and, if given, the block; all or nothing.
+
+        :raises MalformedError: a digest is not 32 bytes, or ``block`` is not a BlockRecord.
+        :raises StorageError: ``block.height`` is not ``last_height() + 1``, or the store is
+            closed.
+        """
+        self._open()
+        plan = plan_append(digests, self._frontier.size, self._lookup)
+        if block is not None:
+            check_block_follows(block, len(self._blocks))
+        frontier, rows = self._frontier.extend(plan.leaves)
+        head = TreeHead(size=frontier.size, root=frontier.root())
+        # Nothing below can fail: the mutation is all-or-nothing.
+        start = self._frontier.size
+        self._digests.extend(plan.digests)
+        for i, digest in enumerate(plan.digests, start):
+            self._index[digest] = i
+        for level in range(1, len(rows)):
+            if level == len(self._levels):
+                self._levels.append([])
+            self._levels[level].extend(rows[level])
+        if block is not None:
+            self._blocks.append(block)
+        self._frontier, self._head = frontier, head
+        return AppendResult(head=head, indices=plan.indices, new=plan.new)
+
+    def _lookup(self, digest: bytes, _leaf: bytes) -> int | None:
+        return self._index.get(digest)
+
+    def index_of(self, digest: bytes) -> int | None:
+        """The leaf index of ``digest``, or ``None``.
+
+        :raises MalformedError: ``digest`` is not 32 bytes.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return self._index.get(check_digest(digest))
+
+    def digest_at(self, index: int) -> bytes:
+        """The digest at leaf ``index``.
+
+        :raises MalformedError: ``index`` is negative.
+        :raises NotFoundError: ``index >= size``.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(index, "leaf index")
+        if index >= len(self._digests):
+            raise NotFoundError(f"no leaf {index} in a log of size {len(self._digests)}")
+        return self._digests[index]
+
+    def node(self, level: int, index: int) -> bytes:
+        """The full node ``(level, index)``.
+
+        :raises MalformedError: ``level`` or ``index`` is negative.
+        :raises NotFoundError: no such full node.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(level, "node level")
+        check_non_negative(index, "node index")
+        if ((index + 1) << level) > self._frontier.size:
+            raise NotFoundError(
+                f"no full node ({level}, {index}) in a log of size {self._frontier.size}"
+            )
+        if level == 0:
+            return leaf_hash(self._digests[index])
+        return self._levels[level][index]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 2.1.3.1 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
+
+        :raises MalformedError: ``index`` is not in ``[0, size)``.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_within(size, self._frontier.size, "tree size")
+        return proof.inclusion_proof(self, index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 2.1.4.1 consistency proof from ``old_size`` to ``new_size``.
+
+        :raises MalformedError: ``old_size < 1`` or ``old_size > new_size``.
+        :raises NotFoundError: ``new_size`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_within(new_size, self._frontier.size, "tree size")
+        return proof.consistency_proof(self, old_size, new_size)
+
+    def root_at(self, size: int) -> bytes:
+        """The root of the first ``size`` leaves.
+
+        :raises MalformedError: ``size`` is negative.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_within(size, self._frontier.size, "tree size")
+        return proof.root_at(self, size)
+
+    # -- checkpoints, blocks, metadata --------------------------------------------------------
+
+    def put_checkpoint(self, size: int, note: bytes) -> None:
+        """Store the checkpoint note for tree ``size``, replacing an earlier one.
+
+        :raises MalformedError: ``size`` is negative or ``note`` is not non-empty bytes.
+        :raises StorageError: ``size`` exceeds the log, or the store is closed.
+        """
+        self._open()
+        check_non_negative(size, "checkpoint size")
+        check_note(note)
+        if size > self._frontier.size:
+            raise StorageError(f"checkpoint size {size} exceeds the log size {self._frontier.size}")
+        self._checkpoints[size] = note
+
+    def checkpoint(self, size: int) -> bytes | None:
+        """The checkpoint note for ``size``, or ``None``.
+
+        :raises MalformedError: ``size`` is negative.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(size, "checkpoint size")
+        return self._checkpoints.get(size)
+
+    def latest_checkpoint(self) -> bytes | None:
+        """The checkpoint note with the largest size, or ``None``.
+
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        if not self._checkpoints:
+            return None
+        return self._checkpoints[max(self._checkpoints)]
+
+    def block(self, height: int) -> BlockRecord | None:
+        """The block at ``height``, or ``None`` (also for height 0).
+
+        :raises MalformedError: ``height`` is negative.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(height, "block height")
+        if 1 <= height <= len(self._blocks):
+            return self._blocks[height - 1]
+        return None
+
+    def last_height(self) -> int:
+        """The height of the last block (0 = none).
+
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return len(self._blocks)
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        """The metadata value of ``key``, or ``None``.
+
+        :raises MalformedError: ``key`` is not 1 to 511 bytes.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        return self._meta.get(check_meta_key(key))
+
+    def put_meta(self, items: Mapping[bytes, bytes | None]) -> None:
+        """Set (``None``: delete) metadata keys, all or nothing.
+
+        :raises MalformedError: a key is not 1 to 511 bytes or a value not bytes or ``None``.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        if not isinstance(items, Mapping):
+            raise MalformedError("metadata items must be a mapping")
+        check_meta_items(items)
+        for key, value in items.items():
+            if value is None:
+                self._meta.pop(key, None)
+            else:
+                self._meta[key] = value
+
+    def close(self) -> None:
+        """Drop the contents; later calls raise :class:`~ledger.errors.StorageError`."""
+        self._closed = True
+        self._digests, self._levels, self._index = [], [[]], {}
