@@ -223,30 +223,56 @@ class CoreStats:
 # --- per-height message log --------------------------------------------------------------
 
 
-class _VoteSet:
-    """The first vote of each validator for one (round, type), with counts per block hash."""
+#: How many different votes of one validator for one (round, type) are kept and counted. An
+#: honest validator casts one; an equivocator's conflicting votes must still count towards each
+#: value it voted for (the quorum-intersection argument counts it once per value, as the
+#: Byzantine validator it is), or an honest node that saw the "wrong" half of an equivocation
+#: can never assemble the polka that a peer relays and the height stalls. Bounded, so a
+#: validator flooding random hashes costs this much memory and no more.
+MAX_VOTES_PER_VALIDATOR = 8
 
-    __slots__ = ("by_hash", "votes")
+
+class _VoteSet:
+    """Votes of one (round, type): per block hash, the distinct validators that voted for it.
+
+    The first vote of each validator defines :meth:`total` (distinct voters); conflicting votes
+    of an equivocator are kept too (up to :data:`MAX_VOTES_PER_VALIDATOR`) and counted for their
+    own hash, and the caller turns them into evidence.
+    """
+
+    __slots__ = ("by_hash", "first", "votes")
 
     def __init__(self) -> None:
-        self.votes: dict[bytes, Vote] = {}
+        self.first: dict[bytes, Vote] = {}
+        self.votes: dict[tuple[bytes, bytes | None], Vote] = {}
         self.by_hash: Counter[bytes | None] = Counter()
 
-    def add(self, vote: Vote) -> Vote | None:
-        """Add ``vote``; return the earlier vote of its validator if there is one (then
-        ``vote`` is not added)."""
-        old = self.votes.get(vote.validator)
-        if old is not None:
-            return old
-        self.votes[vote.validator] = vote
+    def add(self, vote: Vote) -> tuple[bool, Vote | None]:
+        """Add ``vote``. Return (whether it was counted, the validator's earlier *conflicting*
+        vote if any). A byte-identical or same-hash repeat returns ``(False, None)``."""
+        key = (vote.validator, vote.block_hash)
+        if key in self.votes:
+            return False, None
+        earlier = self.first.get(vote.validator)
+        if earlier is None:
+            self.first[vote.validator] = vote
+        elif sum(1 for v, _ in self.votes if v == vote.validator) >= MAX_VOTES_PER_VALIDATOR:
+            return False, earlier
+        self.votes[key] = vote
         self.by_hash[vote.block_hash] += 1
-        return None
+        return True, earlier
 
     def total(self) -> int:
-        return len(self.votes)
+        """Distinct validators that voted (for anything) in this (round, type)."""
+        return len(self.first)
 
     def for_hash(self, block_hash: bytes | None) -> list[Vote]:
-        return [v for v in self.votes.values() if v.block_hash == block_hash]
+        """One vote per validator that voted for ``block_hash``."""
+        return [v for (_, h), v in self.votes.items() if h == block_hash]
+
+    def all_votes(self) -> list[Vote]:
+        """Every kept vote, conflicting ones included (for relaying)."""
+        return list(self.votes.values())
 
 
 @dataclass
@@ -326,6 +352,11 @@ class ConsensusCore:
         self._rounds: dict[int, _RoundLog] = {}
         self._blocks: dict[bytes, Block] = {}
         self._validity: dict[bytes, bool] = {}
+        # Verified certificates received in ``Decision`` messages for this height, by block
+        # hash. A certificate is a complete proof of 2f+1 precommits on its own: it decides even
+        # when this node holds a conflicting vote of an equivocator for the same round, which
+        # the per-round vote sets (one vote per validator) would refuse to count.
+        self._certified: dict[bytes, CommitCertificate] = {}
         self._future: list[Message] = []
 
         safety = safety or SafetyState()
@@ -423,21 +454,27 @@ class ConsensusCore:
     def rebroadcast(self, now: int) -> list[Action]:
         """Re-send what peers may have missed (design brief section 4: liveness assumes what
         one correct node received eventually reaches all): the current round's proposal and
-        votes, the prevotes that justify the proposal's ``pol_round``, and the decision of the
-        previous height for peers still on it. Changes no state; call it periodically."""
+        votes, the votes of the previous round, the prevotes that justify the proposal's
+        ``pol_round``, and the decision of the previous height for peers still on it. Changes
+        no state; call it periodically."""
         out: list[Action] = []
         msgs: list[Message] = []
         if self.last_block is not None and self.last_certificate is not None:
             msgs.append(Decision(block=self.last_block, certificate=self.last_certificate))
         log = self._rounds.get(self.round)
-        if log is not None:
-            if log.proposal is not None:
-                msgs.append(log.proposal)
-                pol = log.proposal.pol_round
-                if pol >= 0 and pol in self._rounds:
-                    msgs += self._rounds[pol].prevotes.for_hash(log.proposal.block.hash)
-            msgs += list(log.prevotes.votes.values())
-            msgs += list(log.precommits.votes.values())
+        if log is not None and log.proposal is not None:
+            msgs.append(log.proposal)
+            pol = log.proposal.pol_round
+            if pol >= 0 and pol in self._rounds:
+                msgs += self._rounds[pol].prevotes.for_hash(log.proposal.block.hash)
+        # The votes of the previous round too: a peer still in it may lack exactly the
+        # precommit that would start its precommit timer (L47) or the prevotes of a polka, and
+        # no rule lets it leave that round on the strength of one peer's higher-round messages.
+        for r in (self.round - 1, self.round):
+            held = self._rounds.get(r)
+            if held is not None:
+                msgs += held.prevotes.all_votes()
+                msgs += held.precommits.all_votes()
         for m in msgs:
             out.append(Broadcast(message=m, data=m.encode()))
         return out
@@ -507,7 +544,8 @@ class ConsensusCore:
     def _record(self, msg: Message) -> bool:
         """Add a verified message of the current height to the log; return whether it is new."""
         if isinstance(msg, Decision):
-            changed = False
+            changed = msg.block.hash not in self._certified
+            self._certified.setdefault(msg.block.hash, msg.certificate)
             self._blocks.setdefault(msg.block.hash, msg.block)
             for v in msg.certificate.precommits:
                 changed |= self._record(v)
@@ -525,16 +563,15 @@ class ConsensusCore:
             log.senders.add(msg.validator)
             return True
         votes = log.prevotes if msg.type is VoteType.PREVOTE else log.precommits
-        old = votes.add(msg)
-        if old is not None:
-            if old.block_hash != msg.block_hash:
-                self.stats.equivocations += 1
-                self.evidence.add(DuplicateVoteEvidence.create(old, msg))
-            else:
-                self.stats.duplicate += 1
-            return False
-        log.senders.add(msg.validator)
-        return True
+        counted, earlier = votes.add(msg)
+        if earlier is not None:
+            self.stats.equivocations += 1
+            self.evidence.add(DuplicateVoteEvidence.create(earlier, msg))
+        elif not counted:
+            self.stats.duplicate += 1
+        if counted:
+            log.senders.add(msg.validator)
+        return counted
 
     # --- valid(v) ----------------------------------------------------------------------------
 
@@ -811,6 +848,10 @@ class ConsensusCore:
 
     def _on_decision_line49(self, now: int) -> list[Action] | None:
         """L49-54: 2f+1 precommits for id(v) in any round r, v known and valid: decide."""
+        for certified, cert in self._certified.items():
+            # The certificate was verified on admission (2f+1 distinct valid precommits).
+            if self._valid(self._blocks[certified]):
+                return self._decide(self._blocks[certified], cert, now)
         quorum = self.validators.quorum
         for r in sorted(self._rounds):
             precommits = self._rounds[r].precommits
@@ -835,6 +876,7 @@ class ConsensusCore:
         self.locked_round, self.locked_block = -1, None  # L53
         self.valid_round, self.valid_block = -1, None
         self._rounds, self._blocks, self._validity = {}, {}, {}
+        self._certified = {}
         out.append(self._schedule(TimeoutKind.COMMIT, now))
         # Buffered messages for the new height enter its log now (verified when buffered);
         # the rules run when the height starts.
