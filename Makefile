@@ -30,9 +30,16 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-bench
 	$(PY) bench/merkle.py
+	$(PY) bench/consensus.py
 
+# The long fault search of the consensus simulator (issue 3): 2000 random schedules, every
+# fault and Byzantine behaviour; prints a JSON summary, exits non-zero on any violation.
 chaos: $(STAMP)
-	$(PY) -m ledger.cli simulate --nodes 4 --byzantine 1 --schedules 2000 --seed 1
+	$(PY) -m ledger.cli simulate --nodes 4 --byzantine 1 --schedules 2000 --seed 1 --heights 3
+
+# A 4-validator cluster on 127.0.0.1 in the foreground (Ctrl-C stops it); state in ./devnet.
+devnet: $(STAMP)
+	$(PY) -m ledger.cli devnet up --dir devnet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1334 @@
+/*
+ * Ledger verification page: checks a document against its receipt, in the browser, offline.
+ *
+ * This is a JavaScript twin of the Python verifier, rule for rule and message for message:
+ *
+ *   ledger/receipt.py       tlog-proof@v1 parse + verify_receipt, the time bound
+ *   ledger/note.py          C2SP signed notes, key IDs, vkeys, type 0x01 and 0x04 signatures
+ *   ledger/checkpoint.py    C2SP tlog-checkpoint bodies
+ *   ledger/policy.py        C2SP tlog-policy parse + evaluate (groups, quorum, f = n - k)
+ *   ledger/merkle/proof.py  RFC 9162 section 2.1.3.2 inclusion verification
+ *
+ * The English text of every error is the Python error's diagnostics(), character for character,
+ * so tests/web/test_verify_page.py can feed the same receipts to both verifiers and compare the
+ * outcome (valid, or malformed/verification and the reason). When a rule changes in Python, it
+ * changes here, and that test says so.
+ *
+ * What the page does with the user's files: the document is read into memory and hashed with
+ * crypto.subtle.digest; nothing else ever sees it. The one network request the page may make is
+ * GET /v1/policy (same origin, and only when served over http(s)) to pre-fill the trust policy.
+ * Every Ed25519 check is crypto.subtle.verify({name: "Ed25519"}); no cryptography is hand-rolled.
+ *
+ * Web Crypto needs a secure context: https, http://localhost or 127.0.0.1, or a file:// page. A
+ * node served over plain http on another address gets no crypto.subtle, and the page says so.
+ */
+(function () {
+  "use strict";
+
+  // ------------------------------------------------------------------------------ constants
+
+  const RECEIPT_HEADER = "c2sp.org/tlog-proof@v1";
+  const MAX_PROOF_HASHES = 64;
+  const MAX_NOTE_SIZE = 1 << 20;
+  const MAX_RECEIPT_SIZE = MAX_NOTE_SIZE + 64 * 1024;
+  const MAX_EXTRA = 16 * 1024;
+  const MAX_SIGNATURES = 100;
+  const MAX_EXTENSIONS = 64;
+  const MAX_TREE_SIZE = (1n << 64n) - 1n;
+  const MAX_TIMESTAMP = (1n << 63n) - 1n;
+  const MAX_POLICY_ENTRIES = 1024;
+  const MAX_POLICY_SIZE = 1 << 20;
+  const HASH_SIZE = 32;
+  const PUBLIC_KEY_SIZE = 32;
+  const SIGNATURE_SIZE = 64;
+  const KEY_ID_SIZE = 4;
+  const TIMESTAMP_SIZE = 8;
+  /** c2sp.org/signed-note: U+2014 EM DASH and a space open every signature line. */
+  const SIGNATURE_LINE_PREFIX = "\u2014 ";
+  const SIG_TYPE_ED25519 = 0x01;
+  const SIG_TYPE_COSIGNATURE_V1 = 0x04;
+  /** c2sp.org/tlog-cosignature: the domain separation of type-0x04 signed messages. */
+  const COSIGNATURE_V1_HEADER = "cosignature/v1\n";
+  /** RFC 9162 section 2.1.1 domain-separation prefixes (ledger/merkle/hashing.py). */
+  const LEAF_HASH_PREFIX = 0x00;
+  const NODE_HASH_PREFIX = 0x01;
+  const NONE = "none";
+  /** datetime.fromtimestamp(..., UTC) fails past 9999-12-31T23:59:59Z; the CLI then prints seconds. */
+  const MAX_ISO_SECONDS = 253402300799n;
+
+  const DECIMAL = /^(0|[1-9][0-9]*)$/;
+  const HEX_KEY_ID = /^[0-9a-f]{8}$/;
+  const BASE64_SHAPE = /^[A-Za-z0-9+/]*={0,2}$/;
+  const NOTE_FORBIDDEN_CONTROL = /[\x00-\x09\x0b-\x1f\x7f]/;
+  const POLICY_FORBIDDEN = /[\x00-\x08\x0b-\x1f\x7f]/;
+  const POLICY_SPLIT = /[ \t]+/;
+  const POLICY_THRESHOLD = /^[1-9][0-9]{0,5}$/;
+  // Python's str.isspace(), which ledger.crypto.check_key_name uses (JavaScript's \s differs:
+  // it has U+FEFF and lacks U+0085 and U+001C-U+001F).
+  const PY_SPACE = /[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/;
+
+  // ----------------------------------------------------------------------- errors and text
+
+  /**
+   * The messages of every error, by code. "en" is the Python message verbatim; {x} is a
+   * parameter. A parameter is a string, a nested LedgerError (rendered in the same language)
+   * or {t: term} (a translated term from TERMS).
+   */
+  const MESSAGES = {
+    // receipt.py
+    receipt_too_large: { en: "receipt is too large", pl: "pokwitowanie jest za duże" },
+    receipt_not_utf8: { en: "receipt is not valid UTF-8", pl: "pokwitowanie nie jest poprawnym tekstem UTF-8" },
+    receipt_truncated: { en: "receipt is truncated", pl: "pokwitowanie jest ucięte" },
+    receipt_header: {
+      en: "receipt does not start with 'c2sp.org/tlog-proof@v1'",
+      pl: "pokwitowanie nie zaczyna się od 'c2sp.org/tlog-proof@v1'",
+    },
+    receipt_no_index: { en: "receipt lacks its 'index' line", pl: "w pokwitowaniu brakuje wiersza 'index'" },
+    receipt_too_many_hashes: {
+      en: "receipt has more than 64 proof hashes",
+      pl: "pokwitowanie ma więcej niż 64 skróty dowodu",
+    },
+    proof_hash_size: { en: "every proof hash must be 32 bytes", pl: "każdy skrót dowodu musi mieć 32 bajty" },
+    extra_too_large: { en: "receipt extra data is too large", pl: "dane dodatkowe pokwitowania są za duże" },
+    decimal_syntax: {
+      en: "{what} is not a decimal number without leading zeroes",
+      pl: "{what}: to nie jest liczba dziesiętna bez zer wiodących",
+    },
+    decimal_range: { en: "{what} is out of range", pl: "{what}: wartość poza zakresem" },
+    b64_invalid: { en: "{what} is not valid base64", pl: "{what}: niepoprawne base64" },
+    b64_noncanonical: { en: "{what} is not canonical base64", pl: "{what}: niekanoniczne base64" },
+    no_quorum_policy: {
+      en: "policy requires no cosignatures, so no time can be bounded",
+      pl: "polityka nie wymaga kontrasygnat, więc nie można ograniczyć czasu",
+    },
+    not_in_tree: {
+      en: "digest is not in the checkpointed tree: {inner}",
+      pl: "skrótu dokumentu nie ma w podpisanym drzewie: {inner}",
+    },
+    time_unbounded: {
+      en: "{count} validator cosignatures cannot bound the time: f = {f} needs {f1}",
+      pl: "{count} kontrasygnat(y) walidatorów nie wystarcza do ograniczenia czasu: przy f = {f} potrzeba {f1}",
+    },
+    // note.py
+    note_too_large: { en: "note is larger than 1048576 bytes", pl: "notatka jest większa niż 1048576 bajtów" },
+    note_control: {
+      en: "{what} contains an ASCII control character",
+      pl: "{what} zawiera znak sterujący ASCII",
+    },
+    note_no_newline: { en: "note does not end in a newline", pl: "notatka nie kończy się znakiem nowego wiersza" },
+    note_text_no_newline: {
+      en: "note text does not end in a newline",
+      pl: "tekst notatki nie kończy się znakiem nowego wiersza",
+    },
+    note_no_blank: {
+      en: "note has no blank line before its signatures",
+      pl: "w notatce brakuje pustego wiersza przed podpisami",
+    },
+    note_no_signatures: { en: "note has no signatures", pl: "notatka nie ma podpisów" },
+    note_too_many_signatures: {
+      en: "note has more than 100 signatures",
+      pl: "notatka ma więcej niż 100 podpisów",
+    },
+    sigline_prefix: {
+      en: "signature line does not start with an em dash and a space",
+      pl: "wiersz podpisu nie zaczyna się od pauzy (—) i spacji",
+    },
+    sigline_space: {
+      en: "signature line lacks a space between name and signature",
+      pl: "w wierszu podpisu brakuje spacji między nazwą a podpisem",
+    },
+    signature_too_short: { en: "signature is too short", pl: "podpis jest za krótki" },
+    key_name_empty: { en: "{what} is empty", pl: "{what}: pusta" },
+    key_name_chars: {
+      en: "{what} {name} contains a space, '+' or control character",
+      pl: "{what} {name} zawiera spację, '+' lub znak sterujący",
+    },
+    verifier_dup: {
+      en: "two verifier keys share the name and key ID of {name}",
+      pl: "dwa klucze weryfikujące mają tę samą nazwę i identyfikator co {name}",
+    },
+    vkey_shape: {
+      en: "verifier key must be <name>+<key ID>+<key>",
+      pl: "klucz weryfikujący musi mieć postać <nazwa>+<ID klucza>+<klucz>",
+    },
+    vkey_id_syntax: {
+      en: "verifier key ID must be 8 lowercase hex digits",
+      pl: "ID klucza weryfikującego musi składać się z 8 małych cyfr szesnastkowych",
+    },
+    vkey_short: { en: "verifier key material is too short", pl: "materiał klucza weryfikującego jest za krótki" },
+    vkey_type: { en: "unsupported signature type 0x{type}", pl: "nieobsługiwany typ podpisu 0x{type}" },
+    vkey_size: { en: "Ed25519 public key must be 32 bytes", pl: "klucz publiczny Ed25519 musi mieć 32 bajty" },
+    vkey_id_mismatch: {
+      en: "key ID of {name} does not match its key",
+      pl: "ID klucza {name} nie zgadza się z kluczem",
+    },
+    note_dup_signature: {
+      en: "note carries two signatures by key {name}",
+      pl: "notatka zawiera dwa podpisy klucza {name}",
+    },
+    known_sig_fails: {
+      en: "signature by known key {name} does not verify: {inner}",
+      pl: "podpis znanego klucza {name} jest nieprawidłowy: {inner}",
+    },
+    cosig_length: {
+      en: "cosignature by {name} has the wrong length",
+      pl: "kontrasygnata {name} ma złą długość",
+    },
+    cosig_timestamp: {
+      en: "cosignature by {name} has a timestamp above 2^63-1",
+      pl: "kontrasygnata {name} ma znacznik czasu większy niż 2^63-1",
+    },
+    note_unsigned: {
+      en: "note is not signed by any known key",
+      pl: "notatka nie jest podpisana żadnym znanym kluczem",
+    },
+    // crypto.py
+    ed25519_sig_size: { en: "Ed25519 signature must be 64 bytes", pl: "podpis Ed25519 musi mieć 64 bajty" },
+    ed25519_bad: { en: "Ed25519 signature does not verify", pl: "podpis Ed25519 się nie zgadza" },
+    // checkpoint.py
+    checkpoint_no_newline: {
+      en: "checkpoint does not end in a newline",
+      pl: "punkt kontrolny nie kończy się znakiem nowego wiersza",
+    },
+    checkpoint_few_lines: {
+      en: "checkpoint has fewer than three lines",
+      pl: "punkt kontrolny ma mniej niż trzy wiersze",
+    },
+    checkpoint_empty_line: { en: "checkpoint contains an empty line", pl: "punkt kontrolny zawiera pusty wiersz" },
+    checkpoint_root_size: { en: "checkpoint root must be 32 bytes", pl: "korzeń w punkcie kontrolnym musi mieć 32 bajty" },
+    checkpoint_extensions: {
+      en: "checkpoint has too many extension lines",
+      pl: "punkt kontrolny ma za dużo wierszy rozszerzeń",
+    },
+    checkpoint_line_chars: {
+      en: "checkpoint line contains a newline or control character",
+      pl: "wiersz punktu kontrolnego zawiera znak nowego wiersza lub znak sterujący",
+    },
+    // policy.py
+    policy_line: { en: "policy line {line}: {inner}", pl: "polityka, wiersz {line}: {inner}" },
+    policy_too_large: { en: "policy is larger than 1048576 bytes", pl: "polityka jest większa niż 1048576 bajtów" },
+    policy_control: {
+      en: "control characters other than tab are not allowed",
+      pl: "znaki sterujące inne niż tabulator są niedozwolone",
+    },
+    policy_unknown_keyword: { en: "unknown keyword {keyword}", pl: "nieznane słowo kluczowe {keyword}" },
+    policy_log_syntax: { en: "expected 'log <vkey> [<url>]'", pl: "oczekiwano 'log <vkey> [<url>]'" },
+    policy_witness_syntax: {
+      en: "expected 'witness <name> <vkey> [<url>]'",
+      pl: "oczekiwano 'witness <nazwa> <vkey> [<url>]'",
+    },
+    policy_group_syntax: {
+      en: "expected 'group <name> <k|all|any> <member>...'",
+      pl: "oczekiwano 'group <nazwa> <k|all|any> <członek>...'",
+    },
+    policy_quorum_syntax: { en: "expected 'quorum <name>'", pl: "oczekiwano 'quorum <nazwa>'" },
+    policy_threshold_syntax: {
+      en: "threshold {text} is not 'all', 'any' or a positive decimal",
+      pl: "próg {text} nie jest 'all', 'any' ani dodatnią liczbą dziesiętną",
+    },
+    policy_log_type: {
+      en: "a log key must have signature type 0x01 (Ed25519)",
+      pl: "klucz rejestru (log) musi mieć typ podpisu 0x01 (Ed25519)",
+    },
+    policy_too_many_logs: { en: "policy lists too many logs", pl: "polityka wymienia za dużo rejestrów" },
+    policy_dup_key: {
+      en: "{what} key {name} duplicates a key already listed",
+      pl: "klucz {what} {name} powtarza klucz już wymieniony",
+    },
+    policy_witness_type: {
+      en: "a witness key must have signature type 0x04 (cosignature/v1)",
+      pl: "klucz świadka musi mieć typ podpisu 0x04 (cosignature/v1)",
+    },
+    policy_name_ws: { en: "name is empty or contains whitespace", pl: "nazwa jest pusta lub zawiera odstęp" },
+    policy_name_none: {
+      en: "'none' is predefined and cannot be redefined",
+      pl: "'none' jest predefiniowane i nie można go przedefiniować",
+    },
+    policy_name_dup: { en: "name {name} is already defined", pl: "nazwa {name} jest już zdefiniowana" },
+    policy_too_many_names: { en: "policy defines too many names", pl: "polityka definiuje za dużo nazw" },
+    policy_group_empty: { en: "group {name} has no members", pl: "grupa {name} nie ma członków" },
+    policy_group_threshold: {
+      en: "group {name} threshold {k} is not between 1 and {n}",
+      pl: "próg {k} grupy {name} nie mieści się między 1 a {n}",
+    },
+    policy_member_none: { en: "'none' cannot be a group member", pl: "'none' nie może być członkiem grupy" },
+    policy_member_undefined: {
+      en: "group member {name} is not defined on an earlier line",
+      pl: "członek grupy {name} nie jest zdefiniowany we wcześniejszym wierszu",
+    },
+    policy_member_dup: {
+      en: "{name} is listed as a group member more than once",
+      pl: "{name} występuje jako członek grupy więcej niż raz",
+    },
+    policy_quorum_dup: { en: "policy has more than one quorum line", pl: "polityka ma więcej niż jeden wiersz quorum" },
+    policy_quorum_undefined: {
+      en: "quorum {name} is not defined on an earlier line",
+      pl: "kworum {name} nie jest zdefiniowane we wcześniejszym wierszu",
+    },
+    policy_no_quorum: { en: "policy has no quorum line", pl: "polityka nie ma wiersza quorum" },
+    no_trusted_log: {
+      en: "checkpoint is not signed by a trusted log for origin {origin}",
+      pl: "punkt kontrolny nie jest podpisany przez zaufany rejestr dla origin {origin}",
+    },
+    quorum_shortfall: {
+      en: "quorum {quorum} not met: {have} of {n} members witnessed, {k} required",
+      pl: "nie osiągnięto kworum {quorum}: poświadczyło {have} z {n} członków, wymagane {k}",
+    },
+    quorum_witness_missing: {
+      en: "quorum {quorum} not met: witness {quorum} did not cosign",
+      pl: "nie osiągnięto kworum {quorum}: świadek {quorum} nie złożył kontrasygnaty",
+    },
+    // merkle/proof.py
+    leaf_out_of_tree: {
+      en: "leaf index {index} is not in a tree of size {size}",
+      pl: "liścia o indeksie {index} nie ma w drzewie o rozmiarze {size}",
+    },
+    incl_too_many: { en: "inclusion proof has too many elements", pl: "dowód włączenia ma za dużo elementów" },
+    incl_too_few: { en: "inclusion proof has too few elements", pl: "dowód włączenia ma za mało elementów" },
+    incl_wrong_root: {
+      en: "inclusion proof does not lead to the expected root",
+      pl: "dowód włączenia nie prowadzi do oczekiwanego korzenia",
+    },
+    // the page itself (no Python twin)
+    no_document: { en: "choose the document file", pl: "wybierz plik dokumentu" },
+    no_receipt: { en: "choose the receipt file (.tlog-proof)", pl: "wybierz plik pokwitowania (.tlog-proof)" },
+    no_policy: {
+      en: "give the trust policy (paste it or choose its file)",
+      pl: "podaj politykę zaufania (wklej ją lub wybierz jej plik)",
+    },
+    read_failed: { en: "cannot read the file {name}", pl: "nie można odczytać pliku {name}" },
+    no_webcrypto: {
+      en: "this browser gives the page no Web Crypto (crypto.subtle): open it over https, at localhost, or save it and open the file",
+      pl: "przeglądarka nie udostępnia stronie Web Crypto (crypto.subtle): otwórz ją przez https, pod adresem localhost albo zapisz i otwórz jako plik",
+    },
+    no_ed25519: {
+      en: "this browser's Web Crypto does not support Ed25519; use a current Chromium, Firefox or Safari",
+      pl: "Web Crypto tej przeglądarki nie obsługuje Ed25519; użyj aktualnej przeglądarki Chromium, Firefox lub Safari",
+    },
+    internal: { en: "internal error: {detail}", pl: "błąd wewnętrzny: {detail}" },
+  };
+
+  /** Terms that Python passes as ``what=`` into shared messages. */
+  const TERMS = {
+    "receipt index": { en: "receipt index", pl: "indeks w pokwitowaniu" },
+    "checkpoint size": { en: "checkpoint size", pl: "rozmiar drzewa w punkcie kontrolnym" },
+    "checkpoint root": { en: "checkpoint root", pl: "korzeń w punkcie kontrolnym" },
+    "receipt extra data": { en: "receipt extra data", pl: "dane dodatkowe pokwitowania" },
+    "proof hash": { en: "proof hash", pl: "skrót dowodu" },
+    signature: { en: "signature", pl: "podpis" },
+    "verifier key": { en: "verifier key", pl: "klucz weryfikujący" },
+    "key name": { en: "key name", pl: "nazwa klucza" },
+    note: { en: "note", pl: "notatka" },
+    "note text": { en: "note text", pl: "tekst notatki" },
+    log: { en: "log", pl: "rejestru (log)" },
+    witness: { en: "witness", pl: "świadka" },
+  };
+
+  class LedgerError extends Error {
+    /**
+     * kind: "malformed" (MalformedError), "verification" (VerificationError) or "page" (a
+     * problem of this page or browser, with no Python twin).
+     */
+    constructor(kind, code, params) {
+      super(code);
+      this.kind = kind;
+      this.code = code;
+      this.params = params || {};
+      this.message = render(this, "en");
+    }
+  }
+
+  const malformed = (code, params) => new LedgerError("malformed", code, params);
+  const failed = (code, params) => new LedgerError("verification", code, params);
+  const pageError = (code, params) => new LedgerError("page", code, params);
+  const term = (t) => ({ t: t });
+
+  function render(error, lang) {
+    const entry = MESSAGES[error.code];
+    const template = entry ? entry[lang] || entry.en : error.code;
+    return template.replace(/\{(\w+)\}/g, function (whole, key) {
+      const value = error.params[key];
+      if (value === undefined) return whole;
+      if (value instanceof LedgerError) return render(value, lang);
+      if (value !== null && typeof value === "object" && "t" in value) {
+        const t = TERMS[value.t];
+        return t ? t[lang] || t.en : value.t;
+      }
+      return String(value);
+    });
+  }
+
+  // str.isprintable() is false for these categories (and repr() escapes them), space aside.
+  const PY_NOT_PRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
+
+  /** Python's repr() of a str, which the Python messages use for names ({name!r}). */
+  function pyRepr(s) {
+    const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
+    let out = quote;
+    for (const ch of s) {
+      const c = ch.codePointAt(0);
+      if (ch === quote || ch === "\\") out += "\\" + ch;
+      else if (ch === "\n") out += "\\n";
+      else if (ch === "\r") out += "\\r";
+      else if (ch === "\t") out += "\\t";
+      else if (ch !== " " && PY_NOT_PRINTABLE.test(ch)) {
+        if (c < 0x100) out += "\\x" + c.toString(16).padStart(2, "0");
+        else if (c < 0x10000) out += "\\u" + c.toString(16).padStart(4, "0");
+        else out += "\\U" + c.toString(16).padStart(8, "0");
+      } else out += ch;
+    }
+    return out + quote;
+  }
+
+  // ------------------------------------------------------------------------- byte helpers
+
+  const utf8Encoder = new TextEncoder();
+  const utf8 = (s) => utf8Encoder.encode(s);
+
+  /** Python's bytes.decode("utf-8"): strict, and a BOM stays a character. */
+  function decodeUtf8Strict(bytes) {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  }
+
+  function concat(...parts) {
+    let size = 0;
+    for (const p of parts) size += p.length;
+    const out = new Uint8Array(size);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  function equalBytes(a, b) {
+    if (a.length !== b.length) return false;
+    let diff = 0;
+    for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+    return diff === 0;
+  }
+
+  function toHex(bytes) {
+    let s = "";
+    for (const b of bytes) s += b.toString(16).padStart(2, "0");
+    return s;
+  }
+
+  function fromHex(text) {
+    if (!/^([0-9a-fA-F]{2})*$/.test(text)) throw new TypeError("not hex");
+    const out = new Uint8Array(text.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(i * 2, 2), 16);
+    return out;
+  }
+
+  const B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+  function b64encode(bytes) {
+    let out = "";
+    for (let i = 0; i < bytes.length; i += 3) {
+      const n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+      out += B64_ALPHABET[(n >> 18) & 63] + B64_ALPHABET[(n >> 12) & 63];
+      out += i + 1 < bytes.length ? B64_ALPHABET[(n >> 6) & 63] : "=";
+      out += i + 2 < bytes.length ? B64_ALPHABET[n & 63] : "=";
+    }
+    return out;
+  }
+
+  /**
+   * ledger.crypto.b64decode_strict: standard padded base64, canonical form only.
+   *
+   * Python admits [A-Za-z0-9+/]*={0,2}, then decodes: a dangling sixth bit group, missing
+   * padding, or padding beyond what the last group needs is an error, but padding after a
+   * complete group is skipped; then it re-encodes and compares, so "AAAA=" is "not canonical"
+   * while "AAA==" is "not valid". The same steps here give the same verdict and message
+   * (tests/web/test_verify_page.py checks these edge cases against Python).
+   */
+  function b64decodeStrict(text, what) {
+    if (!BASE64_SHAPE.test(text)) throw malformed("b64_invalid", { what: term(what) });
+    const data = text.replace(/=+$/, "");
+    const pads = text.length - data.length;
+    const need = (4 - (data.length % 4)) % 4;
+    if (data.length % 4 === 1 || (need > 0 && pads !== need)) {
+      throw malformed("b64_invalid", { what: term(what) });
+    }
+    const out = new Uint8Array(Math.floor((data.length * 6) / 8));
+    let acc = 0;
+    let bits = 0;
+    let at = 0;
+    for (const ch of data) {
+      acc = ((acc << 6) | B64_ALPHABET.indexOf(ch)) & 0xffffff;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        out[at++] = (acc >> bits) & 0xff;
+      }
+    }
+    if (b64encode(out) !== text) throw malformed("b64_noncanonical", { what: term(what) });
+    return out;
+  }
+
+  /** Python's str.split(sep, maxsplit): the last part keeps the rest (JavaScript's drops it). */
+  function pySplit(s, sep, maxsplit) {
+    const out = [];
+    let rest = s;
+    while (out.length < maxsplit) {
+      const at = rest.indexOf(sep);
+      if (at < 0) break;
+      out.push(rest.slice(0, at));
+      rest = rest.slice(at + sep.length);
+    }
+    out.push(rest);
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------ Web Crypto
+
+  function subtle() {
+    if (!globalThis.crypto || !globalThis.crypto.subtle) throw pageError("no_webcrypto");
+    return globalThis.crypto.subtle;
+  }
+
+  async function sha256(bytes) {
+    return new Uint8Array(await subtle().digest("SHA-256", bytes));
+  }
+
+  const importedKeys = new Map();
+
+  /**
+   * ledger.crypto.verify_ed25519. A key that is not a valid point fails like a bad signature
+   * (PyNaCl does the same); only a browser without Ed25519 is a page error.
+   */
+  async function verifyEd25519(publicKey, message, signature) {
+    if (signature.length !== SIGNATURE_SIZE) throw failed("ed25519_sig_size");
+    const cacheKey = toHex(publicKey);
+    let key = importedKeys.get(cacheKey);
+    if (key === undefined) {
+      try {
+        key = await subtle().importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
+      } catch (exc) {
+        if (exc && exc.name === "NotSupportedError") throw pageError("no_ed25519");
+        throw failed("ed25519_bad");
+      }
+      importedKeys.set(cacheKey, key);
+    }
+    let ok = false;
+    try {
+      ok = await subtle().verify({ name: "Ed25519" }, key, signature, message);
+    } catch (exc) {
+      if (exc && exc.name === "NotSupportedError") throw pageError("no_ed25519");
+      ok = false;
+    }
+    if (!ok) throw failed("ed25519_bad");
+  }
+
+  // ------------------------------------------------------------------- keys (crypto.py, note.py)
+
+  /** ledger.crypto.check_key_name */
+  function checkKeyName(name, what) {
+    what = what || "key name";
+    if (!name) throw malformed("key_name_empty", { what: term(what) });
+    for (const ch of name) {
+      const c = ch.codePointAt(0);
+      if (PY_SPACE.test(ch) || ch === "+" || c < 0x20 || c === 0x7f) {
+        throw malformed("key_name_chars", { what: term(what), name: pyRepr(name) });
+      }
+    }
+    return name;
+  }
+
+  /** Key ID = SHA-256(name || 0x0A || type || public key)[:4] (c2sp.org/signed-note). */
+  async function keyId(name, sigType, publicKey) {
+    const h = await sha256(concat(utf8(name), [0x0a], [sigType], publicKey));
+    return h.slice(0, KEY_ID_SIZE);
+  }
+
+  /** ledger.note.Verifier.from_vkey, with the checks of Verifier.__post_init__. */
+  async function parseVkey(vkey) {
+    const parts = pySplit(vkey, "+", 2);
+    if (parts.length !== 3) throw malformed("vkey_shape");
+    const [name, hexId, material] = parts;
+    checkKeyName(name);
+    if (!HEX_KEY_ID.test(hexId)) throw malformed("vkey_id_syntax");
+    const raw = b64decodeStrict(material, "verifier key");
+    if (raw.length < 2) throw malformed("vkey_short");
+    const sigType = raw[0];
+    const publicKey = raw.slice(1);
+    if (sigType !== SIG_TYPE_ED25519 && sigType !== SIG_TYPE_COSIGNATURE_V1) {
+      throw malformed("vkey_type", { type: sigType.toString(16).padStart(2, "0") });
+    }
+    if (publicKey.length !== PUBLIC_KEY_SIZE) throw malformed("vkey_size");
+    if (!equalBytes(fromHex(hexId), await keyId(name, sigType, publicKey))) {
+      throw malformed("vkey_id_mismatch", { name: name });
+    }
+    return {
+      name: name,
+      keyId: fromHex(hexId),
+      sigType: sigType,
+      publicKey: publicKey,
+      // The canonical text is the verifier's identity (Python compares the dataclass fields,
+      // which this string determines and is determined by).
+      vkey: name + "+" + hexId + "+" + b64encode(raw),
+    };
+  }
+
+  // ------------------------------------------------------------------------ notes (note.py)
+
+  function checkNoteChars(text, what) {
+    if (NOTE_FORBIDDEN_CONTROL.test(text)) throw malformed("note_control", { what: term(what) });
+  }
+
+  /** ledger.note.Signature.parse_line */
+  function parseSignatureLine(line) {
+    if (!line.startsWith(SIGNATURE_LINE_PREFIX)) throw malformed("sigline_prefix");
+    const rest = line.slice(SIGNATURE_LINE_PREFIX.length);
+    const space = rest.indexOf(" ");
+    if (space < 0) throw malformed("sigline_space");
+    const name = rest.slice(0, space);
+    const raw = b64decodeStrict(rest.slice(space + 1), "signature");
+    if (raw.length <= KEY_ID_SIZE) throw malformed("signature_too_short");
+    checkKeyName(name);
+    return { name: name, keyId: raw.slice(0, KEY_ID_SIZE), signature: raw.slice(KEY_ID_SIZE) };
+  }
+
+  /** ledger.note.parse_note, for a str (the receipt's checkpoint part). */
+  function parseNote(text) {
+    if (utf8(text).length > MAX_NOTE_SIZE) throw malformed("note_too_large");
+    checkNoteChars(text, "note");
+    if (!text.endsWith("\n")) throw malformed("note_no_newline");
+    // The text ends at the last "\n\n": the signatures after it cannot contain empty lines.
+    const split = text.lastIndexOf("\n\n");
+    if (split < 0) throw malformed("note_no_blank");
+    const body = text.slice(0, split + 1);
+    const sigBlock = text.slice(split + 2);
+    if (!sigBlock) throw malformed("note_no_signatures");
+    const lines = sigBlock.slice(0, -1).split("\n");
+    if (lines.length > MAX_SIGNATURES) throw malformed("note_too_many_signatures");
+    const signatures = lines.map(parseSignatureLine);
+    // Note.__post_init__
+    if (!body.endsWith("\n")) throw malformed("note_text_no_newline");
+    checkNoteChars(body, "note text");
+    return { text: body, signatures: signatures };
+  }
+
+  function signatureIdent(name, id) {
+    return name + "\n" + toHex(id);
+  }
+
+  /** ledger.note.Verifier.verify: the cosignature timestamp (BigInt) for 0x04, null for 0x01. */
+  async function verifySignature(verifier, text, signature) {
+    if (verifier.sigType === SIG_TYPE_ED25519) {
+      await verifyEd25519(verifier.publicKey, text, signature.signature);
+      return null;
+    }
+    const blob = signature.signature;
+    if (blob.length !== TIMESTAMP_SIZE + SIGNATURE_SIZE) {
+      throw failed("cosig_length", { name: verifier.name });
+    }
+    let timestamp = 0n;
+    for (let i = 0; i < TIMESTAMP_SIZE; i++) timestamp = (timestamp << 8n) | BigInt(blob[i]);
+    if (timestamp > MAX_TIMESTAMP) throw failed("cosig_timestamp", { name: verifier.name });
+    const message = concat(utf8(COSIGNATURE_V1_HEADER + "time " + timestamp.toString() + "\n"), text);
+    await verifyEd25519(verifier.publicKey, message, blob.slice(TIMESTAMP_SIZE));
+    return timestamp;
+  }
+
+  /**
+   * ledger.note.open_note: unknown (name, key ID) pairs are ignored; a known key that fails, or
+   * signs twice, rejects the note; no known signature at all rejects it too.
+   */
+  async function openNote(note, verifiers) {
+    const byId = new Map();
+    for (const v of verifiers) {
+      const ident = signatureIdent(v.name, v.keyId);
+      if (byId.has(ident) && byId.get(ident).vkey !== v.vkey) {
+        throw malformed("verifier_dup", { name: v.name });
+      }
+      byId.set(ident, v);
+    }
+    const text = utf8(note.text);
+    const verified = [];
+    const seen = new Set();
+    for (const signature of note.signatures) {
+      const ident = signatureIdent(signature.name, signature.keyId);
+      const known = byId.get(ident);
+      if (known === undefined) continue;
+      if (seen.has(ident)) throw failed("note_dup_signature", { name: signature.name });
+      seen.add(ident);
+      let timestamp;
+      try {
+        timestamp = await verifySignature(known, text, signature);
+      } catch (exc) {
+        if (exc instanceof LedgerError && exc.kind === "verification") {
+          throw failed("known_sig_fails", { name: signature.name, inner: exc });
+        }
+        throw exc;
+      }
+      verified.push({ verifier: known, timestamp: timestamp });
+    }
+    if (verified.length === 0) throw failed("note_unsigned");
+    return verified;
+  }
+
+  // ------------------------------------------------------------ checkpoints (checkpoint.py)
+
+  /** ledger.checkpoint.parse_decimal, as a BigInt. */
+  function parseDecimal(text, what, limit) {
+    if (text.length > 20 || !DECIMAL.test(text)) throw malformed("decimal_syntax", { what: term(what) });
+    const value = BigInt(text);
+    if (value > (limit === undefined ? MAX_TREE_SIZE : limit)) {
+      throw malformed("decimal_range", { what: term(what) });
+    }
+    return value;
+  }
+
+  /** ledger.checkpoint.parse_checkpoint_body (and Checkpoint.__post_init__). */
+  function parseCheckpointBody(text) {
+    if (!text.endsWith("\n")) throw malformed("checkpoint_no_newline");
+    const lines = text.slice(0, -1).split("\n");
+    if (lines.length < 3) throw malformed("checkpoint_few_lines");
+    if (lines.some((line) => !line)) throw malformed("checkpoint_empty_line");
+    const [origin, sizeText, rootText, ...extensions] = lines;
+    const size = parseDecimal(sizeText, "checkpoint size");
+    const root = b64decodeStrict(rootText, "checkpoint root");
+    if (root.length !== HASH_SIZE) throw malformed("checkpoint_root_size");
+    if (extensions.length > MAX_EXTENSIONS) throw malformed("checkpoint_extensions");
+    for (const line of [origin, ...extensions]) {
+      for (const ch of line) {
+        const c = ch.codePointAt(0);
+        if (c < 0x20 || c === 0x7f) throw malformed("checkpoint_line_chars");
+      }
+    }
+    return { origin: origin, size: size, root: root, extensions: extensions };
+  }
+
+  // ------------------------------------------------------------------- policies (policy.py)
+
+  class PolicyBuilder {
+    constructor() {
+      this.logs = [];
+      this.witnesses = [];
+      this.groups = [];
+      this.quorum = null;
+      this.names = new Set();
+      this.members = new Set();
+      this.keys = new Set();
+    }
+
+    newKey(verifier, what) {
+      const k = toHex(verifier.publicKey);
+      if (this.keys.has(k)) throw malformed("policy_dup_key", { what: term(what), name: verifier.name });
+      this.keys.add(k);
+    }
+
+    newName(name) {
+      if (!name || POLICY_SPLIT.test(name)) throw malformed("policy_name_ws");
+      if (name === NONE) throw malformed("policy_name_none");
+      if (this.names.has(name)) throw malformed("policy_name_dup", { name: pyRepr(name) });
+      if (this.names.size >= 2 * MAX_POLICY_ENTRIES) throw malformed("policy_too_many_names");
+    }
+
+    addLog(log) {
+      if (log.verifier.sigType !== SIG_TYPE_ED25519) throw malformed("policy_log_type");
+      if (this.logs.length >= MAX_POLICY_ENTRIES) throw malformed("policy_too_many_logs");
+      this.newKey(log.verifier, "log");
+      this.logs.push(log);
+    }
+
+    addWitness(witness) {
+      if (witness.verifier.sigType !== SIG_TYPE_COSIGNATURE_V1) throw malformed("policy_witness_type");
+      this.newName(witness.name);
+      this.newKey(witness.verifier, "witness");
+      this.names.add(witness.name);
+      this.witnesses.push(witness);
+    }
+
+    addGroup(group) {
+      this.newName(group.name);
+      if (group.members.length === 0) throw malformed("policy_group_empty", { name: pyRepr(group.name) });
+      if (!(group.threshold >= 1 && group.threshold <= group.members.length)) {
+        throw malformed("policy_group_threshold", {
+          name: pyRepr(group.name),
+          k: String(group.threshold),
+          n: String(group.members.length),
+        });
+      }
+      for (const member of group.members) {
+        if (member === NONE) throw malformed("policy_member_none");
+        if (!this.names.has(member)) throw malformed("policy_member_undefined", { name: pyRepr(member) });
+        if (this.members.has(member)) throw malformed("policy_member_dup", { name: pyRepr(member) });
+        this.members.add(member);
+      }
+      this.names.add(group.name);
+      this.groups.push(group);
+    }
+
+    setQuorum(name) {
+      if (this.quorum !== null) throw malformed("policy_quorum_dup");
+      if (name !== NONE && !this.names.has(name)) {
+        throw malformed("policy_quorum_undefined", { name: pyRepr(name) });
+      }
+      this.quorum = name;
+    }
+  }
+
+  function parseThreshold(text, n) {
+    if (text === "any") return 1;
+    if (text === "all") return n;
+    if (!POLICY_THRESHOLD.test(text)) throw malformed("policy_threshold_syntax", { text: pyRepr(text) });
+    return parseInt(text, 10);
+  }
+
+  async function parsePolicyLine(builder, line) {
+    if (POLICY_FORBIDDEN.test(line)) throw malformed("policy_control");
+    const items = line.split(POLICY_SPLIT).filter((item) => item);
+    if (items.length === 0 || items[0].startsWith("#")) return;
+    const keyword = items[0];
+    const args = items.slice(1);
+    if (keyword === "log") {
+      if (args.length !== 1 && args.length !== 2) throw malformed("policy_log_syntax");
+      builder.addLog({ verifier: await parseVkey(args[0]), url: args.length === 2 ? args[1] : null });
+    } else if (keyword === "witness") {
+      if (args.length !== 2 && args.length !== 3) throw malformed("policy_witness_syntax");
+      builder.addWitness({
+        name: args[0],
+        verifier: await parseVkey(args[1]),
+        url: args.length === 3 ? args[2] : null,
+      });
+    } else if (keyword === "group") {
+      if (args.length < 3) throw malformed("policy_group_syntax");
+      const members = args.slice(2);
+      builder.addGroup({ name: args[0], threshold: parseThreshold(args[1], members.length), members: members });
+    } else if (keyword === "quorum") {
+      if (args.length !== 1) throw malformed("policy_quorum_syntax");
+      builder.setQuorum(args[0]);
+    } else {
+      throw malformed("policy_unknown_keyword", { keyword: pyRepr(keyword) });
+    }
+  }
+
+  /**
+   * ledger.policy.parse_policy. Python decodes with surrogateescape so that high octets in
+   * names compare octet-wise; here invalid UTF-8 becomes U+FFFD, which can only make a name
+   * differ from what the checkpoint carries (and so fail closed), never match by accident.
+   */
+  async function parsePolicy(bytes) {
+    if (typeof bytes === "string") bytes = utf8(bytes);
+    if (bytes.length > MAX_POLICY_SIZE) throw malformed("policy_too_large");
+    const text = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(bytes);
+    const builder = new PolicyBuilder();
+    const lines = text.split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      try {
+        await parsePolicyLine(builder, lines[i]);
+      } catch (exc) {
+        if (exc instanceof LedgerError && exc.kind === "malformed") {
+          throw malformed("policy_line", { line: String(i + 1), inner: exc });
+        }
+        throw exc;
+      }
+    }
+    if (builder.quorum === null) throw malformed("policy_no_quorum");
+    return {
+      logs: builder.logs,
+      witnesses: builder.witnesses,
+      groups: builder.groups,
+      quorum: builder.quorum,
+    };
+  }
+
+  function policyVerifiers(policy) {
+    return policy.logs.map((l) => l.verifier).concat(policy.witnesses.map((w) => w.verifier));
+  }
+
+  /** Policy.quorum_witnesses: the leaves under the quorum, in policy order. */
+  function quorumWitnesses(policy) {
+    const groups = new Map(policy.groups.map((g) => [g.name, g]));
+    const wanted = new Set();
+    const pending = policy.quorum !== NONE ? [policy.quorum] : [];
+    while (pending.length) {
+      const name = pending.pop();
+      const group = groups.get(name);
+      if (group === undefined) wanted.add(name);
+      else pending.push(...group.members);
+    }
+    return policy.witnesses.filter((w) => wanted.has(w.name));
+  }
+
+  /** Policy.fault_tolerance: f = n - k of the quorum's top-level group, else 0. */
+  function faultTolerance(policy) {
+    for (const group of policy.groups) {
+      if (group.name === policy.quorum) return group.members.length - group.threshold;
+    }
+    return 0;
+  }
+
+  /** Policy.evaluate: a trusted log named like the origin signed, and the quorum is met. */
+  function evaluatePolicy(policy, signers, origin) {
+    const signed = new Set(signers.map((v) => v.vkey));
+    const log = policy.logs.find((l) => signed.has(l.verifier.vkey) && l.verifier.name === origin);
+    if (log === undefined) throw failed("no_trusted_log", { origin: pyRepr(origin) });
+    const cosigned = new Set(policy.witnesses.filter((w) => signed.has(w.verifier.vkey)).map((w) => w.name));
+    const satisfied = new Set(cosigned);
+    // Groups may only name earlier definitions, so one pass in file order settles them all.
+    for (const group of policy.groups) {
+      if (group.members.filter((m) => satisfied.has(m)).length >= group.threshold) satisfied.add(group.name);
+    }
+    if (policy.quorum !== NONE && !satisfied.has(policy.quorum)) {
+      const top = policy.groups.find((g) => g.name === policy.quorum);
+      if (top !== undefined) {
+        throw failed("quorum_shortfall", {
+          quorum: pyRepr(policy.quorum),
+          have: String(top.members.filter((m) => satisfied.has(m)).length),
+          n: String(top.members.length),
+          k: String(top.threshold),
+        });
+      }
+      throw failed("quorum_witness_missing", { quorum: pyRepr(policy.quorum) });
+    }
+    return { log: log, cosigners: policy.witnesses.filter((w) => cosigned.has(w.name)).map((w) => w.name) };
+  }
+
+  // --------------------------------------------------------------- Merkle (merkle/proof.py)
+
+  async function leafHash(digest) {
+    return sha256(concat([LEAF_HASH_PREFIX], digest));
+  }
+
+  async function nodeHash(left, right) {
+    return sha256(concat([NODE_HASH_PREFIX], left, right));
+  }
+
+  /** RFC 9162 section 2.1.3.2, step by step, as ledger.merkle.proof.verify_inclusion. */
+  async function verifyInclusion(leaf, index, size, proof, root) {
+    if (index >= size) {
+      throw failed("leaf_out_of_tree", { index: index.toString(), size: size.toString() });
+    }
+    let fn = index;
+    let sn = size - 1n;
+    let r = leaf;
+    for (const p of proof) {
+      if (sn === 0n) throw failed("incl_too_many");
+      if ((fn & 1n) === 1n || fn === sn) {
+        r = await nodeHash(p, r);
+        while ((fn & 1n) === 0n && fn !== 0n) {
+          fn >>= 1n;
+          sn >>= 1n;
+        }
+      } else {
+        r = await nodeHash(r, p);
+      }
+      fn >>= 1n;
+      sn >>= 1n;
+    }
+    if (sn !== 0n) throw failed("incl_too_few");
+    if (!equalBytes(r, root)) throw failed("incl_wrong_root");
+  }
+
+  // ------------------------------------------------------------------ receipts (receipt.py)
+
+  /** ledger.receipt.parse_receipt, for bytes. */
+  function parseReceipt(bytes) {
+    if (bytes.length > MAX_RECEIPT_SIZE) throw malformed("receipt_too_large");
+    let text;
+    try {
+      text = decodeUtf8Strict(bytes);
+    } catch (exc) {
+      throw malformed("receipt_not_utf8");
+    }
+    let pos = 0;
+    const next = function () {
+      const end = text.indexOf("\n", pos);
+      if (end < 0) throw malformed("receipt_truncated");
+      const line = text.slice(pos, end);
+      pos = end + 1;
+      return line;
+    };
+    if (next() !== RECEIPT_HEADER) throw malformed("receipt_header");
+    let line = next();
+    let extra = null;
+    if (line.startsWith("extra ")) {
+      extra = b64decodeStrict(line.slice("extra ".length), "receipt extra data");
+      line = next();
+    }
+    if (!line.startsWith("index ")) throw malformed("receipt_no_index");
+    const index = parseDecimal(line.slice("index ".length), "receipt index");
+    const proof = [];
+    while ((line = next()) !== "") {
+      if (proof.length === MAX_PROOF_HASHES) throw malformed("receipt_too_many_hashes");
+      proof.push(b64decodeStrict(line, "proof hash"));
+    }
+    const checkpoint = text.slice(pos);
+    // Receipt.__post_init__
+    if (proof.some((h) => h.length !== HASH_SIZE)) throw malformed("proof_hash_size");
+    if (extra !== null && extra.length > MAX_EXTRA) throw malformed("extra_too_large");
+    parseCheckpointBody(parseNote(checkpoint).text);
+    return { index: index, proof: proof, checkpoint: checkpoint, extra: extra };
+  }
+
+  /** ledger.receipt.time_bound: the (f + 1)-th smallest timestamp. */
+  function timeBound(timestamps, f) {
+    if (timestamps.length < f + 1) {
+      throw failed("time_unbounded", { count: String(timestamps.length), f: String(f), f1: String(f + 1) });
+    }
+    const sorted = timestamps.slice().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return sorted[f];
+  }
+
+  /**
+   * ledger.receipt.verify_receipt: the same steps in the same order, so that the first failure
+   * (and its reason) is the one Python reports.
+   *
+   * Returns {index, size, origin, root, cosigners, timeBound} (index, size, timeBound BigInt).
+   */
+  async function verifyReceipt(receiptBytes, policy, digest) {
+    const receipt = parseReceipt(receiptBytes);
+    if (digest.length !== HASH_SIZE) throw malformed("internal", { detail: "digest must be 32 bytes" });
+    if (policy.quorum === NONE) throw failed("no_quorum_policy");
+    // open_checkpoint: parse the note and its body, then verify the known signatures.
+    const note = parseNote(receipt.checkpoint);
+    const checkpoint = parseCheckpointBody(note.text);
+    const verified = await openNote(note, policyVerifiers(policy));
+    evaluatePolicy(policy, verified.map((v) => v.verifier), checkpoint.origin);
+    try {
+      await verifyInclusion(await leafHash(digest), receipt.index, checkpoint.size, receipt.proof, checkpoint.root);
+    } catch (exc) {
+      if (exc instanceof LedgerError && exc.kind === "verification") throw failed("not_in_tree", { inner: exc });
+      throw exc;
+    }
+    const validators = new Map(quorumWitnesses(policy).map((w) => [w.verifier.vkey, w.name]));
+    const stamps = [];
+    const cosigners = [];
+    for (const signature of verified) {
+      const name = validators.get(signature.verifier.vkey);
+      if (name !== undefined && signature.timestamp !== null) {
+        stamps.push(signature.timestamp);
+        cosigners.push(name);
+      }
+    }
+    return {
+      index: receipt.index,
+      size: checkpoint.size,
+      origin: checkpoint.origin,
+      root: checkpoint.root,
+      cosigners: cosigners,
+      timeBound: timeBound(stamps, faultTolerance(policy)),
+    };
+  }
+
+  /** The time bound as the CLI prints it: UTC ISO 8601 to the second. */
+  function formatTime(seconds, lang) {
+    if (seconds <= MAX_ISO_SECONDS) {
+      return new Date(Number(seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    }
+    return lang === "pl"
+      ? seconds.toString() + " s od początku epoki Uniksa"
+      : seconds.toString() + " seconds after the Unix epoch";
+  }
+
+  /**
+   * One call for tests: the verdict of the page's verifier on (receipt text, policy text,
+   * digest hex), as plain data comparable with the Python verifier's.
+   */
+  async function check(receiptBytes, policyBytes, digestHex) {
+    try {
+      const policy = await parsePolicy(policyBytes);
+      const result = await verifyReceipt(receiptBytes, policy, fromHex(digestHex));
+      return {
+        valid: true,
+        index: result.index.toString(),
+        size: result.size.toString(),
+        origin: result.origin,
+        root: toHex(result.root),
+        cosigners: result.cosigners,
+        time_bound: result.timeBound.toString(),
+      };
+    } catch (exc) {
+      if (exc instanceof LedgerError) return { valid: false, kind: exc.kind, reason: exc.message };
+      return { valid: false, kind: "internal", reason: String(exc) };
+    }
+  }
+
+  // ======================================================================== the page (UI)
+
+  const UI = {
+    title: { pl: "Weryfikacja dokumentu w rejestrze", en: "Document verification" },
+    intro: {
+      pl:
+        "Wybierz dokument, jego pokwitowanie (.tlog-proof) i politykę zaufania rejestru. " +
+        "Wszystko jest sprawdzane w tej przeglądarce: dokument ani jego skrót nie są nigdzie wysyłane.",
+      en:
+        "Choose a document, its receipt (.tlog-proof) and the ledger's trust policy. " +
+        "Everything is checked in this browser: neither the document nor its hash is sent anywhere.",
+    },
+    document_label: { pl: "Dokument", en: "Document" },
+    document_hint: {
+      pl: "Dowolny plik; przeglądarka liczy jego skrót SHA-256 lokalnie.",
+      en: "Any file; the browser computes its SHA-256 locally.",
+    },
+    receipt_label: { pl: "Pokwitowanie (.tlog-proof)", en: "Receipt (.tlog-proof)" },
+    policy_label: { pl: "Polityka zaufania (tlog-policy)", en: "Trust policy (tlog-policy)" },
+    policy_file_label: { pl: "…albo wczytaj z pliku:", en: "…or load it from a file:" },
+    policy_hint: {
+      pl:
+        "Audytor powinien porównać odcisk polityki z polityką opublikowaną przez instytucje " +
+        "prowadzące rejestr, a nie ufać jej tylko dlatego, że podał ją węzeł.",
+      en:
+        "An auditor should compare the policy's fingerprint with the policy published by the " +
+        "institutions running the ledger, not trust it because a node served it.",
+    },
+    verify: { pl: "Sprawdź", en: "Verify" },
+    lang_label: { pl: "Język", en: "Language" },
+    offline_note: {
+      pl: "Strona nie wysyła żadnych plików. Działa także otwarta z dysku, bez sieci.",
+      en: "This page sends no files. It also works opened from disk, without a network.",
+    },
+    status_busy: { pl: "Sprawdzanie…", en: "Checking…" },
+    status_valid: { pl: "WAŻNE: dokument jest w rejestrze", en: "VALID: the document is in the ledger" },
+    status_invalid: { pl: "NIEWAŻNE", en: "INVALID" },
+    status_error: { pl: "Nie można sprawdzić", en: "Cannot verify" },
+    kind_malformed: { pl: "Uszkodzone lub niepoprawne dane: ", en: "Malformed input: " },
+    kind_policy: { pl: "Polityka zaufania: ", en: "Trust policy: " },
+    field_digest: { pl: "Skrót SHA-256 dokumentu", en: "Document SHA-256" },
+    field_index: { pl: "Indeks liścia", en: "Leaf index" },
+    field_size: { pl: "Rozmiar drzewa", en: "Tree size" },
+    field_origin: { pl: "Rejestr (origin)", en: "Origin" },
+    field_cosigners: { pl: "Kontrasygnaty walidatorów", en: "Validator cosignatures" },
+    field_time: {
+      pl: "Dokument istniał nie później niż (UTC)",
+      en: "The document existed no later than (UTC)",
+    },
+    field_policy: { pl: "Odcisk polityki (SHA-256)", en: "Policy fingerprint (SHA-256)" },
+    policy_from_node: { pl: "Polityka pobrana z tego węzła (/v1/policy).", en: "Policy fetched from this node (/v1/policy)." },
+    policy_from_file: { pl: "Polityka wczytana z pliku: ", en: "Policy loaded from the file: " },
+    policy_fetch_failed: {
+      pl: "Nie udało się pobrać polityki z węzła; wczytaj ją z pliku.",
+      en: "Could not fetch the policy from the node; load it from a file.",
+    },
+    policy_offline: {
+      pl: "Strona otwarta z dysku: wczytaj politykę z pliku albo ją wklej.",
+      en: "Page opened from disk: load the policy from a file or paste it.",
+    },
+  };
+
+  const state = {
+    lang: "pl",
+    run: 0,
+    outcome: null, // {state, result?, error?, errorContext?, digestHex?, policyHex?}
+    policySource: null, // {kind: "node"|"file"|"fetch_failed"|"offline", name?}
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function ui(key) {
+    const entry = UI[key];
+    return entry ? entry[state.lang] || entry.en : key;
+  }
+
+  function setText(id, text) {
+    const el = $(id);
+    if (el) el.textContent = text;
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = state.lang;
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = ui(el.dataset.i18n);
+    for (const button of document.querySelectorAll("[data-lang]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
+    }
+    renderPolicySource();
+    renderOutcome();
+  }
+
+  function renderPolicySource() {
+    const source = state.policySource;
+    let text = "";
+    if (source) {
+      if (source.kind === "node") text = ui("policy_from_node");
+      else if (source.kind === "file") text = ui("policy_from_file") + source.name;
+      else if (source.kind === "fetch_failed") text = ui("policy_fetch_failed");
+      else if (source.kind === "offline") text = ui("policy_offline");
+    }
+    setText("policy-source", text);
+  }
+
+  function showField(id, value) {
+    const row = $(id + "-row");
+    if (value === null || value === undefined) {
+      row.hidden = true;
+      setText(id, "");
+    } else {
+      row.hidden = false;
+      setText(id, value);
+    }
+  }
+
+  function renderOutcome() {
+    const panel = $("result");
+    const outcome = state.outcome;
+    panel.dataset.run = String(state.run);
+    if (outcome === null) {
+      panel.hidden = true;
+      panel.dataset.state = "idle";
+      return;
+    }
+    panel.hidden = false;
+    panel.dataset.state = outcome.state;
+    panel.dataset.kind = outcome.error ? outcome.error.kind : "";
+    panel.dataset.code = outcome.error ? outcome.error.code : "";
+    setText("result-title", ui("status_" + outcome.state));
+    let reason = "";
+    if (outcome.error) {
+      if (outcome.errorContext === "policy") reason = ui("kind_policy");
+      else if (outcome.error.kind === "malformed") reason = ui("kind_malformed");
+      reason += render(outcome.error, state.lang);
+    }
+    setText("reason", reason);
+    $("reason").hidden = !reason;
+    const r = outcome.result;
+    showField("digest", outcome.digestHex || null);
+    showField("index", r ? r.index.toString() : null);
+    showField("size", r ? r.size.toString() : null);
+    showField("origin", r ? r.origin : null);
+    showField("cosigners", r ? r.cosigners.length + " (" + r.cosigners.join(", ") + ")" : null);
+    showField("time-bound", r ? formatTime(r.timeBound, state.lang) : null);
+    showField("policy-fingerprint", outcome.policyHex || null);
+  }
+
+  function readFile(file) {
+    return file.arrayBuffer().then(
+      (buffer) => new Uint8Array(buffer),
+      () => {
+        throw pageError("read_failed", { name: file.name });
+      }
+    );
+  }
+
+  async function runVerification() {
+    const run = ++state.run;
+    state.outcome = { state: "busy" };
+    renderOutcome();
+    const outcome = { state: "invalid" };
+    try {
+      const documentFile = $("document").files[0];
+      if (!documentFile) throw pageError("no_document");
+      const receiptFile = $("receipt").files[0];
+      if (!receiptFile) throw pageError("no_receipt");
+      const policyText = $("policy-text").value;
+      if (!policyText.trim()) throw pageError("no_policy");
+      subtle();
+      const policyBytes = utf8(policyText);
+      outcome.policyHex = toHex(await sha256(policyBytes));
+      let policy;
+      try {
+        policy = await parsePolicy(policyBytes);
+      } catch (exc) {
+        outcome.errorContext = "policy";
+        throw exc;
+      }
+      // The CLI refuses a receipt file above the limit before reading it; so does the page.
+      const receiptBytes =
+        receiptFile.size > MAX_RECEIPT_SIZE ? new Uint8Array(MAX_RECEIPT_SIZE + 1) : await readFile(receiptFile);
+      const digest = await sha256(await readFile(documentFile));
+      outcome.digestHex = toHex(digest);
+      outcome.result = await verifyReceipt(receiptBytes, policy, digest);
+      outcome.state = "valid";
+    } catch (exc) {
+      outcome.error = exc instanceof LedgerError ? exc : pageError("internal", { detail: String(exc) });
+      outcome.state = outcome.error.kind === "page" ? "error" : "invalid";
+    }
+    if (run !== state.run) return; // a newer run superseded this one
+    state.outcome = outcome;
+    renderOutcome();
+  }
+
+  async function loadPolicyFile() {
+    const file = $("policy-file").files[0];
+    if (!file) return;
+    try {
+      const bytes = await readFile(file);
+      $("policy-text").value = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(bytes);
+      state.policySource = { kind: "file", name: file.name };
+    } catch (exc) {
+      state.policySource = { kind: "fetch_failed" };
+    }
+    renderPolicySource();
+  }
+
+  /** The page's only request: the node's trust policy, same origin, GET, no credentials. */
+  async function fetchPolicy() {
+    if (location.protocol !== "http:" && location.protocol !== "https:") {
+      state.policySource = { kind: "offline" };
+      renderPolicySource();
+      return;
+    }
+    try {
+      const response = await fetch("/v1/policy", {
+        method: "GET",
+        credentials: "omit",
+        cache: "no-store",
+        redirect: "error",
+        referrerPolicy: "no-referrer",
+      });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const text = await response.text();
+      // A file the user picked meanwhile wins over the node's copy.
+      if (!$("policy-text").value.trim()) {
+        $("policy-text").value = text;
+        state.policySource = { kind: "node" };
+      }
+    } catch (exc) {
+      if (!$("policy-text").value.trim()) state.policySource = { kind: "fetch_failed" };
+    }
+    renderPolicySource();
+    document.body.dataset.policyLoaded = "true";
+  }
+
+  function initLanguage() {
+    let lang = "pl";
+    const wanted = new URLSearchParams(location.search).get("lang");
+    if (wanted === "en" || wanted === "pl") lang = wanted;
+    state.lang = lang;
+  }
+
+  function init() {
+    initLanguage();
+    for (const button of document.querySelectorAll("[data-lang]")) {
+      button.addEventListener("click", () => {
+        state.lang = button.dataset.lang;
+        applyLanguage();
+      });
+    }
+    $("verify").addEventListener("click", () => {
+      runVerification();
+    });
+    $("policy-file").addEventListener("change", () => {
+      loadPolicyFile();
+    });
+    $("policy-text").addEventListener("input", () => {
+      state.policySource = null;
+      renderPolicySource();
+    });
+    applyLanguage();
+    document.body.dataset.ready = "true";
+    fetchPolicy().finally(() => {
+      document.body.dataset.policyLoaded = "true";
+    });
+  }
+
+  // The verifier, for tests and for anyone who wants to script the page's checks.
+  globalThis.LedgerVerify = Object.freeze({
+    check: check,
+    parsePolicy: parsePolicy,
+    parseReceipt: parseReceipt,
+    verifyReceipt: verifyReceipt,
+    b64decodeStrict: b64decodeStrict,
+    render: render,
+    LedgerError: LedgerError,
+  });
+
+  if (typeof document !== "undefined" && document.getElementById("verify")) {
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+    else init();
+  }
+})();
