@@ -1,0 +1,1148 @@
+"""The genesis of a chain and the configuration of one node: parsing, validation, writing.
+
+Two files describe a running validator:
+
+* **the genesis** (``genesis.json``, shared by every institution, byte-for-byte the same): the
+  chain id bound into every consensus signature, the log origin, the genesis time, and the
+  validators with their public keys. Institutions compare its *genesis hash* out of band (read
+  aloud, on paper) before the chain starts: if two operators computed the same hash, they run
+  the same chain with the same validator set and the same trust policy.
+* **the node config** (``node.toml``, private to one operator): where to listen, the peers'
+  URLs, the data directory, the key file, the hashes of the client tokens, batch limits and
+  timeouts.
+
+Genesis file (JSON, UTF-8)
+--------------------------
+JSON because the genesis is exchanged between institutions and hashed, and JSON has one obvious
+canonical form in the standard library; TOML is kept for the hand-edited node config::
+
+    {
+      "format": "ledger-genesis/v1",
+      "chain_id": "ledger-devnet",
+      "origin": "ledger.example.org/devnet",
+      "genesis_time": 1732240800000,          // Unix time in milliseconds; null in a draft
+      "validators": [
+        {"name": "validator-1",
+         "log_vkey": "ledger.example.org/devnet+1a2b3c4d+AQ...",
+         "cosigner_vkey": "validator-1+5e6f7a8b+BA...",
+         "consensus_key": "<64 hex digits: Ed25519 public key of consensus messages>",
+         "url": "https://v1.example.org:7000"}  // optional
+      ]
+    }
+
+A *draft* (``genesis_time`` null) is what the ceremony edits (``ledger genesis init`` and
+``add-validator``); ``ledger genesis finalize`` sets the time and freezes it. A node only loads a
+final genesis (:func:`load_genesis`).
+
+The genesis time is in milliseconds because it is the BFT time of block 1 in the consensus core
+(:class:`ledger.consensus.ConsensusCore` takes ``genesis_time`` in ms).
+
+Validators are kept sorted by name, whatever the order they were added in, so that two
+institutions who assemble the same validators independently get the same genesis hash.
+
+Genesis hash
+------------
+``SHA-256`` of the canonical encoding (:meth:`Genesis.canonical_bytes`): the JSON object above
+with exactly the keys shown (``url`` present only when set), keys sorted, no insignificant
+whitespace, non-ASCII characters escaped (``json.dumps(..., sort_keys=True,
+separators=(",", ":"), ensure_ascii=True)``). Every field, the URLs included, changes it.
+
+Node config (TOML)
+------------------
+::
+
+    [node]
+    name = "validator-1"                 # must be this node's validator name in the genesis
+    listen_host = "127.0.0.1"
+    listen_port = 7001                   # 0 = any free port (tests)
+    public_url = "http://127.0.0.1:7001"
+    data_dir = "data/validator-1"        # relative paths are relative to this file's directory
+    key_file = "keys/validator-1.key"
+    genesis = "genesis.json"
+    log_level = "info"                   # debug | info | warning | error
+
+    [peers]                              # validator name -> base URL; a validator not listed
+    "validator-2" = "http://127.0.0.1:7002"   # here is reached at its genesis "url"
+
+    [[clients]]                          # bearer tokens allowed to anchor, stored hashed
+    name = "eod-backend"
+    token_sha256 = "<64 hex digits: SHA-256 of the UTF-8 token>"
+    revoked = false                      # optional; a revoked token gets 403
+
+    [batch]                              # optional, defaults shown
+    max_batch_digests = 10000
+    batch_window_ms = 50
+
+    [timeouts]                           # optional, defaults shown (milliseconds)
+    propose_ms = 3000
+    propose_delta_ms = 500
+    prevote_ms = 1000
+    prevote_delta_ms = 500
+    precommit_ms = 1000
+    precommit_delta_ms = 500
+    commit_ms = 0
+    peer_request_ms = 5000
+    anchor_wait_ms = 30000
+
+Unknown tables or keys are errors, not silently ignored: a misspelt ``max_batch_digest`` must not
+leave the default in force unnoticed. Every error is a :class:`~ledger.errors.ConfigError` that
+names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from ledger.consensus.core import TimeoutConfig
+from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, ValidatorKeys, check_key_name
+from ledger.errors import ConfigError, MalformedError
+from ledger.note import MAX_SIGNATURES, Verifier
+from ledger.policy import Group, Log, Policy, Witness, parse_policy
+from ledger.prover import fault_tolerance, quorum_threshold
+
+__all__ = [
+    "DEFAULT_BATCH_WINDOW_MS",
+    "DEFAULT_MAX_BATCH_DIGESTS",
+    "GENESIS_FORMAT",
+    "MAX_CHAIN_ID_BYTES",
+    "MAX_VALIDATORS",
+    "BatchLimits",
+    "ClientToken",
+    "Genesis",
+    "GenesisDraft",
+    "GenesisValidator",
+    "NodeConfig",
+    "Peer",
+    "Timeouts",
+    "format_genesis",
+    "format_node_config",
+    "format_vkeys",
+    "hash_token",
+    "load_genesis",
+    "load_genesis_draft",
+    "load_node_config",
+    "parse_genesis",
+    "parse_node_config",
+    "parse_vkeys",
+    "trust_policy",
+    "validator_for_keys",
+    "write_text_atomic",
+]
+
+GENESIS_FORMAT: Final = "ledger-genesis/v1"
+
+#: The consensus core binds the chain id into every signature and accepts 1 to 64 bytes.
+MAX_CHAIN_ID_BYTES: Final = 64
+
+#: A checkpoint note carries one log signature plus one cosignature per validator, and a note
+#: holds at most :data:`ledger.note.MAX_SIGNATURES` signatures.
+MAX_VALIDATORS: Final = MAX_SIGNATURES - 1
+
+DEFAULT_MAX_BATCH_DIGESTS: Final = 10_000
+DEFAULT_BATCH_WINDOW_MS: Final = 50
+
+#: Genesis and config files are small; a larger file is a mistake, not a config.
+_MAX_FILE_SIZE: Final = 1 << 20
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > _MAX_FILE_SIZE:
+        raise ConfigError(f"{what} {path} is larger than {_MAX_FILE_SIZE} bytes")
+    return data
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, with ``mode``.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 (hex) of a client bearer token, as stored in the node config.
+
+    Tokens are random 256-bit strings (``secrets.token_urlsafe(32)``), so a plain hash is enough:
+    there is nothing to brute-force that a salt or a slow hash would protect.
+    """
+    # surrogatepass: a header decoded with surrogate escapes must give a hash, not an exception.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_url(url: str, *, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL with a host")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"{where}: {url!r} has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: {url!r} must not have a query or fragment")
+    return url.rstrip("/")
+
+
+# ---------------------------------------------------------------------------------- genesis
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenesisValidator:
+    """One validator of the genesis: its name, public keys and (optionally) its node URL.
+
+    ``consensus_key`` is the raw 32-byte Ed25519 public key that signs consensus messages
+    (:attr:`ledger.crypto.ValidatorKeys.consensus_key`). The vkeys are checked against the
+    genesis origin by :class:`GenesisDraft`.
+
+    Raises (on construction):
+        ConfigError: an invalid name, a vkey that does not parse or has the wrong type or key
+            name, a consensus key that is not 32 bytes, or a URL that is not http(s).
+    """
+
+    name: str
+    log_vkey: str
+    cosigner_vkey: str
+    consensus_key: bytes
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"validator {self.name!r}"
+        try:
+            check_key_name(self.name, what="validator name")
+        except MalformedError as exc:
+            raise ConfigError(exc.diagnostics()) from None
+        if self.name == "none":
+            raise ConfigError("validator name 'none' is reserved by tlog-policy")
+        log = self.log_verifier
+        if log.sig_type != SIG_TYPE_ED25519:
+            raise ConfigError(f"{where}: log vkey must have signature type 0x01")
+        cosigner = self.cosigner_verifier
+        if cosigner.sig_type != SIG_TYPE_COSIGNATURE_V1:
+            raise ConfigError(f"{where}: cosigner vkey must have signature type 0x04")
+        if cosigner.name != self.name:
+            raise ConfigError(
+                f"{where}: cosigner vkey is named {cosigner.name!r}, expected the validator name"
+            )
+        if len(self.consensus_key) != 32:
+            raise ConfigError(f"{where}: consensus key must be 32 bytes")
+        if self.url is not None:
+            object.__setattr__(self, "url", _check_url(self.url, where=f"{where} url"))
+
+    @property
+    def log_verifier(self) -> Verifier:
+        """The parsed log vkey (type 0x01, key name = origin).
+
+        Raises:
+            ConfigError: the vkey does not parse.
+        """
+        return _verifier(self.log_vkey, f"validator {self.name!r} log vkey")
+
+    @property
+    def cosigner_verifier(self) -> Verifier:
+        """The parsed cosigner vkey (type 0x04, key name = validator name).
+
+        Raises:
+            ConfigError: the vkey does not parse.
+        """
+        return _verifier(self.cosigner_vkey, f"validator {self.name!r} cosigner vkey")
+
+    @classmethod
+    def from_keys(cls, keys: ValidatorKeys, *, url: str | None = None) -> GenesisValidator:
+        """The public part of a validator's key file.
+
+        Raises:
+            ConfigError: ``url`` is not an http(s) URL.
+        """
+        return cls(
+            name=keys.name,
+            log_vkey=keys.log_vkey,
+            cosigner_vkey=keys.cosigner_vkey,
+            consensus_key=keys.consensus_key.public_key,
+            url=url,
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """The JSON object of this validator in the genesis file."""
+        out = {
+            "name": self.name,
+            "log_vkey": self.log_vkey,
+            "cosigner_vkey": self.cosigner_vkey,
+            "consensus_key": self.consensus_key.hex(),
+        }
+        if self.url is not None:
+            out["url"] = self.url
+        return out
+
+
+def _verifier(vkey: str, what: str) -> Verifier:
+    try:
+        return Verifier.from_vkey(vkey)
+    except MalformedError as exc:
+        raise ConfigError(f"{what}: {exc.diagnostics()}") from None
+
+
+def _check_chain(chain_id: str, origin: str) -> None:
+    encoded = chain_id.encode("utf-8", errors="surrogatepass")
+    if not 1 <= len(encoded) <= MAX_CHAIN_ID_BYTES:
+        raise ConfigError(f"chain_id must be 1 to {MAX_CHAIN_ID_BYTES} bytes")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in chain_id):
+        raise ConfigError("chain_id must not contain spaces or control characters")
+    try:
+        check_key_name(origin, what="origin")
+    except MalformedError as exc:
+        raise ConfigError(exc.diagnostics()) from None
+
+
+def _check_validators(origin: str, validators: Sequence[GenesisValidator]) -> None:
+    if len(validators) > MAX_VALIDATORS:
+        raise ConfigError(f"a genesis holds at most {MAX_VALIDATORS} validators")
+    seen_names: set[str] = set()
+    seen_keys: set[bytes] = set()
+    for v in validators:
+        if v.name in seen_names:
+            raise ConfigError(f"validator {v.name!r} is listed twice")
+        seen_names.add(v.name)
+        log = v.log_verifier
+        if log.name != origin:
+            raise ConfigError(
+                f"validator {v.name!r}: log vkey is for origin {log.name!r}, "
+                f"but the genesis origin is {origin!r}"
+            )
+        # One key in two roles, or shared by two validators, would let one signature count
+        # twice (in the policy or in a consensus quorum).
+        for key, role in (
+            (log.public_key, "log key"),
+            (v.cosigner_verifier.public_key, "cosigner key"),
+            (v.consensus_key, "consensus key"),
+        ):
+            if key in seen_keys:
+                raise ConfigError(f"validator {v.name!r}: {role} duplicates a key already listed")
+            seen_keys.add(key)
+
+
+def _sorted(validators: Iterable[GenesisValidator]) -> tuple[GenesisValidator, ...]:
+    return tuple(sorted(validators, key=lambda v: v.name.encode("utf-8", "surrogatepass")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenesisDraft:
+    """A genesis under construction: no time yet, validators may still be added.
+
+    Validators are stored sorted by name (the order they are added in does not matter).
+
+    Raises (on construction):
+        ConfigError: an invalid chain id or origin, too many validators, a duplicate name or
+            key, or a log vkey for another origin.
+    """
+
+    chain_id: str
+    origin: str
+    validators: tuple[GenesisValidator, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_chain(self.chain_id, self.origin)
+        object.__setattr__(self, "validators", _sorted(self.validators))
+        _check_validators(self.origin, self.validators)
+
+    def with_validator(self, validator: GenesisValidator) -> GenesisDraft:
+        """A copy with ``validator`` added.
+
+        Raises:
+            ConfigError: the name or a key is already present, or the log vkey is for another
+                origin.
+        """
+        return replace(self, validators=(*self.validators, validator))
+
+    def finalize(self, *, genesis_time: int) -> Genesis:
+        """Freeze this draft at ``genesis_time`` (Unix milliseconds).
+
+        Raises:
+            ConfigError: no validators, or a negative time.
+        """
+        return Genesis(
+            chain_id=self.chain_id,
+            origin=self.origin,
+            genesis_time=genesis_time,
+            validators=self.validators,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Genesis:
+    """A final genesis: chain id, log origin, genesis time (Unix ms) and validators.
+
+    Raises (on construction):
+        ConfigError: as :class:`GenesisDraft`, or no validators, or a negative genesis time.
+    """
+
+    chain_id: str
+    origin: str
+    genesis_time: int
+    validators: tuple[GenesisValidator, ...]
+
+    def __post_init__(self) -> None:
+        _check_chain(self.chain_id, self.origin)
+        if isinstance(self.genesis_time, bool) or not 0 <= self.genesis_time < 1 << 63:
+            raise ConfigError("genesis_time must be a non-negative integer (Unix milliseconds)")
+        object.__setattr__(self, "validators", _sorted(self.validators))
+        if not self.validators:
+            raise ConfigError("a genesis needs at least one validator")
+        _check_validators(self.origin, self.validators)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the genesis file."""
+        return {
+            "format": GENESIS_FORMAT,
+            "chain_id": self.chain_id,
+            "origin": self.origin,
+            "genesis_time": self.genesis_time,
+            "validators": [v.to_json() for v in self.validators],
+        }
+
+    def canonical_bytes(self) -> bytes:
+        """The canonical encoding that :meth:`genesis_hash` hashes (see the module docstring)."""
+        return json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
+    def genesis_hash(self) -> str:
+        """SHA-256 of :meth:`canonical_bytes`, as 64 lowercase hex digits."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    @property
+    def n(self) -> int:
+        """The number of validators."""
+        return len(self.validators)
+
+    def validator(self, name: str) -> GenesisValidator:
+        """The validator called ``name``.
+
+        Raises:
+            ConfigError: there is none.
+        """
+        for v in self.validators:
+            if v.name == name:
+                return v
+        raise ConfigError(f"validator {name!r} is not in the genesis of {self.chain_id!r}")
+
+    def trust_policy(self) -> str:
+        """The trust policy text of this chain (:func:`trust_policy`)."""
+        return trust_policy(self)
+
+    def consensus_keys(self) -> tuple[bytes, ...]:
+        """The validators' consensus public keys in genesis order (the proposer rotation order);
+        pass them to :class:`ledger.consensus.ValidatorSet`."""
+        return tuple(v.consensus_key for v in self.validators)
+
+    def policy(self) -> Policy:
+        """The trust policy of this chain as a :class:`ledger.policy.Policy` (see
+        :func:`trust_policy`)."""
+        from ledger.prover import quorum_threshold
+
+        return Policy(
+            logs=tuple(Log(verifier=v.log_verifier) for v in self.validators),
+            witnesses=tuple(
+                Witness(name=v.name, verifier=v.cosigner_verifier) for v in self.validators
+            ),
+            groups=(
+                Group(
+                    name="validators",
+                    threshold=quorum_threshold(self.n),
+                    members=tuple(v.name for v in self.validators),
+                ),
+            ),
+            quorum="validators",
+        )
+
+
+def trust_policy(genesis: Genesis) -> str:
+    """The c2sp.org/tlog-policy text that verifies this chain's receipts.
+
+    Every validator's log key is a ``log`` (any of them may sign a checkpoint as the log), every
+    cosigner key is a ``witness``, and the quorum is ``group validators <k> <names>`` with
+    k = n - f (2f + 1 when n = 3f + 1), the same threshold :mod:`ledger.prover` uses. A comment
+    header names the chain and its genesis hash; the text parses back with
+    :func:`ledger.policy.parse_policy` to the same policy.
+    """
+    policy = genesis.policy()
+    header = (
+        f"# Trust policy for the ledger {genesis.origin} (chain {genesis.chain_id})\n"
+        f"# genesis hash {genesis.genesis_hash()}\n"
+        f"# {genesis.n} validators tolerate f = {fault_tolerance(genesis.n)} faults; "
+        f"a checkpoint needs {quorum_threshold(genesis.n)} cosignatures.\n"
+    )
+    text = header + policy.format()
+    # The formatter and parser are separate code; a policy we publish must read back as itself.
+    assert parse_policy(text) == policy
+    return text
+
+
+def validator_for_keys(genesis: Genesis, keys: ValidatorKeys) -> GenesisValidator:
+    """The genesis entry of the validator whose key file is ``keys``, checked key by key.
+
+    Raises:
+        ConfigError: the name is not in the genesis, the origin differs, or any public key
+            differs from the genesis (a wrong key file or a wrong genesis).
+    """
+    entry = genesis.validator(keys.name)
+    if keys.origin != genesis.origin:
+        raise ConfigError(
+            f"key file is for origin {keys.origin!r}, the genesis for {genesis.origin!r}"
+        )
+    mine = GenesisValidator.from_keys(keys, url=entry.url)
+    if mine != entry:
+        raise ConfigError(f"the key file of {keys.name!r} does not match its keys in the genesis")
+    return entry
+
+
+# ---- vkeys files (what an institution hands to the genesis ceremony)
+
+_VKEY_LABELS: Final = {
+    "name": "name",
+    "origin": "origin",
+    "log vkey": "log_vkey",
+    "cosigner vkey": "cosigner_vkey",
+    "consensus key": "consensus_key",
+}
+
+
+def parse_vkeys(text: str, *, source: str = "vkeys", url: str | None = None) -> GenesisValidator:
+    """Parse the public keys printed by ``ledger keys generate`` / ``ledger keys show``.
+
+    Lines are ``<label>: <value>`` with the labels ``name``, ``origin``, ``log vkey``,
+    ``cosigner vkey`` and ``consensus key`` (64 hex digits), each exactly once. Blank lines,
+    ``#`` comments and the ``wrote <file>`` line of ``keys generate`` are skipped, so its output
+    can be saved as is. The origin must be the key name of the log vkey.
+
+    Raises:
+        ConfigError: an unknown or repeated label, a missing one, or an invalid key (``source``
+            and the line number name the place).
+    """
+    fields: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("wrote "):
+            continue
+        label, sep, value = stripped.partition(":")
+        key = _VKEY_LABELS.get(label.strip())
+        if not sep or key is None:
+            raise ConfigError(
+                f"{source} line {number}: expected '<label>: <value>' with a label among "
+                + ", ".join(_VKEY_LABELS)
+            )
+        if key in fields:
+            raise ConfigError(f"{source} line {number}: {label.strip()!r} given twice")
+        fields[key] = value.strip()
+    missing = [label for label, key in _VKEY_LABELS.items() if key not in fields]
+    if missing:
+        raise ConfigError(f"{source}: missing {', '.join(repr(m) for m in missing)}")
+    if not _HEX64.fullmatch(fields["consensus_key"]):
+        raise ConfigError(f"{source}: consensus key must be 64 lowercase hex digits")
+    try:
+        validator = GenesisValidator(
+            name=fields["name"],
+            log_vkey=fields["log_vkey"],
+            cosigner_vkey=fields["cosigner_vkey"],
+            consensus_key=bytes.fromhex(fields["consensus_key"]),
+            url=url,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.diagnostics()}") from None
+    if validator.log_verifier.name != fields["origin"]:
+        raise ConfigError(f"{source}: the log vkey is not for origin {fields['origin']!r}")
+    return validator
+
+
+def format_vkeys(keys: ValidatorKeys) -> str:
+    """The public keys of a key file in the format :func:`parse_vkeys` reads."""
+    return (
+        f"name:          {keys.name}\n"
+        f"origin:        {keys.origin}\n"
+        f"log vkey:      {keys.log_vkey}\n"
+        f"cosigner vkey: {keys.cosigner_vkey}\n"
+        f"consensus key: {keys.consensus_key.public_key.hex()}\n"
+    )
+
+
+# ---- genesis files
+
+
+def _obj(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be an object")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    if key not in obj:
+        raise ConfigError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: field {key!r} must be a string")
+    return value
+
+
+def _only(obj: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}")
+
+
+def _parse_validator(value: object, where: str) -> GenesisValidator:
+    obj = _obj(value, where)
+    _only(obj, ("name", "log_vkey", "cosigner_vkey", "consensus_key", "url"), where)
+    name = _str(obj, "name", where)
+    key_hex = _str(obj, "consensus_key", where)
+    if not _HEX64.fullmatch(key_hex):
+        raise ConfigError(f"{where}: consensus_key must be 64 lowercase hex digits")
+    url = _str(obj, "url", where) if "url" in obj else None
+    try:
+        return GenesisValidator(
+            name=name,
+            log_vkey=_str(obj, "log_vkey", where),
+            cosigner_vkey=_str(obj, "cosigner_vkey", where),
+            consensus_key=bytes.fromhex(key_hex),
+            url=url,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.diagnostics()}") from None
+
+
+def _parse_genesis_json(data: bytes, where: str) -> tuple[GenesisDraft, int | None]:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not valid UTF-8 JSON ({exc})") from None
+    obj = _obj(raw, where)
+    _only(obj, ("format", "chain_id", "origin", "genesis_time", "validators"), where)
+    fmt = _str(obj, "format", where)
+    if fmt != GENESIS_FORMAT:
+        raise ConfigError(f"{where}: field 'format' is {fmt!r}, expected {GENESIS_FORMAT!r}")
+    stamp = obj.get("genesis_time")
+    if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int)):
+        raise ConfigError(f"{where}: field 'genesis_time' must be an integer (Unix ms) or null")
+    validators_raw = obj.get("validators", [])
+    if not isinstance(validators_raw, list):
+        raise ConfigError(f"{where}: field 'validators' must be a list")
+    validators = tuple(
+        _parse_validator(v, f"{where}: validators[{i}]") for i, v in enumerate(validators_raw)
+    )
+    try:
+        draft = GenesisDraft(
+            chain_id=_str(obj, "chain_id", where),
+            origin=_str(obj, "origin", where),
+            validators=validators,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.diagnostics()}") from None
+    return draft, stamp
+
+
+def parse_genesis(data: bytes, *, source: str = "genesis") -> Genesis:
+    """Parse a final genesis file's bytes; ``source`` names it in errors.
+
+    Raises:
+        ConfigError: invalid JSON, a missing, unknown or mistyped field, an invalid validator, or
+            a draft (no ``genesis_time``).
+    """
+    draft, stamp = _parse_genesis_json(data, source)
+    if stamp is None:
+        raise ConfigError(
+            f"{source}: the genesis is a draft (no genesis_time); run 'ledger genesis finalize'"
+        )
+    try:
+        return draft.finalize(genesis_time=stamp)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.diagnostics()}") from None
+
+
+def load_genesis(path: str | os.PathLike[str]) -> Genesis:
+    """Read and parse a final genesis file.
+
+    Raises:
+        ConfigError: the file is unreadable or too large, or as :func:`parse_genesis`.
+    """
+    target = Path(path)
+    return parse_genesis(_read_file(target, "genesis file"), source=f"genesis file {target}")
+
+
+def load_genesis_draft(path: str | os.PathLike[str]) -> GenesisDraft:
+    """Read a genesis draft (a file whose ``genesis_time`` is null).
+
+    Raises:
+        ConfigError: the file is unreadable, malformed, or already final.
+    """
+    target = Path(path)
+    where = f"genesis file {target}"
+    draft, stamp = _parse_genesis_json(_read_file(target, "genesis file"), where)
+    if stamp is not None:
+        raise ConfigError(f"{where}: the genesis is already final and cannot be changed")
+    return draft
+
+
+def format_genesis(genesis: Genesis | GenesisDraft) -> str:
+    """The genesis file text (indented JSON) of a final genesis or a draft."""
+    if isinstance(genesis, Genesis):
+        obj = genesis.to_json()
+    else:
+        obj = {
+            "format": GENESIS_FORMAT,
+            "chain_id": genesis.chain_id,
+            "origin": genesis.origin,
+            "genesis_time": None,
+            "validators": [v.to_json() for v in genesis.validators],
+        }
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+# ------------------------------------------------------------------------------ node config
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    """Another validator's node: its validator name and base URL (no trailing slash)."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientToken:
+    """A client allowed to anchor: a label, the SHA-256 (hex) of its token, revoked or not."""
+
+    name: str
+    token_sha256: str
+    revoked: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchLimits:
+    """How the mempool cuts blocks: at most ``max_batch_digests`` digests per block, and a
+    proposer waits at most ``batch_window_ms`` for a batch to fill."""
+
+    max_batch_digests: int = DEFAULT_MAX_BATCH_DIGESTS
+    batch_window_ms: int = DEFAULT_BATCH_WINDOW_MS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    """Timeouts in milliseconds: the consensus round timeouts (``base + round * delta``, see
+    :class:`ledger.consensus.TimeoutConfig`), a peer HTTP request, and the longest an
+    ``?wait=true`` anchor request waits for its receipts."""
+
+    propose_ms: int = 3000
+    propose_delta_ms: int = 500
+    prevote_ms: int = 1000
+    prevote_delta_ms: int = 500
+    precommit_ms: int = 1000
+    precommit_delta_ms: int = 500
+    commit_ms: int = 0
+    peer_request_ms: int = 5000
+    anchor_wait_ms: int = 30_000
+
+    def consensus(self) -> TimeoutConfig:
+        """These timeouts as a :class:`ledger.consensus.TimeoutConfig`."""
+        return TimeoutConfig(
+            propose=self.propose_ms,
+            propose_delta=self.propose_delta_ms,
+            prevote=self.prevote_ms,
+            prevote_delta=self.prevote_delta_ms,
+            precommit=self.precommit_ms,
+            precommit_delta=self.precommit_delta_ms,
+            commit=self.commit_ms,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """One node's configuration (see the module docstring for the TOML file).
+
+    Paths are resolved against the directory of the config file when loaded, and
+    :attr:`genesis` is the parsed genesis file. ``peers`` holds every *other* validator of the
+    genesis, in genesis order. ``listen_port`` 0 lets the OS pick a free port (tests).
+    ``source`` is the file it was loaded from (``None`` when built in code).
+
+    Raises (on construction):
+        ConfigError: ``name`` is not a validator of the genesis, or ``peers`` is not exactly the
+            other validators.
+    """
+
+    name: str
+    listen_host: str
+    listen_port: int
+    public_url: str
+    data_dir: Path
+    key_file: Path
+    genesis_file: Path
+    genesis: Genesis
+    peers: tuple[Peer, ...] = ()
+    clients: tuple[ClientToken, ...] = ()
+    batch: BatchLimits = field(default_factory=BatchLimits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    log_level: str = "info"
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.genesis.validator(self.name)
+        others = [v.name for v in self.genesis.validators if v.name != self.name]
+        if [p.name for p in self.peers] != others:
+            raise ConfigError(
+                f"peers must be the other validators of the genesis in order: {', '.join(others)}"
+            )
+
+    @property
+    def validator(self) -> GenesisValidator:
+        """This node's entry in the genesis."""
+        return self.genesis.validator(self.name)
+
+    def peer_urls(self) -> dict[str, str]:
+        """Peers as a mapping from validator name to base URL."""
+        return {p.name: p.url for p in self.peers}
+
+    def client_for_token(self, token: str) -> ClientToken | None:
+        """The client whose token is ``token`` (revoked or not), or ``None`` if unknown.
+
+        The caller answers 401 for ``None`` and 403 for a revoked client. The comparison runs
+        over every entry in constant time per entry, so timing does not reveal a prefix match.
+        """
+        digest = hash_token(token)
+        found: ClientToken | None = None
+        for client in self.clients:
+            if hmac.compare_digest(digest, client.token_sha256):
+                found = client
+        return found
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the file and field in errors, and a
+    check that no unknown key was given."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, table: str) -> None:
+        self.data = data
+        self.where = where
+        self.table = table
+        self.used: set[str] = set()
+
+    def field_name(self, key: str) -> str:
+        return f"{self.table}.{key}" if self.table else key
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {self.field_name(key)} {message}")
+
+    def get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.get(key)
+        if value is None:
+            if default is None:
+                raise self.fail(key, "is missing")
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def integer(self, key: str, default: int | None, *, low: int, high: int) -> int:
+        value = self.get(key)
+        if value is None:
+            if default is None:
+                raise self.fail(key, "is missing")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "must be an integer")
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low} and {high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known setting")
+
+
+def _subtable(root: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = root.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) -> NodeConfig:
+    """Parse node config TOML; relative paths are resolved against ``base_dir``.
+
+    The genesis file named in ``node.genesis`` is read too (:func:`load_genesis`). A validator
+    missing from ``[peers]`` is reached at its genesis ``url``; ``[peers]`` overrides it.
+
+    Raises:
+        ConfigError: invalid TOML, a missing, unknown, mistyped or out-of-range field, a bad URL,
+            a duplicate token, an unreadable or invalid genesis, a node name or peer that is not
+            a validator of the genesis, or another validator with no URL.
+    """
+    where = f"config file {source}" if source is not None else "config"
+    try:
+        root = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML ({exc})") from None
+    unknown = sorted(set(root) - {"node", "peers", "clients", "batch", "timeouts"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown table or key {unknown[0]!r}")
+
+    node = _Table(_subtable(root, "node", where), where, "node")
+    name = node.string("name")
+    try:
+        check_key_name(name, what="validator name")
+    except MalformedError as exc:
+        raise node.fail("name", exc.diagnostics()) from None
+    listen_host = node.string("listen_host", "127.0.0.1")
+    listen_port = node.integer("listen_port", None, low=0, high=65535)
+    public_url = _check_url(
+        node.string("public_url", f"http://{listen_host}:{listen_port}"),
+        where=f"{where}: node.public_url",
+    )
+    log_level = node.string("log_level", "info")
+    if log_level not in _LOG_LEVELS:
+        raise node.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+
+    def path(key: str) -> Path:
+        value = Path(node.string(key))
+        return Path(os.path.normpath(value if value.is_absolute() else base_dir / value))
+
+    data_dir, key_file, genesis_file = path("data_dir"), path("key_file"), path("genesis")
+    node.done()
+    genesis = load_genesis(genesis_file)
+    if name not in {v.name for v in genesis.validators}:
+        raise node.fail("name", f"{name!r} is not a validator in {genesis_file}")
+
+    peers_raw = _subtable(root, "peers", where)
+    explicit: dict[str, str] = {}
+    for peer_name, url in peers_raw.items():
+        key = f"peers.{_toml_str(peer_name)}"
+        if not isinstance(url, str):
+            raise ConfigError(f"{where}: {key} must be a URL string")
+        if peer_name == name:
+            raise ConfigError(f"{where}: {key} is this node itself")
+        if peer_name not in {v.name for v in genesis.validators}:
+            raise ConfigError(f"{where}: {key} is not a validator in {genesis_file}")
+        explicit[peer_name] = _check_url(url, where=f"{where}: {key}")
+    peers: list[Peer] = []
+    for v in genesis.validators:
+        if v.name == name:
+            continue
+        url = explicit.get(v.name, v.url)
+        if url is None:
+            raise ConfigError(
+                f"{where}: no URL for validator {v.name!r}: add it under [peers] "
+                "(the genesis has none)"
+            )
+        peers.append(Peer(name=v.name, url=url))
+
+    clients_raw = root.get("clients", [])
+    if not isinstance(clients_raw, list):
+        raise ConfigError(f"{where}: clients must be an array of tables ([[clients]])")
+    clients: list[ClientToken] = []
+    for i, entry in enumerate(clients_raw):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: clients[{i}] must be a table")
+        table = _Table(entry, where, f"clients[{i}]")
+        token_hash = table.string("token_sha256")
+        if not _HEX64.fullmatch(token_hash):
+            raise table.fail("token_sha256", "must be 64 lowercase hex digits (SHA-256)")
+        if any(c.token_sha256 == token_hash for c in clients):
+            raise table.fail("token_sha256", "duplicates another client's token")
+        clients.append(
+            ClientToken(
+                name=table.string("name", f"client-{i}"),
+                token_sha256=token_hash,
+                revoked=table.boolean("revoked", False),
+            )
+        )
+        table.done()
+
+    batch_t = _Table(_subtable(root, "batch", where), where, "batch")
+    batch = BatchLimits(
+        max_batch_digests=batch_t.integer(
+            "max_batch_digests", DEFAULT_MAX_BATCH_DIGESTS, low=1, high=1_000_000
+        ),
+        batch_window_ms=batch_t.integer(
+            "batch_window_ms", DEFAULT_BATCH_WINDOW_MS, low=0, high=60_000
+        ),
+    )
+    batch_t.done()
+
+    t = _Table(_subtable(root, "timeouts", where), where, "timeouts")
+    d = Timeouts()
+    hour = 3_600_000
+    timeouts = Timeouts(
+        propose_ms=t.integer("propose_ms", d.propose_ms, low=1, high=hour),
+        propose_delta_ms=t.integer("propose_delta_ms", d.propose_delta_ms, low=0, high=hour),
+        prevote_ms=t.integer("prevote_ms", d.prevote_ms, low=1, high=hour),
+        prevote_delta_ms=t.integer("prevote_delta_ms", d.prevote_delta_ms, low=0, high=hour),
+        precommit_ms=t.integer("precommit_ms", d.precommit_ms, low=1, high=hour),
+        precommit_delta_ms=t.integer("precommit_delta_ms", d.precommit_delta_ms, low=0, high=hour),
+        commit_ms=t.integer("commit_ms", d.commit_ms, low=0, high=hour),
+        peer_request_ms=t.integer("peer_request_ms", d.peer_request_ms, low=1, high=hour),
+        anchor_wait_ms=t.integer("anchor_wait_ms", d.anchor_wait_ms, low=1, high=hour),
+    )
+    t.done()
+
+    return NodeConfig(
+        name=name,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        public_url=public_url,
+        data_dir=data_dir,
+        key_file=key_file,
+        genesis_file=genesis_file,
+        genesis=genesis,
+        peers=tuple(peers),
+        clients=tuple(clients),
+        batch=batch,
+        timeouts=timeouts,
+        log_level=log_level,
+        source=source,
+    )
+
+
+def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """Read a node config file; relative paths in it are relative to its directory.
+
+    Raises:
+        ConfigError: the file is unreadable, not UTF-8, or as :func:`parse_node_config`.
+    """
+    target = Path(path)
+    data = _read_file(target, "config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {target}: not UTF-8 text") from None
+    return parse_node_config(text, base_dir=target.parent.absolute(), source=target)
+
+
+# ---- writing TOML
+#
+# The node config has a fixed, flat shape (strings, integers, booleans, one array of tables), so
+# a small writer is safer than a dependency: every string is a TOML basic string with every
+# character TOML forbids escaped, and tests read the output back with tomllib.
+
+
+def _toml_str(value: str) -> str:
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            if 0xD800 <= code <= 0xDFFF:
+                raise ConfigError("a config string holds a lone surrogate")
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _path_text(path: Path, relative_to: Path | None) -> str:
+    # Relative (with "..") when both live under one directory other than the root, so that
+    # a devnet directory can be moved as a whole; absolute otherwise.
+    if relative_to is not None and path.is_absolute() and relative_to.is_absolute():
+        common = os.path.commonpath([path, relative_to])
+        if common != os.path.sep:
+            return os.path.relpath(path, relative_to)
+    return str(path)
+
+
+def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -> str:
+    """The TOML text of ``config``; paths under ``relative_to`` are written relative to it (pass
+    the directory the file will live in, so that the directory can be moved as a whole).
+
+    Raises:
+        ConfigError: a string holds a lone surrogate (not representable in TOML).
+    """
+    lines = ["# ledger node configuration (see ledger/config.py for every field)", "[node]"]
+    node_fields: list[tuple[str, object]] = [
+        ("name", config.name),
+        ("listen_host", config.listen_host),
+        ("listen_port", config.listen_port),
+        ("public_url", config.public_url),
+        ("data_dir", _path_text(config.data_dir, relative_to)),
+        ("key_file", _path_text(config.key_file, relative_to)),
+        ("genesis", _path_text(config.genesis_file, relative_to)),
+        ("log_level", config.log_level),
+    ]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in node_fields]
+    lines += ["", "[peers]"]
+    lines += [f"{_toml_str(p.name)} = {_toml_str(p.url)}" for p in config.peers]
+    for client in config.clients:
+        lines += [
+            "",
+            "[[clients]]",
+            f"name = {_toml_str(client.name)}",
+            f"token_sha256 = {_toml_str(client.token_sha256)}",
+            f"revoked = {_toml_value(client.revoked)}",
+        ]
+    lines += ["", "[batch]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.batch).items()]
+    lines += ["", "[timeouts]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.timeouts).items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Tests of ledger.client against a local aiohttp server (a package so names never clash)."""

@@ -1,0 +1,1 @@
+"""Tests of ledger.config: genesis, trust policy, node config (a package so names never clash)."""
