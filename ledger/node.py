@@ -120,6 +120,7 @@ from ledger.node_peer import (
     seal_envelope,
 )
 from ledger.node_state import CosignatureCollector, LogApplication, Mempool, OverloadedError
+from ledger.node_verify import add_verify_routes
 from ledger.note import MAX_NOTE_SIZE
 from ledger.policy import Policy
 from ledger.prover import fault_tolerance, quorum_threshold
@@ -1266,6 +1267,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_post("/peer/v1/messages", _peer_messages)
+    add_verify_routes(app)  # the offline verification page (static, strict CSP)
     return app
 
 

@@ -203,6 +203,21 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
                                                  {"type": "object"})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics",
                                  "responses": {"200": _text("Prometheus text format")}}},
+            "/verify": {"get": {"summary": "Redirect to the verification page",
+                                "responses": {"308": {"description": "to /verify/"}}}},
+            "/verify/": {"get": {
+                "summary": "Offline receipt verification page (runs in the browser; the "
+                           "document never leaves it)",
+                "responses": {"200": {"description": "HTML page",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}},
+            }},
+            "/verify/{name}": {"get": {
+                "summary": "Assets of the verification page (verify.js, verify.css, verify.svg)",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the asset"},
+                              "404": {"description": "no such asset"}},
+            }},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json("OpenAPI",
                                                                  {"type": "object"})}}},

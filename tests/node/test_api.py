@@ -356,3 +356,24 @@ def test_fast_receipt_format_matches_ledger_receipt() -> None:
         proof = [bytes([i]) * 32 for i in range(length)]
         assert _format_receipt(3, proof, note) == build_receipt(
             index=3, proof=proof, checkpoint_note=note)
+
+
+def test_node_serves_the_verification_page_with_a_strict_csp(tmp_path: Path) -> None:
+    from ledger.node_verify import CONTENT_SECURITY_POLICY
+
+    async def main() -> None:
+        async with one_node(tmp_path) as (cluster, _node, http):
+            url = cluster.url(0)
+            async with http.get(url + "/verify", allow_redirects=False) as r:
+                assert r.status == 308 and r.headers["Location"] == "/verify/"
+            async with http.get(url + "/verify/") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"].startswith("text/html")
+                assert r.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+                assert "verify.js" in await r.text()
+            async with http.get(url + "/verify/verify.js") as r:
+                assert r.status == 200 and "javascript" in r.headers["Content-Type"]
+            async with http.get(url + "/verify/secret.key") as r:
+                assert r.status == 404
+
+    run(main())

@@ -1,7 +1,7 @@
-"""How a node serves the verification page: the reference wiring, used by the browser test.
+"""How a node serves the verification page (``/verify``), also used by the browser test.
 
-``ledger/node.py`` should do exactly this (copy :func:`add_verify_routes`): the page is static
-package data in ``ledger/static/`` and is served with a strict Content-Security-Policy, so that
+The page is static package data in ``ledger/static/`` and is served with a strict
+Content-Security-Policy, so that
 even a compromised asset could not load a foreign script or send anything anywhere but to the
 node itself (and the page only ever asks it for ``/v1/policy``).
 
