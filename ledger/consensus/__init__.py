@@ -32,6 +32,17 @@ from ledger.consensus.messages import (
     encode_message,
     verify_certificate,
 )
+from ledger.consensus.reconfig import (
+    Approval,
+    ChangeOp,
+    OpKind,
+    ValidatorHistory,
+    ValidatorInfo,
+    ValidatorRoster,
+    ValidatorSetChange,
+    decode_change,
+    validator_set_at,
+)
 from ledger.consensus.safety import DoubleSignRefused, SafetyState, Step
 from ledger.consensus.validators import ValidatorSet
 
@@ -39,9 +50,11 @@ __all__ = [
     "GENESIS_PREV_HASH",
     "Action",
     "Application",
+    "Approval",
     "Batch",
     "Block",
     "Broadcast",
+    "ChangeOp",
     "Commit",
     "CommitCertificate",
     "ConsensusCore",
@@ -52,6 +65,7 @@ __all__ = [
     "Ed25519Signer",
     "EvidencePool",
     "Message",
+    "OpKind",
     "Persist",
     "Proposal",
     "SafetyState",
@@ -60,11 +74,17 @@ __all__ = [
     "Step",
     "TimeoutConfig",
     "TimeoutKind",
+    "ValidatorHistory",
+    "ValidatorInfo",
+    "ValidatorRoster",
     "ValidatorSet",
+    "ValidatorSetChange",
     "Vote",
     "VoteType",
     "bft_time",
+    "decode_change",
     "decode_message",
     "encode_message",
+    "validator_set_at",
     "verify_certificate",
 ]

@@ -8,7 +8,10 @@ A block at height ``h`` carries:
 - ``proposer``: the public key of the validator that built it;
 - ``time``: the BFT time (milliseconds since the Unix epoch), see :func:`bft_time`;
 - ``last_commit``: the commit certificate of block ``h - 1`` (``None`` at height 1), so any
-  validator can recompute ``time`` from the block alone, whatever certificate it holds itself.
+  validator can recompute ``time`` from the block alone, whatever certificate it holds itself;
+- ``changes``: at most one validator-set change (:mod:`ledger.consensus.reconfig`), empty in
+  almost every block. It is encoded as a 9th wire element *only when non-empty*, so blocks
+  without a change keep the 8-element encoding (and hash) they always had.
 
 **BFT time** (as in Tendermint's "BFT time", CometBFT spec ``consensus/bft-time.md``): a correct
 validator stamps its precommit for block ``B`` with ``max(now, B.time + 1)``. The time of the next
@@ -37,6 +40,7 @@ from ledger.merkle.hashing import HASH_SIZE
 
 if TYPE_CHECKING:
     from ledger.consensus.messages import CommitCertificate
+    from ledger.consensus.reconfig import ValidatorSetChange
 
 #: Domain-separation prefix of a block hash: SHA-256(BLOCK_HASH_DOMAIN || canonical encoding).
 BLOCK_HASH_DOMAIN = b"ledger/consensus/block/v1\n"
@@ -60,10 +64,12 @@ class Block:
     tree_root: bytes
     digests: tuple[bytes, ...]
     last_commit: CommitCertificate | None = None
+    changes: tuple[ValidatorSetChange, ...] = ()
 
     def to_wire(self) -> list[Any]:
-        """The fixed msgpack schema of a block (a list, in field order)."""
-        return [
+        """The fixed msgpack schema of a block (a list, in field order; ``changes`` only when
+        there are any)."""
+        wire = [
             self.height,
             self.prev_hash,
             self.time,
@@ -73,6 +79,9 @@ class Block:
             list(self.digests),
             None if self.last_commit is None else self.last_commit.to_wire(),
         ]
+        if self.changes:
+            wire.append([c.to_wire() for c in self.changes])
+        return wire
 
     def encode(self) -> bytes:
         """Canonical msgpack bytes of the block (deterministic: equal blocks, equal bytes)."""

@@ -48,6 +48,13 @@ Choices the paper leaves open, made here:
   changes a step, a round, a height or a "first time" flag when it fires, so the loop ends.
 * Every signature goes through :class:`~ledger.consensus.safety.SafetyState`: the ``Persist``
   action with the new last-signed record and the current locks precedes the ``Broadcast``.
+* **Validator-set changes** (:mod:`ledger.consensus.reconfig`): "the validators" always means
+  the set *of the height in question* (:meth:`ConsensusCore.validators_at`, from the
+  :class:`~ledger.consensus.reconfig.ValidatorHistory` the core keeps): proposer, quorum and
+  signatures of a message of height ``h`` use the set of ``h``; a block's ``last_commit`` is
+  checked against the set of ``h - 1``; a block's change is part of ``valid(v)``; deciding a
+  block appends its change to the history. A node holding several keys (a rotation in
+  progress) signs at height ``h`` with the one in the set of ``h``, if any.
 
 Nothing here reads a clock, a random source or does I/O: ``now`` (milliseconds) is given with
 every event, and the same inputs give the same actions, which is what the simulator replays.
@@ -57,7 +64,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -73,6 +80,7 @@ from ledger.consensus.messages import (
     VoteType,
     decode_message,
 )
+from ledger.consensus.reconfig import ValidatorHistory, ValidatorSetChange
 from ledger.consensus.safety import DoubleSignRefused, SafetyState, Step
 from ledger.consensus.validators import ValidatorSet
 from ledger.errors import ConfigError, CorruptionError, LedgerError, ProtocolError
@@ -170,11 +178,15 @@ Action = Broadcast | Persist | Commit | ScheduleTimeout
 
 @dataclass(frozen=True, kw_only=True)
 class Batch:
-    """What the application contributes to a block: the digests and the tree head after them."""
+    """What the application contributes to a block: the digests and the tree head after them,
+    and optionally a validator-set change waiting in its mempool (the core proposes it only if
+    it is valid at this height, see :mod:`ledger.consensus.reconfig`; otherwise it is left out
+    and counted in ``stats.reasons["change left out: ..."]``)."""
 
     digests: tuple[bytes, ...]
     tree_size: int
     tree_root: bytes
+    changes: tuple[ValidatorSetChange, ...] = ()
 
 
 class Application(Protocol):
@@ -302,8 +314,10 @@ class ConsensusCore:
         self,
         *,
         chain_id: str,
-        validators: ValidatorSet,
+        validators: ValidatorSet | None = None,
+        history: ValidatorHistory | None = None,
         signer: Signer,
+        signers: Sequence[Signer] = (),
         app: Application,
         timeouts: TimeoutConfig | None = None,
         genesis_time: int = 0,
@@ -323,9 +337,21 @@ class ConsensusCore:
             or last_certificate.block_hash != last_block.hash
         ):
             raise ConfigError("last_certificate does not commit last_block")
+        if (validators is None) == (history is None):
+            raise ConfigError("give either validators (a fixed set) or a validator history")
+        applied = 0 if last_block is None else last_block.height
+        if history is None:
+            assert validators is not None
+            history = ValidatorHistory.fixed(validators, height=applied)
+        if history.height != applied:
+            raise ConfigError(
+                f"validator history is at height {history.height}, the chain at {applied}"
+            )
         self.chain_id = chain_id
-        self.validators = validators
-        self._signer = signer
+        self._history = history
+        self._signers: tuple[Signer, ...] = (signer, *signers)
+        if len({s.public_key for s in self._signers}) != len(self._signers):
+            raise ConfigError("the same key is given twice as a signer")
         self._me = signer.public_key
         self._app = app
         self.timeouts = timeouts or TimeoutConfig()
@@ -357,7 +383,8 @@ class ConsensusCore:
         # when this node holds a conflicting vote of an equivocator for the same round, which
         # the per-round vote sets (one vote per validator) would refuse to count.
         self._certified: dict[bytes, CommitCertificate] = {}
-        self._future: list[Message] = []
+        # Verified messages of future heights, with the set they were verified against.
+        self._future: list[tuple[Message, ValidatorSet]] = []
 
         safety = safety or SafetyState()
         if safety.height > self.height:
@@ -488,11 +515,38 @@ class ConsensusCore:
 
     @property
     def public_key(self) -> bytes:
-        return self._me
+        """The key this node signs with at the current height (the first ``signer`` when none
+        of its keys is in the current set)."""
+        active = self._signer_at(self.height)
+        return self._me if active is None else active.public_key
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The validator set of the current height."""
+        return self._history.set_at(self.height)
+
+    @property
+    def history(self) -> ValidatorHistory:
+        """The validator history including every committed block (after a ``Commit`` action it
+        already holds that block's change); a driver may persist or inspect it."""
+        return self._history
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set of ``height`` (final up to the current height + 1). Raises
+        :class:`ConfigError` for ``height < 1``."""
+        return self._history.set_at(height)
 
     def proposer(self, height: int, round: int) -> bytes:
         """The proposer of ``(height, round)``."""
-        return self.validators.proposer(height, round)
+        return self._history.set_at(height).proposer(height, round)
+
+    def _signer_at(self, height: int) -> Signer | None:
+        """The key this node signs with at ``height``: the one in that height's set."""
+        validators = self._history.set_at(height)
+        for s in self._signers:
+            if s.public_key in validators:
+                return s
+        return None
 
     # --- admission: every check before any state change ------------------------------------
 
@@ -518,8 +572,10 @@ class ConsensusCore:
             if height > self.height + self._future_window or len(self._future) >= self._max_future:
                 self.stats.future_dropped += 1
                 return False
-            self._verify(msg)  # never buffer what could be forged
-            self._future.append(msg)
+            # Never buffer what could be forged. The set of height + 2 is not final yet (block
+            # ``height`` may schedule a change for it): re-checked when the height starts.
+            self._verify(msg)
+            self._future.append((msg, self.validators_at(height)))
             self.stats.future_buffered += 1
             return False
         if not isinstance(msg, Decision) and msg.round > self.round + MAX_ROUND_AHEAD:
@@ -528,9 +584,11 @@ class ConsensusCore:
         return self._record(msg)
 
     def _verify(self, msg: Message) -> None:
-        msg.verify(self.validators, self.chain_id)
+        height = msg.block.height if isinstance(msg, Decision) else msg.height
+        validators = self.validators_at(height)
+        msg.verify(validators, self.chain_id)
         if isinstance(msg, Proposal):
-            if msg.validator != self.validators.proposer(msg.height, msg.round):
+            if msg.validator != validators.proposer(msg.height, msg.round):
                 raise ProtocolError("proposal from a validator that is not the proposer")
             if len(msg.block.digests) > MAX_BLOCK_DIGESTS:
                 raise ProtocolError("oversized block")
@@ -600,6 +658,9 @@ class ConsensusCore:
             raise ProtocolError("block does not extend the last committed block")
         if block.proposer not in self.validators:
             raise ProtocolError("block proposer is not a validator")
+        # A carried set change: approved by a quorum of the current set, none pending, lead
+        # rule (ledger.consensus.reconfig). Raises VerificationError.
+        self._history.check_changes(self.height, block.changes, chain_id=self.chain_id)
         if len(block.digests) > MAX_BLOCK_DIGESTS or len(block.tree_root) != HASH_SIZE:
             raise ProtocolError("block is oversized or has a malformed tree root")
         if self.height == 1:
@@ -608,7 +669,10 @@ class ConsensusCore:
         else:
             if block.last_commit is None or block.last_commit.height != self.height - 1:
                 raise ProtocolError("block lacks the previous height's certificate")
-            block.last_commit.verify(self.validators, self.chain_id, prev_hash)
+            # Block h - 1 was decided by the set of h - 1, which differs from ours right at a
+            # set change.
+            block.last_commit.verify(self.validators_at(self.height - 1), self.chain_id,
+                                     prev_hash)
         want = expected_time(
             height=self.height, last_commit=block.last_commit, prev_block=self.last_block,
             genesis_time=self.genesis_time,
@@ -624,7 +688,7 @@ class ConsensusCore:
         """Sign via ``build`` unless the safety state forbids it; emit Persist then Broadcast,
         and apply the message to our own log. A refused signature is counted, not raised:
         staying silent is always safe."""
-        if self._me not in self.validators:
+        if self._signer_at(height) is None:
             return []
         hrs = (height, round, int(step))
         if hrs == self._safety.hrs:
@@ -669,10 +733,13 @@ class ConsensusCore:
             # BFT time: a precommit for B is later than B's time (ledger.consensus.block).
             timestamp = max(now, self._blocks[block_hash].time + 1)
         height, round = self.height, self.round
+        signer = self._signer_at(height)
+        if signer is None:
+            return []
         return self._sign_and_send(
             height, round, step,
             lambda: Vote.create(
-                self._signer, type=type, chain_id=self.chain_id, height=height, round=round,
+                signer, type=type, chain_id=self.chain_id, height=height, round=round,
                 block_hash=block_hash, timestamp=timestamp,
             ),
         )
@@ -689,30 +756,48 @@ class ConsensusCore:
         """Begin the current height: StartRound(0), then admit buffered messages for it."""
         self.started = True
         out = self._start_round_line11(0, now)
-        pending, self._future = self._future, []
-        for msg in pending:
-            height = msg.block.height if isinstance(msg, Decision) else msg.height
-            if height == self.height:
-                self._record(msg)  # verified when buffered
-            elif height > self.height:
-                self._future.append(msg)
+        self._admit_buffered()
         return out + self._evaluate(now)
+
+    def _admit_buffered(self) -> None:
+        """Move buffered messages of the (new) current height into its log; keep later ones.
+        A message verified against a set that is no longer the set of its height (a change
+        committed since) is verified again, and dropped if it no longer passes."""
+        pending, self._future = self._future, []
+        for msg, checked_with in pending:
+            height = msg.block.height if isinstance(msg, Decision) else msg.height
+            if height < self.height:
+                continue
+            if checked_with != self.validators_at(height):
+                try:
+                    self._verify(msg)
+                except LedgerError as exc:
+                    self._reject(type(exc).__name__)
+                    continue
+                checked_with = self.validators_at(height)
+            if height == self.height:
+                self._record(msg)
+            else:
+                self._future.append((msg, checked_with))
 
     def _start_round_line11(self, round: int, now: int) -> list[Action]:
         """L11-21 StartRound(round)."""
         self.round = round
         self.step = Step.PROPOSE
         out: list[Action] = []
-        if self.validators.proposer(self.height, round) == self._me:
+        signer = self._signer_at(self.height)
+        if signer is not None and self.validators.proposer(self.height, round) == (
+            signer.public_key
+        ):
             if self.valid_block is not None:  # L15-16
                 block, pol_round = self.valid_block, self.valid_round
             else:  # L18 getValue()
-                block, pol_round = self._new_block(now), -1
+                block, pol_round = self._new_block(now, signer.public_key), -1
             height = self.height
             out += self._sign_and_send(
                 height, round, Step.PROPOSE,
                 lambda: Proposal.create(
-                    self._signer, chain_id=self.chain_id, height=height, round=round,
+                    signer, chain_id=self.chain_id, height=height, round=round,
                     pol_round=pol_round, block=block,
                 ),
             )
@@ -721,8 +806,16 @@ class ConsensusCore:
         out.append(self._schedule(TimeoutKind.PROPOSE, now))
         return out
 
-    def _new_block(self, now: int) -> Block:
+    def _new_block(self, now: int, proposer: bytes) -> Block:
         batch = self._app.propose(self.height, self.last_block, now)
+        changes = tuple(batch.changes)
+        if changes:
+            try:
+                self._history.check_changes(self.height, changes, chain_id=self.chain_id)
+            except LedgerError as exc:
+                # Never propose a block we would judge invalid: leave the change out.
+                self.stats.reasons[f"change left out: {exc.diagnostics()}"] += 1
+                changes = ()
         time = expected_time(
             height=self.height, last_commit=self.last_certificate, prev_block=self.last_block,
             genesis_time=self.genesis_time,
@@ -731,11 +824,12 @@ class ConsensusCore:
             height=self.height,
             prev_hash=GENESIS_PREV_HASH if self.last_block is None else self.last_block.hash,
             time=time,
-            proposer=self._me,
+            proposer=proposer,
             tree_size=batch.tree_size,
             tree_root=batch.tree_root,
             digests=tuple(batch.digests),
             last_commit=self.last_certificate,
+            changes=changes,
         )
         self._blocks[block.hash] = block
         return block
@@ -870,6 +964,8 @@ class ConsensusCore:
         on the COMMIT timeout, after the driver applied the block."""
         self.stats.commits += 1
         out: list[Action] = [Commit(block=block, certificate=cert)]
+        # valid(block) held, so its change (if any) applies; this schedules it.
+        self._history = self._history.apply(block, chain_id=self.chain_id)
         self.last_block, self.last_certificate = block, cert
         self.height += 1
         self.round, self.step, self.started = 0, Step.PROPOSE, False
@@ -878,15 +974,9 @@ class ConsensusCore:
         self._rounds, self._blocks, self._validity = {}, {}, {}
         self._certified = {}
         out.append(self._schedule(TimeoutKind.COMMIT, now))
-        # Buffered messages for the new height enter its log now (verified when buffered);
-        # the rules run when the height starts.
-        pending, self._future = self._future, []
-        for msg in pending:
-            h = msg.block.height if isinstance(msg, Decision) else msg.height
-            if h == self.height:
-                self._record(msg)
-            elif h > self.height:
-                self._future.append(msg)
+        # Buffered messages for the new height enter its log now (verified when buffered, again
+        # if the set changed); the rules run when the height starts.
+        self._admit_buffered()
         return out
 
     def _on_round_skip_line55(self, now: int) -> list[Action] | None:

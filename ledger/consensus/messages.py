@@ -8,7 +8,8 @@ extension types), starting with :data:`WIRE_VERSION` and a :class:`Kind`::
     PRECOMMIT  [1, 3, chain_id, height, round, block_hash | nil, timestamp, validator, signature]
     DECISION   [1, 4, block, certificate]
     block       = [height, prev_hash, time, proposer, tree_size, tree_root, [digest...],
-                   certificate | nil]
+                   certificate | nil (, [change])]   (the 9th element only when non-empty;
+                   change: see ledger.consensus.reconfig)
     certificate = [height, round, block_hash, [PRECOMMIT...]]
 
 There is exactly one encoding of each message: :func:`decode_message` re-encodes what it parsed
@@ -41,6 +42,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from ledger.consensus.block import MAX_BLOCK_DIGESTS, Block
+from ledger.consensus.reconfig import MAX_CHANGES_PER_BLOCK, change_from_wire
 from ledger.consensus.validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE, ValidatorSet
 from ledger.errors import ConfigError, ProtocolError, VerificationError
 from ledger.merkle.hashing import HASH_SIZE
@@ -430,10 +432,19 @@ def _certificate_from(obj: Any) -> CommitCertificate:
 
 
 def _block_from(obj: Any) -> Block:
-    _list(obj, 8, "block")
+    _list(obj, None, "block")
+    if len(obj) not in (8, 9):
+        raise ProtocolError("block is not a list of 8 or 9")
     digests = _list(obj[6], None, "digests")
     if len(digests) > MAX_BLOCK_DIGESTS:
         raise ProtocolError(f"block has more than {MAX_BLOCK_DIGESTS} digests")
+    changes: tuple[Any, ...] = ()
+    if len(obj) == 9:
+        # Present only when non-empty: an empty list would be a second encoding of a block.
+        raw = _list(obj[8], None, "block changes")
+        if not 0 < len(raw) <= MAX_CHANGES_PER_BLOCK:
+            raise ProtocolError(f"block carries 1..{MAX_CHANGES_PER_BLOCK} changes when listed")
+        changes = tuple(change_from_wire(c) for c in raw)
     return Block(
         height=_int(obj[0], 1, MAX_UINT63, "block height"),
         prev_hash=_bin(obj[1], HASH_SIZE, "previous block hash"),
@@ -443,6 +454,7 @@ def _block_from(obj: Any) -> Block:
         tree_root=_bin(obj[5], HASH_SIZE, "tree root"),
         digests=tuple(_bin(d, HASH_SIZE, "digest") for d in digests),
         last_commit=None if obj[7] is None else _certificate_from(obj[7]),
+        changes=changes,
     )
 
 

@@ -15,8 +15,9 @@ a batch never repeats one and the tree head is simply the frontier after the bat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
-from ledger.consensus import Batch, Block
+from ledger.consensus import Batch, Block, ValidatorSetChange
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.errors import MalformedError, VerificationError
 from ledger.merkle.frontier import Frontier
@@ -52,10 +53,16 @@ def tree_after(frontier: Frontier, digests: tuple[bytes, ...]) -> Frontier:
 class ToyLog:
     """One node's application state: the tree after its last applied block, and a mempool.
 
-    ``batch_size`` digests go into each proposed block (0 gives empty blocks).
+    ``batch_size`` digests go into each proposed block (0 gives empty blocks). ``changes``, if
+    given, returns the validator-set changes waiting in the mempool (scenario 14): they are
+    offered with every proposal, and the core leaves out what is not valid at that height.
     """
 
-    def __init__(self, *, mempool: Mempool, batch_size: int) -> None:
+    def __init__(
+        self, *, mempool: Mempool, batch_size: int,
+        changes: Callable[[], tuple[ValidatorSetChange, ...]] | None = None,
+    ) -> None:
+        self.changes = changes
         self.mempool = mempool
         self.batch_size = batch_size
         self.frontier = Frontier.empty()
@@ -68,7 +75,9 @@ class ToyLog:
         """A batch of the next mempool digests and the tree head after them."""
         digests = self.mempool.take(self.batch_size)
         after = tree_after(self.frontier, digests)
-        return Batch(digests=digests, tree_size=after.size, tree_root=after.root())
+        offered = () if self.changes is None else self.changes()
+        return Batch(digests=digests, tree_size=after.size, tree_root=after.root(),
+                     changes=offered)
 
     def validate(self, block: Block) -> None:
         """Check the block's tree head against our tree plus its digests.

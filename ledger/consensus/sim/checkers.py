@@ -8,7 +8,9 @@ Safety, checked as events happen and again at the end of a run:
 * **certificate integrity** -- every commit comes with 2f + 1 precommits for that very block,
   from distinct validators, each with a valid signature;
 * **no honest double sign** -- no honest validator signs two different messages for one
-  ``(height, round, step)``, counting everything it ever signed across all its restarts.
+  ``(height, round, step)``, counting everything it ever signed across all its restarts;
+* **reconfiguration** (scenario 14) -- after a validator-set change took effect, no honest core
+  accepts a vote of a key that left the set (removed, or rotated out).
 
 Liveness, checked at the end: after the global stabilisation time (GST, when faults stop and
 every crashed honest node has restarted) every honest node commits ``k`` more heights within a
@@ -31,7 +33,8 @@ VALIDITY = "validity"
 CERTIFICATE = "certificate"
 DOUBLE_SIGN = "double_sign"
 LIVENESS = "liveness"
-SAFETY_PROPERTIES = (AGREEMENT, VALIDITY, CERTIFICATE, DOUBLE_SIGN)
+RECONFIG = "reconfig"
+SAFETY_PROPERTIES = (AGREEMENT, VALIDITY, CERTIFICATE, DOUBLE_SIGN, RECONFIG)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +134,10 @@ class InvariantChecker:
         err = check_certificate()
         if err is not None:
             self._fail(CERTIFICATE, time, f"node {node} h={height}: {err}")
+
+    def reconfig_violation(self, time: int, detail: str) -> None:
+        """An honest core accepted a vote of a key outside the set of its height."""
+        self._fail(RECONFIG, time, detail)
 
     # -- liveness -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ Every signed message and every commit of an *honest* node is reported to the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ from ledger.consensus import (
     SafetyState,
     ScheduleTimeout,
     Step,
+    ValidatorHistory,
     Vote,
     VoteType,
 )
@@ -133,6 +135,15 @@ class SimNode:
         self.stats_refused = 0
         self.stats_equivocations = 0
         self.stats_proposal_equivocations = 0
+        #: Further keys this node signs with when they are in the set (a rotation, scenario 14).
+        self.extra_signers: tuple[Ed25519Signer, ...] = ()
+        #: Why this node's core left offered set changes out of its proposals, with counts.
+        self.changes_left_out: Counter[str] = Counter()
+
+    @property
+    def keys(self) -> frozenset[bytes]:
+        """Every consensus public key this node holds."""
+        return frozenset({self.signer.public_key, *(s.public_key for s in self.extra_signers)})
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -169,15 +180,22 @@ class SimNode:
         app = ToyLog(
             mempool=Mempool(seed=self.world.mempool_seed(self.endpoint, self.incarnation)),
             batch_size=self.world.config.batch_size,
+            changes=None if self.world.operator is None else self.world.operator.offer,
         )
         for height in sorted(chain):
             app.apply(chain[height][0])
         self.app = app
         last = chain.get(len(chain))
+        genesis = self.world.genesis_roster
+        # A restarted node derives the set of every height from its own stored blocks.
+        history = None if genesis is None else ValidatorHistory.replay(
+            genesis, [chain[h][0] for h in sorted(chain)], chain_id=self.world.chain_id)
         self.core = ConsensusCore(
             chain_id=self.world.chain_id,
-            validators=self.world.validators,
+            validators=self.world.validators if history is None else None,
+            history=history,
             signer=self.signer,
+            signers=self.extra_signers,
             app=app,
             timeouts=self.world.config.timeouts,
             genesis_time=0,
@@ -218,6 +236,8 @@ class SimNode:
         self.stats_proposal_equivocations += core.stats.proposal_equivocations
         core.stats.invalid = core.stats.refused_signs = core.stats.equivocations = 0
         core.stats.proposal_equivocations = 0
+        for r in [r for r in core.stats.reasons if r.startswith("change left out")]:
+            self.changes_left_out[r] += core.stats.reasons.pop(r)
 
     def harvest(self) -> None:
         """Collect the live core's counters and evidence (end of a run)."""
@@ -235,6 +255,10 @@ class SimNode:
             return
         data = payload[1:] if payload[:1] == CONSENSUS else payload
         self._run(lambda core, now: core.on_wire(data, now))
+
+    def inject(self, message: Vote) -> None:
+        """Hand ``message`` straight to the core, as if it arrived (scenario 14's stale votes)."""
+        self._run(lambda core, now: core.on_message(message, now))
 
     def _schedule_tick(self) -> None:
         epoch = self.epoch
@@ -317,7 +341,7 @@ class SimNode:
             self._armed("persist", "after_sync")
         elif isinstance(action, Broadcast):
             msg = action.message
-            if isinstance(msg, Proposal | Vote) and msg.validator == self.signer.public_key:
+            if isinstance(msg, Proposal | Vote) and msg.validator in self.keys:
                 self.world.checker.on_signed(
                     node=self.endpoint, height=msg.height, round=msg.round,
                     step=int(step_of(msg)), signed=action.data, time=now,

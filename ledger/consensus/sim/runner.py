@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.consensus.sim import nemesis
+from ledger.consensus.sim import nemesis, reconfig
 from ledger.consensus.sim.byzantine import BEHAVIOURS, Twin
 from ledger.consensus.sim.checkers import Violation
 from ledger.consensus.sim.node import SimNode
@@ -43,6 +43,14 @@ class RunResult:
     torn_tails: int
     #: Spread of honest heights at GST: how far behind the slowest honest node was.
     lagging: int
+    #: Scenario 14: effective heights of the set changes that committed (plan order), stale
+    #: votes (removed / rotated-out keys) injected and refused, under-signed changes that
+    #: honest proposers left out, and changes re-signed after missing their window.
+    set_changes: tuple[int, ...] = ()
+    stale_votes_refused: int = 0
+    under_signed_left_out: int = 0
+    changes_resigned: int = 0
+    switch_times: tuple[int, ...] = ()
 
     @property
     def safety_violations(self) -> tuple[Violation, ...]:
@@ -86,7 +94,18 @@ def build_world(config: SimConfig, seed: int) -> World:
         nodes.append(Twin(world=world, endpoint=config.nodes + i, validator=v,
                           signer=world.signers[v],
                           unsafe_skip_lock_persist=config.unsafe_skip_lock_persist))
+    if config.reconfig:
+        # Scenario 14: the joiner follows the chain until the operator's ADD takes effect;
+        # validator ROTATED's endpoints also hold the key it rotates to.
+        joiner = config.nodes
+        nodes.append(SimNode(world=world, endpoint=len(nodes), validator=joiner,
+                             signer=world.signers[joiner]))
+        for node in nodes:
+            if node.validator == reconfig.ROTATED:
+                node.extra_signers = (world.signers[config.nodes + 1],)
     world.attach(nodes)
+    if world.operator is not None:
+        world.operator.tick()  # offer the first change from the start
     return world
 
 
@@ -107,7 +126,9 @@ def run_one(config: SimConfig, seed: int) -> RunResult:
             exhausted = True
             break
         sched.run(until=min(sched.now + 250, deadline), max_events=budget)
-        if checker.liveness_target_met(gst=gst, k=k, now=sched.now):
+        if checker.liveness_target_met(gst=gst, k=k, now=sched.now) and (
+            world.operator is None or world.operator.done
+        ):
             break
         if not sched.pending():
             break
@@ -118,6 +139,10 @@ def run_one(config: SimConfig, seed: int) -> RunResult:
                 detail=f"event budget of {config.max_events} exhausted"))
         elif not exhausted:
             checker.check_liveness(gst=gst, k=k, bound=config.liveness_bound_ms)
+        if world.operator is not None and not world.operator.done:
+            checker.violations.append(Violation(
+                prop="liveness", time=sched.now,
+                detail=f"set changes did not complete: {world.operator.effective}"))
     culprits = world.culprits()
     invalid = equivocations = crashes = proposal_eq = torn = 0
     for node in world.nodes.values():
@@ -128,6 +153,9 @@ def run_one(config: SimConfig, seed: int) -> RunResult:
         crashes += node.crashes
         torn += node.disk.torn_tails
     at_gst = [checker.height_at(e, gst) for e in checker.honest]
+    op = world.operator
+    under_signed = sum(n for node in world.nodes.values() if node.honest
+                       for r, n in node.changes_left_out.items() if "quorum is" in r)
     return RunResult(
         seed=seed, config=config, trace_hash=sched.trace_hash(),
         violations=tuple(checker.violations), heights=checker.total_commits(),
@@ -137,6 +165,11 @@ def run_one(config: SimConfig, seed: int) -> RunResult:
         invalid_messages=invalid, equivocations=equivocations,
         proposal_equivocations=proposal_eq, torn_tails=torn,
         lagging=max(at_gst, default=0) - min(at_gst, default=0),
+        set_changes=() if op is None else tuple(op.effective),
+        stale_votes_refused=0 if op is None else op.injected,
+        under_signed_left_out=under_signed,
+        changes_resigned=0 if op is None else op.resigned,
+        switch_times=() if op is None else tuple(op.switch_times),
     )
 
 

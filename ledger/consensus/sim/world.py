@@ -7,14 +7,17 @@ deterministic, RFC 8032), so the same ``(seed, config)`` gives the same bytes ev
 The *chain oracle* is the validity half of the checker: it follows every block any honest node
 commits and re-derives, independently of the nodes, that the block extends a committed block,
 that its time moves forward, and that its tree head is the RFC 9162 head of the parent's tree
-plus its batch (:func:`ledger.consensus.sim.app.tree_after`).
+plus its batch (:func:`ledger.consensus.sim.app.tree_after`). It also follows the validator
+history (scenario 14, :mod:`ledger.consensus.sim.reconfig`): every certificate is checked
+against the set of its own height, and a committed block whose set change is invalid is a
+validity violation.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ledger.consensus import (
@@ -24,12 +27,15 @@ from ledger.consensus import (
     DuplicateVoteEvidence,
     Ed25519Signer,
     TimeoutConfig,
+    ValidatorHistory,
+    ValidatorRoster,
     ValidatorSet,
     verify_certificate,
 )
 from ledger.consensus.sim.app import tree_after
 from ledger.consensus.sim.checkers import InvariantChecker
 from ledger.consensus.sim.network import LinkFaults, Network
+from ledger.consensus.sim.reconfig import ROTATED, Operator, sim_info
 from ledger.consensus.sim.scheduler import Scheduler
 from ledger.errors import LedgerError, VerificationError
 from ledger.merkle.frontier import Frontier
@@ -72,10 +78,15 @@ class SimConfig:
     #: Restrict the ``crash`` nemesis to these points (empty: every point and "between").
     crash_points: tuple[str, ...] = ()
     chain_id: str = "sim-chain"
+    #: Scenario 14: a joining endpoint and the add / remove / rotate plan of
+    #: :mod:`ledger.consensus.sim.reconfig` (needs ``nodes >= 4``).
+    reconfig: bool = False
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise ValueError("need at least one node")
+        if self.reconfig and self.nodes < 4:
+            raise ValueError("the reconfiguration scenario needs at least 4 nodes")
         for v in self.byzantine:
             if not 0 <= v < self.nodes:
                 raise ValueError(f"byzantine validator {v} out of range")
@@ -94,8 +105,26 @@ class World:
         self.seed = seed
         self.chain_id = config.chain_id
         self.sched = Scheduler(seed=seed)
-        self.signers = [Ed25519Signer(seed=validator_seed(seed, i)) for i in range(config.nodes)]
-        self.validators = ValidatorSet(keys=[s.public_key for s in self.signers])
+        n = config.nodes
+        # With reconfig: index n is the joiner, n + 1 the rotated key of validator ROTATED.
+        extra = 2 if config.reconfig else 0
+        self.signers = [Ed25519Signer(seed=validator_seed(seed, i)) for i in range(n + extra)]
+        self.validators = ValidatorSet(keys=[s.public_key for s in self.signers[:n]])
+        #: consensus key -> validator index (a rotated key keeps its validator's index)
+        self.key_index = {s.public_key: i for i, s in enumerate(self.signers[: n + 1])}
+        self.genesis_roster: ValidatorRoster | None = None
+        self.operator: Operator | None = None
+        self.history = ValidatorHistory.fixed(self.validators)
+        if config.reconfig:
+            self.key_index[self.signers[n + 1].public_key] = ROTATED
+            infos = {f"v{i}": sim_info(seed, f"v{i}", self.signers[i].public_key)
+                     for i in range(n + 1)}
+            infos[f"v{ROTATED}-rotated"] = sim_info(seed, f"v{ROTATED}-rotated",
+                                                    self.signers[n + 1].public_key)
+            self.genesis_roster = ValidatorRoster(members=[infos[f"v{i}"] for i in range(n)])
+            self.history = ValidatorHistory.genesis(self.genesis_roster)
+            self.operator = Operator(world=self, infos=infos,
+                                     signers={s.public_key: s for s in self.signers})
         self.nodes: dict[int, SimNode] = {}
         self.net = Network(scheduler=self.sched, endpoints=[], deliver=self._deliver)
         self.checker = InvariantChecker(honest=frozenset(), validator_of=self._validator_of)
@@ -120,6 +149,14 @@ class World:
             validator_of=self._validator_of,
         )
 
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set of ``height`` as the honest commits so far decide it."""
+        return self.history.set_at(height)
+
+    def top_height(self) -> int:
+        """The highest height any honest node committed."""
+        return self.history.height
+
     def _validator_of(self, endpoint: int) -> int:
         return self.nodes[endpoint].validator
 
@@ -139,6 +176,16 @@ class World:
         if not node.honest:
             return
         self.certificates.setdefault(block.height, {}).setdefault(block.hash, cert)
+        change_error: str | None = None
+        if block.height == self.history.height + 1:
+            # The first honest commit of a height extends the set history (with agreement,
+            # every later commit of that height is the same block).
+            try:
+                self.history = self.history.apply(block, chain_id=self.chain_id)
+            except VerificationError as exc:
+                change_error = f"committed an invalid set change: {exc}"
+                self.history = self.history.apply(replace(block, changes=()),
+                                                  chain_id=self.chain_id)
 
         def validity() -> str | None:
             prev = node.chain.get(block.height - 1)
@@ -146,7 +193,7 @@ class World:
                 None if prev is None else prev[0].hash)
             if want_prev is not None and block.prev_hash != want_prev:
                 return "block does not extend the node's own previous commit"
-            return self.check_block(block)
+            return change_error or self.check_block(block)
 
         def certificate() -> str | None:
             key = hashlib.sha256(cert.encode() + block.hash).digest()
@@ -154,7 +201,8 @@ class World:
                 return None
             try:
                 verify_certificate(cert, block_hash=block.hash, height=block.height,
-                                   validators=self.validators, chain_id=self.chain_id)
+                                   validators=self.validators_at(block.height),
+                                   chain_id=self.chain_id)
             except VerificationError as exc:
                 return f"certificate: {exc}"
             self._cert_ok.add(key)
@@ -166,6 +214,8 @@ class World:
         self.sched.record(self.sched.now, ("commit", endpoint, block.height, block.hash))
         for hook in self.commit_hooks:
             hook(endpoint, block)
+        if self.operator is not None:
+            self.operator.tick()
 
     def check_block(self, block: Block) -> str | None:
         """Why ``block`` is not a valid successor of a committed block, or ``None``."""
@@ -212,9 +262,8 @@ class World:
                             continue
                         try:
                             ev = DuplicateVoteEvidence.create(va, vb)
-                            ev.verify(self.validators, self.chain_id)
+                            ev.verify(self.validators_at(ev.height), self.chain_id)
                         except VerificationError:
                             continue
                         keys.add(ev.culprit)
-        index = {k: i for i, k in enumerate(self.validators.keys)}
-        return frozenset(index[k] for k in keys if k in index)
+        return frozenset(self.key_index[k] for k in keys if k in self.key_index)
