@@ -55,6 +55,10 @@ class NodeReader(Protocol):
     tree of the size the caller claims; for any other node it raises a
     :class:`~ledger.errors.LedgerError` (``NotFoundError``, or ``CorruptionError`` if the store
     has lost a node it should hold).
+
+    A reader may also offer ``range_root(start, end)`` returning MTH(D[start:end]) (what
+    :func:`subtree_root` computes) from a memo: :func:`inclusion_proof` then asks it for the
+    ragged right edge, which is the same for every proof against one tree size.
     """
 
     def node(self, level: int, index: int) -> bytes:
@@ -150,17 +154,26 @@ def inclusion_proof(reader: NodeReader, index: int, size: int) -> list[bytes]:
     if index < 0 or size < 0 or index >= size:
         raise MalformedError(f"leaf index {index} is not in a tree of size {size}")
     inner = (index ^ (size - 1)).bit_length()
-    proof: list[bytes] = []
+    addresses: list[tuple[int, int]] = []
+    ragged = -1  # position in the proof of the ragged right edge, if any
     for level in range(inner):
         sibling = (index >> level) ^ 1
         if ((sibling + 1) << level) <= size:
-            proof.append(reader.node(level, sibling))
+            addresses.append((level, sibling))
         else:
             # Only at level inner - 1, and only for a right sibling: the ragged right edge.
-            proof.append(subtree_root(reader, sibling << level, size))
+            ragged = level
     for level in range(inner, (size - 1).bit_length()):
         if (index >> level) & 1:
-            proof.append(reader.node(level, (index >> level) ^ 1))
+            addresses.append((level, (index >> level) ^ 1))
+    proof = [reader.node(level, i) for level, i in addresses]
+    if ragged >= 0:
+        start = ((index >> ragged) ^ 1) << ragged
+        # A reader may memoise ragged roots (``range_root``): MTH(D[start:size]) never changes
+        # in an append-only log, and every proof against one size needs the same few.
+        memo = getattr(reader, "range_root", None)
+        edge = memo(start, size) if memo is not None else subtree_root(reader, start, size)
+        proof.insert(ragged, edge)
     return proof
 
 

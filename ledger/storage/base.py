@@ -32,7 +32,7 @@ Rules every implementation follows, and the tests check:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -138,6 +138,16 @@ class Store(Protocol):
         """
         ...
 
+    def index_of_many(self, digests: Sequence[bytes]) -> list[int | None]:
+        """:meth:`index_of` of each digest, in order, read from one consistent snapshot.
+
+        The node looks up whole requests and gossip batches at once: one read transaction
+        (LMDB) instead of one per digest.
+
+        :raises MalformedError: a digest is not 32 bytes.
+        """
+        ...
+
     def digest_at(self, index: int) -> bytes:
         """The digest anchored at leaf ``index``.
 
@@ -158,6 +168,15 @@ class Store(Protocol):
         """RFC 9162 2.1.3.1 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
 
         :raises MalformedError: ``index`` is not in ``[0, size)``.
+        :raises NotFoundError: ``size`` exceeds the log.
+        """
+        ...
+
+    def inclusion_proofs(self, indices: Sequence[int], size: int) -> list[list[bytes]]:
+        """:meth:`inclusion_proof` of each leaf index against one tree ``size``, in order, from
+        one snapshot (the receipts of one request share their upper tree nodes).
+
+        :raises MalformedError: an index is not in ``[0, size)``.
         :raises NotFoundError: ``size`` exceeds the log.
         """
         ...

@@ -63,7 +63,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,10 @@ class _Dbs:
     tiles: tuple[Any, ...]
 
 
+#: Bound of the shared cache of ragged subtree roots (a few per tree size ever proven against).
+_SHARED_RANGES = 4096
+
+
 class _TileCache:
     """Tiles kept in memory across snapshots, because every proof passes through them.
 
@@ -205,11 +209,15 @@ class _TileCache:
     Entries are only ever replaced whole, which is safe under the GIL from several threads.
     """
 
-    __slots__ = ("_edges", "_full")
+    __slots__ = ("_edges", "_full", "ranges")
 
     def __init__(self) -> None:
         self._full: dict[int, bytes] = {}
         self._edges: dict[int, tuple[int, bytes]] = {}
+        #: MTH(D[start:end]) of ragged right-edge subtrees, by (start, end). A range's root
+        #: never changes once ``end`` leaves exist (append-only), so entries are never stale;
+        #: nearly every proof against one tree size needs the same few of them.
+        self.ranges: dict[tuple[int, int], bytes] = {}
 
     def get(self, stratum: int, t: int, full: int, size: int) -> bytes | None:
         """The cached tile ``t`` of ``stratum`` (``full`` full tiles) at ``size``, or None."""
@@ -307,6 +315,24 @@ class _Snapshot:
         if level:
             return tile[offset : offset + HASH_SIZE]
         return _sha256(LEAF_HASH_PREFIX + tile[offset : offset + HASH_SIZE]).digest()
+
+    def range_root(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]), memoised in the store's shared cache (see :class:`_TileCache`).
+
+        :raises NotFoundError: ``end`` exceeds this snapshot's size.
+        :raises CorruptionError: a tile is damaged.
+        """
+        shared = self._shared
+        if shared is None:
+            return proof.subtree_root(self, start, end)
+        key = (start, end)
+        root = shared.ranges.get(key)
+        if root is None:
+            root = proof.subtree_root(self, start, end)
+            if len(shared.ranges) >= _SHARED_RANGES:
+                shared.ranges.clear()
+            shared.ranges[key] = root
+        return root
 
     def digest(self, index: int) -> bytes:
         """The digest at leaf ``index``.
@@ -607,6 +633,27 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise _wrap(exc) from exc
 
+    def index_of_many(self, digests: Sequence[bytes]) -> list[int | None]:
+        """:meth:`index_of` of each digest, in order, in one read transaction and one cursor.
+
+        :raises MalformedError: a digest is not 32 bytes (checked before any read).
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises CorruptionError: the index or a tile is damaged.
+        """
+        env = self._live_env()
+        batch = [check_digest(d) for d in digests]
+        if not batch:
+            return []
+        try:
+            with env.begin() as txn:
+                snap = _Snapshot(txn, self._dbs, self._tiles)
+                cursor = txn.cursor(db=self._dbs.index)
+                lookup = snap.lookup
+                return [lookup(cursor, d, leaf) for d, leaf in zip(batch, leaf_hashes(batch),
+                                                                    strict=True)]
+        except lmdb.Error as exc:
+            raise _wrap(exc) from exc
+
     def digest_at(self, index: int) -> bytes:
         """The digest at leaf ``index``.
 
@@ -640,7 +687,7 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise _wrap(exc) from exc
 
-    def _read(self, size: int, compute: Callable[[_Snapshot], list[bytes] | bytes]) -> Any:
+    def _read(self, size: int, compute: Callable[[_Snapshot], Any]) -> Any:
         env = self._live_env()
         try:
             with env.begin() as txn:
@@ -661,6 +708,23 @@ class LmdbStore:
         :raises CorruptionError: a tile on the path is damaged.
         """
         result: list[bytes] = self._read(size, lambda s: proof.inclusion_proof(s, index, size))
+        return result
+
+    def inclusion_proofs(self, indices: Sequence[int], size: int) -> list[list[bytes]]:
+        """:meth:`inclusion_proof` of each index against one tree ``size``, in order.
+
+        One read transaction for all of them; the snapshot's tile cache serves the tiles the
+        proofs share (the upper strata, and leaves of the same block sit in the same tiles).
+
+        :raises MalformedError: an index is not in ``[0, size)``.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises CorruptionError: a tile on a path is damaged.
+        """
+        wanted = list(indices)
+        result: list[list[bytes]] = self._read(
+            size, lambda s: [proof.inclusion_proof(s, i, size) for i in wanted]
+        )
         return result
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
@@ -708,6 +772,20 @@ class LmdbStore:
                     txn.put(_U64.pack(size), note, db=self._dbs.checkpoints)
             except lmdb.Error as exc:
                 raise _wrap(exc) from exc
+
+    def checkpoint_sizes(self) -> list[int]:
+        """The tree sizes of every stored checkpoint, ascending (for ``ledger db check``).
+
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises CorruptionError: a checkpoint key is not an 8-byte size.
+        """
+        env = self._live_env()
+        try:
+            with env.begin() as txn:
+                keys = list(txn.cursor(db=self._dbs.checkpoints).iternext(values=False))
+        except lmdb.Error as exc:
+            raise _wrap(exc) from exc
+        return [_key_number(bytes(k), "checkpoint") for k in keys]
 
     def checkpoint(self, size: int) -> bytes | None:
         """The checkpoint note for ``size``, or ``None``.
@@ -836,6 +914,29 @@ class LmdbStore:
         try:
             with env.begin() as txn:
                 _Checker(txn, self._dbs, progress).run()
+        except lmdb.Error as exc:
+            raise _wrap(exc) from exc
+
+    def copy_to(self, path: str | os.PathLike[str], *, compact: bool = True) -> None:
+        """Write a consistent copy of the live store into the empty directory ``path``.
+
+        A hot backup: LMDB's ``mdb_env_copy2`` copies one read snapshot while writers go on
+        (with ``compact``, free pages are left out and the copy is renumbered). It must run in
+        the process holding the store open (one environment per file per process). The copy
+        is not fsynced here: the caller syncs and renames it into place.
+
+        :raises StorageError: the store is closed, ``path`` is not an empty directory, or
+            LMDB fails.
+        """
+        env = self._live_env()
+        target = Path(path)
+        try:
+            if not target.is_dir() or any(target.iterdir()):
+                raise StorageError(f"{target} is not an empty directory")
+        except OSError as exc:
+            raise StorageError(f"cannot use {target} for a copy: {exc}") from exc
+        try:
+            env.copy(str(target), compact=compact)
         except lmdb.Error as exc:
             raise _wrap(exc) from exc
 

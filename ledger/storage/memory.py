@@ -11,7 +11,7 @@ mutates, with nothing that can fail in between, so a failing call changes nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from ledger.errors import MalformedError, NotFoundError, StorageError
 from ledger.merkle import proof
@@ -140,6 +140,16 @@ class MemoryStore:
         self._open()
         return self._index.get(check_digest(digest))
 
+    def index_of_many(self, digests: Sequence[bytes]) -> list[int | None]:
+        """:meth:`index_of` of each digest, in order.
+
+        :raises MalformedError: a digest is not 32 bytes.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        index = self._index
+        return [index.get(check_digest(d)) for d in digests]
+
     def digest_at(self, index: int) -> bytes:
         """The digest at leaf ``index``.
 
@@ -181,6 +191,17 @@ class MemoryStore:
         self._open()
         check_within(size, self._frontier.size, "tree size")
         return proof.inclusion_proof(self, index, size)
+
+    def inclusion_proofs(self, indices: Sequence[int], size: int) -> list[list[bytes]]:
+        """:meth:`inclusion_proof` of each index in the tree of ``size`` leaves, in order.
+
+        :raises MalformedError: an index is not in ``[0, size)``.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_within(size, self._frontier.size, "tree size")
+        return [proof.inclusion_proof(self, i, size) for i in indices]
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 2.1.4.1 consistency proof from ``old_size`` to ``new_size``.

@@ -20,7 +20,8 @@ from ledger.storage._tiles import (
     stratum_hashes,
 )
 
-LEAVES = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(600)]
+# Enough leaves for the largest batching the property below draws (12 batches of up to 70).
+LEAVES = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(12 * 70)]
 
 
 def test_full_tile_fits_an_lmdb_page_four_times_without_overflow() -> None:
