@@ -62,7 +62,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ledger.checkpoint import open_checkpoint, parse_checkpoint_body
 from ledger.config import Genesis
@@ -402,8 +402,6 @@ def backup_store(store: LmdbStore, dest: str | os.PathLike[str]) -> BackupResult
     :raises StorageError: as :func:`backup`.
     :raises CorruptionError: the fresh copy fails the open-time integrity check.
     """
-    import lmdb
-
     target = _check_empty_dest(Path(dest))
     parent = target.parent
     try:
@@ -412,15 +410,9 @@ def backup_store(store: LmdbStore, dest: str | os.PathLike[str]) -> BackupResult
     except OSError as exc:
         raise StorageError(f"cannot create a directory beside {target}: {exc.strerror}") from None
     try:
-        env = _environment(store)
-        try:
-            # One read transaction: the copy is exactly the state of one commit. compact=True
-            # rewrites the live pages only, in order (the free pages copy-on-write leaves are
-            # dropped).
-            with env.begin() as txn:
-                env.copy(str(staging), compact=True, txn=txn)
-        except lmdb.Error as exc:
-            raise StorageError(f"LMDB copy to {staging} failed: {exc}") from None
+        # One read snapshot: the copy is exactly the state of one commit; compact=True writes
+        # the live pages only, in order (the free pages copy-on-write leaves are dropped).
+        store.copy_to(staging, compact=True)
         _fsync_file(staging / _DATA_FILE)
         with LmdbStore.open(staging, readonly=True) as copy:  # the copy opens and is consistent
             head, height = copy.tree_head(), copy.last_height()
@@ -434,21 +426,6 @@ def backup_store(store: LmdbStore, dest: str | os.PathLike[str]) -> BackupResult
         raise
     size = (target / _DATA_FILE).stat().st_size
     return BackupResult(path=target, height=height, head=head, bytes=size)
-
-
-def _environment(store: LmdbStore) -> Any:
-    """The LMDB environment of ``store``, for ``mdb_env_copy2``.
-
-    :class:`LmdbStore` deliberately exposes no environment; a copy must run inside the process
-    that holds it open (LMDB allows one environment per file per process), so this reaches
-    in. Requested upstream as ``LmdbStore.copy_to(path, compact=True)``.
-
-    :raises StorageError: the store is closed.
-    """
-    env = getattr(store, "_env", None)
-    if env is None:
-        raise StorageError("the store is closed")
-    return env
 
 
 # ---------------------------------------------------------------------------------- restore
