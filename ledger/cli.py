@@ -1029,5 +1029,12 @@ from ledger.eod.cli import eod_group  # noqa: E402  (the EOD workflow client, is
 main.add_command(eod_group)
 
 
+# ------------------------------------------------------------------------------ validators
+# Validator-set changes (issue 6): the group lives in ledger/reconfig_cli.py.
+from ledger.reconfig_cli import validators_group  # noqa: E402
+
+main.add_command(validators_group)
+
+
 if __name__ == "__main__":
     main()

@@ -68,6 +68,7 @@ Node config (TOML)
     name = "eod-backend"
     token_sha256 = "<64 hex digits: SHA-256 of the UTF-8 token>"
     revoked = false                      # optional; a revoked token gets 403
+    admin = false                        # optional; may submit validator-set changes
 
     [batch]                              # optional, defaults shown
     max_batch_digests = 10000
@@ -746,11 +747,14 @@ class Peer:
 
 @dataclass(frozen=True, kw_only=True)
 class ClientToken:
-    """A client allowed to anchor: a label, the SHA-256 (hex) of its token, revoked or not."""
+    """A client allowed to anchor: a label, the SHA-256 (hex) of its token, revoked or not.
+    ``admin`` tokens (operators) may also submit validator-set changes
+    (``POST /v1/admin/validator-changes``)."""
 
     name: str
     token_sha256: str
     revoked: bool = False
+    admin: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1001,6 +1005,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
                 name=table.string("name", f"client-{i}"),
                 token_sha256=token_hash,
                 revoked=table.boolean("revoked", False),
+                admin=table.boolean("admin", False),
             )
         )
         table.done()
@@ -1140,6 +1145,7 @@ def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -
             f"name = {_toml_str(client.name)}",
             f"token_sha256 = {_toml_str(client.token_sha256)}",
             f"revoked = {_toml_value(client.revoked)}",
+            f"admin = {_toml_value(client.admin)}",
         ]
     lines += ["", "[batch]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.batch).items()]

@@ -55,8 +55,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -73,7 +75,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ledger.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
-from ledger.config import NodeConfig, validator_for_keys
+from ledger.config import Genesis, NodeConfig, validator_for_keys
 from ledger.consensus import (
     Action,
     Block,
@@ -92,6 +94,7 @@ from ledger.consensus import (
 )
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.consensus.messages import MAX_MESSAGE_BYTES, decode_block, decode_certificate
+from ledger.consensus.reconfig import ValidatorSetChange
 from ledger.crypto import ValidatorKeys, read_key_file
 from ledger.errors import (
     ConfigError,
@@ -105,6 +108,7 @@ from ledger.errors import (
 from ledger.merkle.hashing import HASH_SIZE
 from ledger.node_openapi import openapi_document
 from ledger.node_peer import (
+    KIND_CHANGE,
     KIND_CONSENSUS,
     KIND_COSIGNATURE,
     KIND_GOSSIP,
@@ -119,10 +123,20 @@ from ledger.node_peer import (
     open_envelope,
     seal_envelope,
 )
+from ledger.node_reconfig import (
+    ChangePool,
+    NodeValidators,
+    ReconfigApplication,
+    add_reconfig_routes,
+    decode_change_item,
+    held_keys,
+)
 from ledger.node_state import CosignatureCollector, LogApplication, Mempool, OverloadedError
 from ledger.node_verify import add_verify_routes
+from ledger.node_witness import add_witness_routes
 from ledger.note import MAX_NOTE_SIZE
 from ledger.policy import Policy
+from ledger.policy_chain import genesis_roster
 from ledger.prover import fault_tolerance, quorum_threshold
 from ledger.receipt import RECEIPT_HEADER, build_receipt
 from ledger.storage.base import BlockRecord, Store
@@ -159,6 +173,12 @@ MAX_PEER_QUEUE: Final = 20_000
 _PEER_BATCH_BYTES: Final = MAX_ENVELOPE_BYTES - 64 * 1024
 #: Verified envelopes waiting for delivery at most; beyond, delivery is inline (backpressure).
 MAX_INBOX_ENVELOPES: Final = 64
+
+#: On SIGTERM, how long the node keeps serving (consensus, peers, waiting requests) after it
+#: stopped taking anchors, so that waiting requests get their receipts and peers our gossip.
+SHUTDOWN_GRACE_SECONDS: Final = 5.0
+#: The follower core's signing key (until the initial catch-up is done): a key of no validator.
+_FOLLOWER_SEED: Final = hashlib.sha256(b"ledger/node/follower-core/v1").digest()
 
 #: A block response: the block (<= 4 MiB) and its certificate, base64 in JSON.
 _MAX_BLOCK_RESPONSE: Final = 8 * MAX_MESSAGE_BYTES // 5 + 1024 * 1024
@@ -197,8 +217,15 @@ def _error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
+#: Test hook, never for production: ``LEDGER_CLOCK_SKEW_MS`` (integer milliseconds, may be
+#: negative) is added to this node's wall clock, read once at start. The chaos suite
+#: (tests/chaos) skews one validator's clock with it.
+_CLOCK_SKEW_MS: Final = int(os.environ.get("LEDGER_CLOCK_SKEW_MS") or 0)
+
+
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    """The node's wall clock in milliseconds: every consensus time and cosignature timestamp."""
+    return int(time.time() * 1000) + _CLOCK_SKEW_MS
 
 
 class _PeerLink:
@@ -241,10 +268,14 @@ class Node:
 
     Build from a :class:`~ledger.config.NodeConfig`; ``keys`` defaults to reading
     ``config.key_file`` and ``store`` to ``LmdbStore.open(config.data_dir)``. Then ``await
-    start()`` and, at the end, ``await stop()``.
+    start()`` and, at the end, ``await stop()``. ``extra_keys``: further key files of this
+    validator (a key rotation, :mod:`ledger.node_reconfig`): at each height the node signs with
+    the held key of that height's validator set.
 
     Raises (on construction):
-        ConfigError: the key file is unreadable or does not match the genesis.
+        ConfigError: the key file is unreadable or is for another name. (Keys that are in no
+            validator set of the chain are refused by :meth:`start`, once the stored blocks
+            tell the sets after the genesis.)
     """
 
     def __init__(
@@ -253,13 +284,18 @@ class Node:
         *,
         keys: ValidatorKeys | None = None,
         store: Store | None = None,
+        extra_keys: Sequence[ValidatorKeys] = (),
     ) -> None:
         self.config = config
         genesis = config.genesis
         self.keys = keys if keys is not None else read_key_file(config.key_file)
         if self.keys.name != config.name:
             raise ConfigError(f"key file is for {self.keys.name!r}, the config for {config.name!r}")
-        validator_for_keys(genesis, self.keys)
+        held = held_keys(self.keys, extra_keys)
+        if not any(_in_genesis(genesis, k) for k in held):
+            # Possibly a rotated key: start() checks it against the sets of the stored chain.
+            log.info("key of %s is not in the genesis: expecting a committed rotation",
+                     self.keys.name)
         self.chain_id = genesis.chain_id
         self.origin = genesis.origin
         self.validators = ValidatorSet(keys=list(genesis.consensus_keys()))
@@ -276,11 +312,11 @@ class Node:
         self._store_arg = store
         self.store: Store | None = None
         self.mempool = Mempool(capacity=MEMPOOL_CAPACITY)
-        self.collector = CosignatureCollector(
-            keys=self.keys,
-            cosigners={v.name: v.cosigner_verifier for v in genesis.validators},
-            quorum=self.quorum,
+        #: Validator sets after changes, the keys of each, cosignature collectors per period.
+        self.validator_state = NodeValidators(
+            chain_id=genesis.chain_id, genesis=genesis_roster(genesis), keys=held
         )
+        self.changes = ChangePool()
         self.peers = {p.name: _PeerLink(name=p.name, url=p.url) for p in config.peers}
         self.core: ConsensusCore | None = None
         self.registry = CollectorRegistry()
@@ -297,6 +333,13 @@ class Node:
         self.peer_invalid = 0
         self.halted: str | None = None
         self.caught_up = False
+        #: False until the initial catch-up is done: the core runs as a follower and signs
+        #: nothing (see :meth:`_start_signing`).
+        self.signing = False
+        #: True once a shutdown began: anchors are refused with 503 (see :meth:`shutdown`).
+        self.draining = False
+        self._core_gen = 0  # bumped when the core is rebuilt: its old timers are ignored
+        self._waiting = 0  # ?wait=true requests in progress
         self.catching_up = False
         self._parked: ScheduleTimeout | None = None
         self._traffic_height = 0  # the last height a valid peer message was received for
@@ -334,7 +377,7 @@ class Node:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
             store = LmdbStore.open(self.config.data_dir)
         self.store = store
-        self._build_core(store)
+        self._build_core(store, follower=True)
         latest = store.latest_checkpoint()
         if latest is not None:
             text = latest.decode("utf-8")
@@ -358,11 +401,20 @@ class Node:
             peer.task = asyncio.create_task(self._peer_worker(peer))
         assert self.core is not None
         self._event(lambda core, now: core.start(now))
+        self._maybe_start_signing()  # at once only without peers (a one-validator chain)
         self._tasks.append(asyncio.create_task(self._tick_loop()))
-        log.info("node %s serving on %s at height %d", self.keys.name, self.url,
-                 store.last_height())
+        self._clog(logging.INFO, "node %s serving on %s at height %d (follower until caught "
+                   "up)", self.keys.name, self.url, store.last_height())
 
-    def _build_core(self, store: Store) -> None:
+    def _build_core(self, store: Store, *, follower: bool) -> None:
+        """(Re)build the consensus core from the store.
+
+        ``follower``: the core verifies and commits what the validators decide but holds a key
+        of no validator, so it signs nothing. A node starts so and becomes a signing validator
+        only once its initial catch-up is done (:meth:`_start_signing`): a validator restored
+        from an older backup must not sign again at heights it signed before the backup's
+        safety record was lost (docs/operators-db.md); by then those heights are decided.
+        """
         last_block: Block | None = None
         last_cert: CommitCertificate | None = None
         height = store.last_height()
@@ -375,9 +427,10 @@ class Node:
                 last_cert = decode_certificate(record.certificate)
             except ProtocolError as exc:
                 raise CorruptionError(f"stored block {height}: {exc.diagnostics()}") from None
+            history = self.validator_state.sync(store)
             try:
                 verify_certificate(last_cert, block_hash=last_block.hash, height=height,
-                                   validators=self.validators, chain_id=self.chain_id)
+                                   validators=history.set_at(height), chain_id=self.chain_id)
             except VerificationError as exc:
                 raise ConfigError(
                     f"the data directory holds a chain this genesis did not make (block "
@@ -392,17 +445,81 @@ class Node:
                 f"safety record at height {safety.height} but the store ends at {height}; "
                 "restore the data directory or catch up from peers into a fresh one"
             )
+        self._core_gen += 1
+        self._parked = self._commit_timer = None  # timers of the previous core
+        history = self.validator_state.sync(store)
+        self.validator_state.check_keys()
+        held = self.validator_state.keys
+        seed = _FOLLOWER_SEED if follower else held[0].consensus_key.seed
+        log_app = LogApplication(store=store, mempool=self.mempool, max_batch=self.max_batch)
         self.core = ConsensusCore(
             chain_id=self.chain_id,
-            validators=self.validators,
-            signer=Ed25519Signer(seed=self.keys.consensus_key.seed),
-            app=LogApplication(store=store, mempool=self.mempool, max_batch=self.max_batch),
+            history=history,
+            signer=Ed25519Signer(seed=seed),
+            # Every held key: the core signs with the one in each height's set (a rotation).
+            signers=() if follower else tuple(
+                Ed25519Signer(seed=k.consensus_key.seed) for k in held[1:]),
+            app=ReconfigApplication(log_app=log_app, pool=self.changes),
             timeouts=self.timeouts,
             genesis_time=self.config.genesis.genesis_time,
             last_block=last_block,
             last_certificate=last_cert,
-            safety=safety,
+            safety=None if follower else safety,
         )
+
+    def _start_signing(self) -> None:
+        """The initial catch-up is done: replace the follower core by the signing one.
+
+        The signing core is rebuilt from the store (the newest block and the persisted safety
+        record), exactly as after a restart, so the persistence rules apply unchanged: a record
+        for the current height resumes it and re-sends only the byte-identical message.
+        """
+        assert self.store is not None
+        self.signing = True
+        self._build_core(self.store, follower=False)
+        self._clog(logging.INFO, "caught up: signing as validator %s from here",
+                   self.keys.name)
+        self._event(lambda core, now: core.start(now))
+
+    def _clog(self, level: int, message: str, *args: object) -> None:
+        """Log a line about consensus, prefixed with the core's height and round."""
+        core = self.core
+        height, rnd = (core.height, core.round) if core is not None else (0, 0)
+        log.log(level, "[height %d round %d] " + message, height, rnd, *args)
+
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop gracefully (SIGTERM, SIGINT): then :meth:`stop`.
+
+        1. From now on ``POST /v1/anchors`` answers 503 ``unavailable``; everything else is
+           served as before, and the node stays in consensus.
+        2. For up to ``grace`` seconds it waits while ``?wait=true`` requests are waiting (they
+           get their receipts as soon as the next checkpoint is stored) and while its queues to
+           live peers hold gossip or cosignatures not sent yet.
+        3. :meth:`stop` closes the server, the peer links and the store.
+
+        A block being applied is always finished: a commit runs start to end inside one event
+        loop callback (block, certificate, tree and index in one synced LMDB transaction, then
+        the checkpoint), so no signal handler runs in the middle of it. A ``200`` answer is only
+        ever sent after the block and its quorum checkpoint are on disk, so a restart loses no
+        acknowledged anchor; waiting requests cut short by the grace get ``202`` (pending),
+        which promises nothing.
+        """
+        if self._stopping:
+            return
+        self.draining = True
+        loop = self._loop
+        if loop is not None:
+            self._clog(logging.INFO, "node %s shutting down: refusing anchors, up to %.1f s "
+                       "for %d waiting requests and the peer queues", self.keys.name, grace,
+                       self._waiting)
+            deadline = loop.time() + grace
+            while loop.time() < deadline and self.halted is None:
+                fresh = loop.time() - PEER_FRESH_SECONDS
+                unsent = any(p.queue and p.last_heard >= fresh for p in self.peers.values())
+                if not self._waiting and not unsent:
+                    break
+                await asyncio.sleep(0.02)
+        await self.stop()
 
     async def stop(self) -> None:
         """Stop serving, close the peer sessions and the store. Idempotent."""
@@ -426,7 +543,7 @@ class Node:
             await self._runner.cleanup()
         if self.store is not None and self._store_arg is None:
             self.store.close()
-        log.info("node %s stopped", self.keys.name)
+        self._clog(logging.INFO, "node %s stopped", self.keys.name)
 
     # -- the consensus driver --------------------------------------------------------------
 
@@ -434,13 +551,18 @@ class Node:
         """Deliver one event to the core and execute its actions in order."""
         if self.halted is not None or self.core is None:
             return
+        core = self.core
+        before = (core.height, core.round)
         try:
-            self._execute(feed(self.core, _now_ms()))
+            self._execute(feed(core, _now_ms()))
+            if core.round > before[1] and core.height == before[0]:
+                self._clog(logging.INFO, "round %d did not decide; now round %d", before[1],
+                           core.round)
         except LedgerError as exc:
             # Never continue after a failed Persist or Commit: a later Broadcast could announce
             # what is not on disk. The operator restarts the node; it recovers from the store.
             self.halted = f"{exc.code}: {exc.diagnostics()}"
-            log.critical("node %s halted: %s", self.keys.name, self.halted)
+            self._clog(logging.CRITICAL, "node %s halted: %s", self.keys.name, self.halted)
             self._progress.set()  # waiting requests answer now
 
     def _execute(self, actions: Sequence[Action]) -> None:
@@ -460,9 +582,11 @@ class Node:
         if timeout.kind is TimeoutKind.COMMIT:
             self._commit_timer = timeout
         delay = max(0, timeout.at - _now_ms()) / 1000
-        self._loop.call_at(self._loop.time() + delay, self._on_timer, timeout)
+        self._loop.call_at(self._loop.time() + delay, self._on_timer, timeout, self._core_gen)
 
-    def _on_timer(self, timeout: ScheduleTimeout) -> None:
+    def _on_timer(self, timeout: ScheduleTimeout, generation: int) -> None:
+        if generation != self._core_gen:
+            return  # a timer of a core since replaced (follower -> signing)
         if timeout.kind is TimeoutKind.COMMIT:
             if self._commit_timer is not timeout:
                 return  # fired early already
@@ -472,7 +596,8 @@ class Node:
                 self._traffic_height == core.height
                 or core.stats.highest_seen_height >= core.height
             )
-            if len(self.mempool) == 0 and not self.catching_up and not busy:
+            if (len(self.mempool) == 0 and not self.changes and not self.catching_up
+                    and not busy):
                 self._parked = timeout  # nothing to propose: wait for work (module docstring)
                 return
         self._fire(timeout)
@@ -497,10 +622,15 @@ class Node:
         if core is None:
             return
         height = core.height
-        before = (core.stats.late, core.stats.invalid, core.stats.received)
+        # Traffic for the current height is a message the core took: neither invalid, nor late,
+        # nor dropped unverified beyond its future window (one forged far-future vote must not
+        # start an idle height).
+        before = (core.stats.late, core.stats.invalid, core.stats.future_dropped,
+                  core.stats.received)
         self._event(lambda c, now: c.on_wire(data, now))
-        after = (core.stats.late, core.stats.invalid, core.stats.received)
-        if core.height == height and after[:2] == before[:2] and after[2] > before[2]:
+        after = (core.stats.late, core.stats.invalid, core.stats.future_dropped,
+                 core.stats.received)
+        if core.height == height and after[:3] == before[:3] and after[3] > before[3]:
             # A valid message for our current height (or a later one): a peer is working on
             # it, so never park it. (A message that made us commit was for the old height.)
             self._traffic_height = height
@@ -513,8 +643,12 @@ class Node:
         )
         result = self.store.append(block.digests, block=record)
         self.mempool.remove(block.digests)
+        self.validator_state.apply(block)
+        self.changes.on_commit(block, latest=self.validator_state.history.latest.roster)
         self.anchors_total += sum(result.new)
         self.commit_latency.observe(time.monotonic() - self._height_started)
+        self._clog(logging.DEBUG, "committed block %d: %d digests (%d new), tree size %d",
+                   block.height, len(block.digests), sum(result.new), result.head.size)
         self._parked = None
         if not self.catching_up:
             self._cosign_head()
@@ -525,8 +659,11 @@ class Node:
         head = self.store.tree_head()
         if head.size == 0 or (self._checkpoint is not None and self._checkpoint[0] >= head.size):
             return
+        collector = self.validator_state.collector(head.size)
+        if collector is None:
+            return  # not a validator of this period's set (removed, or not yet added)
         body = Checkpoint(origin=self.origin, size=head.size, root=head.root)
-        cosig = self.collector.sign_local(body, timestamp=int(time.time()))
+        cosig = collector.sign_local(body, timestamp=_now_ms() // 1000)
         self._broadcast(KIND_COSIGNATURE, encode_cosignature(cosig))
         self._store_checkpoint(head.size)
 
@@ -538,7 +675,8 @@ class Node:
         current = self._checkpoint
         if current is not None and current[0] >= size:
             return
-        note = self.collector.note(size)
+        collector = self.validator_state.collector(size)
+        note = None if collector is None else collector.note(size)
         if note is None:
             return
         self.store.put_checkpoint(size, note.encode("utf-8"))
@@ -560,12 +698,33 @@ class Node:
             StorageError: the store failed.
         """
         assert self.store is not None
-        unknown = [d for d in digests if d not in self.mempool and self.store.index_of(d) is None]
-        fresh = self.mempool.add(unknown)
+        candidates = [d for d in dict.fromkeys(digests) if d not in self.mempool]
+        known = self.store.index_of_many(candidates)  # one read transaction per request
+        fresh = self.mempool.add(d for d, i in zip(candidates, known, strict=True) if i is None)
         for start in range(0, len(fresh), MAX_GOSSIP_DIGESTS):
             self._broadcast(KIND_GOSSIP, encode_gossip(fresh[start:start + MAX_GOSSIP_DIGESTS]))
         if fresh:
             self._unpark(early=len(self.mempool) >= self.max_batch)
+
+    def submit_change(self, change: ValidatorSetChange) -> bool:
+        """Take a quorum-approved validator-set change (an operator's or a peer's): check it
+        against the newest validator set, queue it for a block and gossip it if it is new.
+
+        Returns whether it was new here.
+
+        Raises:
+            VerificationError: see :meth:`ledger.node_reconfig.NodeValidators.check_change`,
+                or too many changes are pending.
+        """
+        assert self.store is not None
+        self.validator_state.check_change(change, next_height=self.store.last_height() + 1)
+        if not self.changes.add(change):
+            return False
+        self._clog(logging.INFO, "validator-set change %s pending, effective at height %d",
+                   change.change_id.hex()[:16], change.effective_height)
+        self._broadcast(KIND_CHANGE, change.encode())
+        self._unpark()
+        return True
 
     def digest_status(self, digest: bytes) -> dict[str, Any]:
         """``{"digest", "status"[, "index"]}`` of one digest (see the OpenAPI document).
@@ -582,6 +741,52 @@ class Node:
         covered = self._checkpoint is not None and index < self._checkpoint[0]
         return {"digest": digest.hex(), "status": "anchored" if covered else "committed",
                 "index": index}
+
+    def digest_statuses(self, digests: Sequence[bytes]) -> list[dict[str, Any]]:
+        """:meth:`digest_status` of each digest, in order, with one store read for all.
+
+        Raises:
+            NotFoundError: a digest is neither in the log nor pending.
+        """
+        assert self.store is not None
+        covered = 0 if self._checkpoint is None else self._checkpoint[0]
+        out: list[dict[str, Any]] = []
+        for digest, index in zip(digests, self.store.index_of_many(digests), strict=True):
+            if index is None:
+                if digest not in self.mempool:
+                    raise NotFoundError(f"digest {digest.hex()} is not known to this node")
+                out.append({"digest": digest.hex(), "status": "pending", "index": None})
+            else:
+                out.append({"digest": digest.hex(),
+                            "status": "anchored" if index < covered else "committed",
+                            "index": index})
+        return out
+
+    def receipts(self, indices: Sequence[int]) -> list[str]:
+        """:meth:`receipt` of each leaf index against the latest quorum checkpoint, with the
+        inclusion proofs of all of them read in one store transaction.
+
+        Raises:
+            NotFoundError: no checkpoint covers one of the leaves yet.
+        """
+        assert self.store is not None
+        if not indices:
+            return []
+        if self._checkpoint is None or max(indices) >= self._checkpoint[0]:
+            raise NotFoundError("a leaf is not covered by a cosigned checkpoint yet")
+        size, note = self._checkpoint
+        proofs = self.store.inclusion_proofs(indices, size)
+        out: list[str] = []
+        if self._receipt_note is not note:
+            out.append(build_receipt(index=indices[0], proof=proofs[0], checkpoint_note=note))
+            self._receipt_note = note
+        for index, path in zip(indices[len(out):], proofs[len(out):], strict=True):
+            out.append(_format_receipt(index, path, note))
+        return out
+
+    def waiting_requests(self, delta: int) -> None:
+        """Count ``?wait=true`` requests in progress (a graceful shutdown waits for them)."""
+        self._waiting += delta
 
     def receipt(self, index: int) -> str:
         """The tlog-proof receipt of leaf ``index`` against the latest quorum checkpoint.
@@ -620,8 +825,9 @@ class Node:
     def _seal(self, items: Sequence[tuple[int, bytes]]) -> bytes:
         assert self.store is not None
         self._seq += 1
+        core_height = self.core.height if self.core is not None else 1
         return seal_envelope(
-            key=self.keys.consensus_key, chain_id=self.chain_id,
+            key=self.validator_state.envelope_key(core_height), chain_id=self.chain_id,
             height=self.store.last_height(), seq=self._seq, items=items,
         )
 
@@ -649,7 +855,7 @@ class Node:
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     # The items are dropped: consensus messages are re-broadcast, anchors stay in
                     # our mempool until committed, cosignatures are re-sent every tick.
-                    log.debug("peer %s unreachable: %s", peer.name, exc)
+                    self._clog(logging.DEBUG, "peer %s unreachable: %s", peer.name, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
 
@@ -668,11 +874,12 @@ class Node:
         """
         assert self.store is not None and self._loop is not None
         try:
-            envelope = open_envelope(data, chain_id=self.chain_id, senders=self.names)
+            senders = self.validator_state.senders(self.store.last_height())
+            envelope = open_envelope(data, chain_id=self.chain_id, senders=senders)
         except LedgerError:
             self.peer_invalid += 1
             raise
-        name = self.names[envelope.sender]
+        name = senders[envelope.sender]
         peer = self.peers.get(name)
         if peer is None:  # our own key: a loop-back or a clone of this validator
             self.peer_invalid += 1
@@ -692,8 +899,8 @@ class Node:
         try:
             self._deliver(name, items)
         except LedgerError as exc:  # a failed checkpoint write; consensus errors halt in _event
-            log.error("node %s: delivering %s's message failed: %s", self.keys.name, name,
-                      exc.diagnostics())
+            self._clog(logging.ERROR, "node %s: delivering %s's message failed: %s",
+                       self.keys.name, name, exc.diagnostics())
 
     def _deliver(self, name: str, items: Sequence[tuple[int, bytes]]) -> None:
         assert self.store is not None
@@ -702,23 +909,37 @@ class Node:
                 self._on_consensus_bytes(payload)
             elif kind == KIND_GOSSIP:
                 try:
-                    digests = decode_gossip(payload)
+                    digests = [d for d in decode_gossip(payload) if d not in self.mempool]
+                    known = self.store.index_of_many(digests)
                     fresh = self.mempool.add(
-                        d for d in digests if self.store.index_of(d) is None
+                        d for d, i in zip(digests, known, strict=True) if i is None
                     )
                 except (ProtocolError, OverloadedError) as exc:
                     self.peer_invalid += isinstance(exc, ProtocolError)
                     continue  # the sender keeps them in its own mempool
                 if fresh:
                     self._unpark(early=len(self.mempool) >= self.max_batch)
+            elif kind == KIND_CHANGE:
+                try:
+                    self.submit_change(decode_change_item(payload))
+                except (ProtocolError, VerificationError) as exc:
+                    self.peer_invalid += 1
+                    self._clog(logging.WARNING, "bad validator-set change from %s: %s", name,
+                               exc.diagnostics())
             else:
                 try:
                     cosig = decode_cosignature(payload)
-                    if self.collector.add(cosig, latest_size=self.store.size):
+                    size = self.store.size
+                    added = False
+                    for collector in self.validator_state.collectors_for_peer(
+                            cosig.size, latest_size=size):
+                        added = collector.add(cosig, latest_size=size) or added
+                    if added:
                         self._store_checkpoint(cosig.size)
                 except (MalformedError, VerificationError) as exc:
                     self.peer_invalid += 1
-                    log.warning("bad cosignature from %s: %s", name, exc.diagnostics())
+                    self._clog(logging.WARNING, "bad cosignature from %s: %s", name,
+                               exc.diagnostics())
 
     # -- housekeeping: re-broadcast, cosignature re-send, catch-up --------------------------
 
@@ -731,7 +952,8 @@ class Node:
                 self._tick()
                 await self._sync_once(initial=False)
             except LedgerError as exc:
-                log.warning("node %s housekeeping: %s", self.keys.name, exc.diagnostics())
+                self._clog(logging.WARNING, "node %s housekeeping: %s", self.keys.name,
+                           exc.diagnostics())
 
     def _tick(self) -> None:
         core = self.core
@@ -748,9 +970,13 @@ class Node:
         self._last_tick_state = state
         # Re-send our cosignature of the newest head: a peer that missed it (down, or its
         # queue overflowed) may lack a quorum for that head until it gets it.
-        own = self.collector.own(self.store.size)
+        collector = self.validator_state.collector(self.store.size)
+        own = None if collector is None else collector.own(self.store.size)
         if own is not None:
             self._broadcast(KIND_COSIGNATURE, encode_cosignature(own))
+        # Re-send pending validator-set changes: a peer that missed one cannot propose it.
+        for change in self.changes.changes():
+            self._broadcast(KIND_CHANGE, change.encode())
 
     async def _sync_once(self, *, initial: bool) -> None:
         """Poll quiet peers' status, catch up if behind, and update :attr:`caught_up`."""
@@ -767,6 +993,17 @@ class Node:
                 or core.stats.highest_seen_height > core.height + 1):
             await self._catch_up()
         self.caught_up = self._peer_target() <= self.store.last_height() + 1
+        self._maybe_start_signing()
+
+    def _maybe_start_signing(self) -> None:
+        """Start signing once a quorum's worth of peers told us their height (the (f + 1)-th
+        highest of them is then an honest one) and our store reached it. Consensus needs
+        those peers anyway, so waiting for them delays nothing."""
+        if self.signing or self.halted is not None or self.store is None:
+            return
+        heard = sum(1 for p in self.peers.values() if p.last_heard > float("-inf"))
+        if heard >= self.quorum - 1 and self._peer_target() <= self.store.last_height():
+            self._start_signing()
 
     def _peer_target(self) -> int:
         """The height at least one honest peer has reached: the (f + 1)-th highest claim.
@@ -830,15 +1067,17 @@ class Node:
             block = decode_block(base64.b64decode(body["block"], validate=True))
             cert = decode_certificate(base64.b64decode(body["certificate"], validate=True))
             verify_certificate(cert, block_hash=block.hash, height=height,
-                               validators=self.validators, chain_id=self.chain_id)
+                               validators=self.validator_state.history.set_at(height),
+                               chain_id=self.chain_id)
             if block.height != height:
                 raise VerificationError(f"peer sent block {block.height} for height {height}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.debug("catch-up from %s failed: %s", peer.name, exc)
+            self._clog(logging.DEBUG, "catch-up from %s failed: %s", peer.name, exc)
             return False
         except (LedgerError, ValueError, KeyError, TypeError, binascii.Error) as exc:
             self.peer_invalid += 1
-            log.warning("peer %s served a bad block %d: %s", peer.name, height, exc)
+            self._clog(logging.WARNING, "peer %s served a bad block %d: %s", peer.name, height,
+                       exc)
             return False
         if self.store.last_height() >= height:
             return True  # committed meanwhile through consensus
@@ -855,8 +1094,8 @@ class Node:
                 kind=TimeoutKind.PROPOSE, height=core.height, round=core.round, at=now), now))
         if self.store.last_height() < height:
             self.peer_invalid += 1
-            log.warning("peer %s block %d was refused by consensus (tree head?)", peer.name,
-                        height)
+            self._clog(logging.WARNING, "peer %s block %d was refused by consensus (tree head?)",
+                       peer.name, height)
             return False
         self.blocks_fetched += 1
         return True
@@ -873,9 +1112,12 @@ class Node:
                     if response.status != 200:
                         continue
                     text = (await _read_limited(response.content, MAX_NOTE_SIZE)).decode()
-                opened = open_checkpoint(text, self.policy.verifiers())
-                self.policy.evaluate((v.verifier for v in opened.note.verified),
-                                     origin=opened.checkpoint.origin)
+                # The policy of the period of the checkpoint's size (a validator-set change).
+                policy = self.validator_state.policy_for_size(
+                    parse_checkpoint_body(_note_body(text)).size)
+                opened = open_checkpoint(text, policy.verifiers())
+                policy.evaluate((v.verifier for v in opened.note.verified),
+                                origin=opened.checkpoint.origin)
                 cp = opened.checkpoint
                 if cp.origin != self.origin or cp.size <= mine or cp.size > self.store.size:
                     continue
@@ -885,7 +1127,8 @@ class Node:
                 continue
             except LedgerError as exc:
                 self.peer_invalid += 1
-                log.warning("peer %s served a bad checkpoint: %s", peer.name, exc.diagnostics())
+                self._clog(logging.WARNING, "peer %s served a bad checkpoint: %s", peer.name,
+                           exc.diagnostics())
                 continue
             self.store.put_checkpoint(cp.size, text.encode("utf-8"))
             self._checkpoint = (cp.size, text)
@@ -898,6 +1141,13 @@ class Node:
     def checkpoint(self) -> tuple[int, str] | None:
         """The latest quorum checkpoint this node serves: (tree size, note text), or ``None``."""
         return self._checkpoint
+
+    @property
+    def collector(self) -> CosignatureCollector | None:
+        """The cosignature collector of the current tree size's validator set (``None`` if
+        this node holds no key of it); every period's: :attr:`validator_state`."""
+        size = self.store.size if self.store is not None else 0
+        return self.validator_state.collector(size)
 
     def loop_time(self) -> float:
         """The event loop's clock (deadlines of :meth:`wait_progress`)."""
@@ -920,6 +1170,8 @@ class Node:
             reasons.append("not started")
         if not self.caught_up:
             reasons.append("catching up with peers")
+        elif not self.signing:
+            reasons.append("initial catch-up: not signing consensus messages yet")
         if self.peers_connected() < self.quorum - 1:
             reasons.append(
                 f"hears from {self.peers_connected()} peers, consensus needs {self.quorum - 1}"
@@ -955,6 +1207,14 @@ def _format_receipt(index: int, proof: Sequence[bytes], note: str) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def _in_genesis(genesis: Genesis, keys: ValidatorKeys) -> bool:
+    try:
+        validator_for_keys(genesis, keys)
+    except ConfigError:
+        return False
+    return True
+
+
 def _note_body(text: str) -> str:
     split = text.rfind("\n\n")
     return text[: split + 1] if split >= 0 else text
@@ -987,7 +1247,8 @@ class _NodeCollector:
         yield CounterMetricFamily(
             "ledger_messages_invalid",
             "Rejected peer messages (consensus, envelopes, cosignatures, blocks).",
-            value=(stats.invalid if stats else 0) + node.peer_invalid + node.collector.rejected,
+            value=(stats.invalid if stats else 0) + node.peer_invalid
+            + node.validator_state.rejected(),
         )
         yield CounterMetricFamily("ledger_catchup_blocks", "Blocks fetched from peers.",
                                   value=node.blocks_fetched)
@@ -1104,27 +1365,55 @@ async def _post_anchors(request: web.Request) -> web.Response:
     digests = [_parse_digest(d) for d in raw]
     if node.halted is not None:
         raise ApiError(503, "unavailable", f"the node is not running: {node.halted}")
+    if node.draining:
+        raise ApiError(503, "unavailable", "the node is shutting down; send to another node")
     node.accept_digests(digests)
+    if not wait:
+        return _anchor_response(node, node.digest_statuses(digests), wait=False)
+    node.waiting_requests(+1)
+    try:
+        return await _wait_anchored(node, digests)
+    finally:
+        node.waiting_requests(-1)
+
+
+async def _wait_anchored(node: Node, digests: list[bytes]) -> web.Response:
+    """Wait until every digest is anchored (or the wait times out), then answer with receipts."""
     deadline = node.loop_time() + node.config.timeouts.anchor_wait_ms / 1000
-    statuses: list[dict[str, Any]] = [{} for _ in digests]
+    statuses = node.digest_statuses(digests)
     while True:
+        # A leaf index never changes: only digests still pending are looked up again (all of
+        # them in one store read), the others only compare their index with the checkpoint.
+        pending = [i for i, s in enumerate(statuses) if s["index"] is None]
+        if pending:
+            for i, s in zip(pending, node.digest_statuses([digests[i] for i in pending]),
+                            strict=True):
+                statuses[i] = s
         covered = 0 if node.checkpoint is None else node.checkpoint[0]
-        for i, d in enumerate(digests):
-            index = statuses[i].get("index")
-            if index is None:
-                statuses[i] = node.digest_status(d)
-            elif index < covered:  # a leaf index never changes: no need to look it up again
-                statuses[i]["status"] = "anchored"
-        done = all(s["status"] == "anchored" for s in statuses)
-        if done or not wait or not await node.wait_progress(deadline):
+        done = True
+        for s in statuses:
+            index = s["index"]
+            if index is not None and index < covered:
+                s["status"] = "anchored"
+            else:
+                done = False
+        if done or not await node.wait_progress(deadline):
             break
-    if wait and not done:  # one last look after the deadline
-        statuses = [node.digest_status(d) for d in digests]
-        done = all(s["status"] == "anchored" for s in statuses)
+    if not done:  # one last look after the deadline
+        statuses = node.digest_statuses(digests)
+    return _anchor_response(node, statuses, wait=True)
+
+
+def _anchor_response(node: Node, statuses: list[dict[str, Any]], *, wait: bool) -> web.Response:
+    done = all(s["status"] == "anchored" for s in statuses)
     result: dict[str, Any] = {"anchors": statuses}
     if wait:
+        anchored = [s for s in statuses if s["status"] == "anchored"]
+        for s, text in zip(anchored, node.receipts([s["index"] for s in anchored]),
+                           strict=True):
+            s["receipt"] = text
         for s in statuses:
-            s["receipt"] = node.receipt(s["index"]) if s["status"] == "anchored" else None
+            s.setdefault("receipt", None)
         if not done:
             result["timed_out"] = True
     cp = node.checkpoint
@@ -1268,6 +1557,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_post("/peer/v1/messages", _peer_messages)
     add_verify_routes(app)  # the offline verification page (static, strict CSP)
+    add_witness_routes(app, node)  # C2SP tlog-witness POST /add-checkpoint (cosigner key)
+    add_reconfig_routes(app, node)  # validator-set changes (admin) and the policy chain
     return app
 
 
@@ -1300,4 +1591,4 @@ async def run_node(config: NodeConfig) -> None:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await node.stop()
+        await node.shutdown()

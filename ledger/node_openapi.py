@@ -12,6 +12,8 @@ from typing import Any
 __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+#: Sizes and heights the node parses (signed 64-bit); a larger number is a 400.
+_MAX_SIZE = 2**63 - 1
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -150,9 +152,11 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
                 "summary": "RFC 9162 consistency proof between two tree sizes",
                 "parameters": [
                     {"name": "from", "in": "query", "required": True,
-                     "schema": {"type": "integer", "minimum": 1}},
+                     "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_SIZE},
+                     "description": "the older tree size; from <= to, else 400"},
                     {"name": "to", "in": "query", "required": True,
-                     "schema": {"type": "integer", "minimum": 1}},
+                     "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_SIZE},
+                     "description": "the newer tree size; beyond the log: 404"},
                 ],
                 "responses": {
                     "200": _json("The proof (base64 hashes)", {
@@ -167,7 +171,8 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
             "/v1/blocks/{height}": {"get": {
                 "summary": "A committed block and its commit certificate",
                 "parameters": [{"name": "height", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 1}}],
+                                "schema": {"type": "integer", "minimum": 1,
+                                           "maximum": _MAX_SIZE}}],
                 "responses": {
                     "200": _json("block and certificate (canonical msgpack, base64)", {
                         "type": "object",
@@ -186,8 +191,46 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
                 },
             }},
             "/v1/policy": {"get": {
-                "summary": "The trust policy (c2sp.org/tlog-policy) that verifies receipts",
+                "summary": "The genesis trust policy (c2sp.org/tlog-policy): verifies receipts "
+                           "until the first validator-set change; after one, use "
+                           "/v1/policy-chain",
                 "responses": {"200": _text("tlog-policy text")},
+            }},
+            "/v1/policy-chain": {"get": {
+                "summary": "The policy chain (ledger-policy-chain/v1): the genesis validators "
+                           "and every validator-set change in force, for verifying receipts "
+                           "offline across changes (ledger verify --policy-chain)",
+                "responses": {"200": _text("policy chain text")},
+            }},
+            "/v1/admin/validator-changes": {"post": {
+                "summary": "Submit a validator-set change approved by a quorum of the current "
+                           "validators (operators: an admin bearer token); the node gossips it "
+                           "and a proposer includes it in a block",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["change"],
+                    "properties": {"change": {
+                        "type": "string", "contentEncoding": "base64",
+                        "description": "canonical msgpack bytes of the change, with approvals",
+                    }},
+                }}}},
+                "responses": {
+                    "202": _json("Pending (new: false if it was pending already)", {
+                        "type": "object",
+                        "properties": {"change_id": {"type": "string"},
+                                       "effective_height": {"type": "integer"},
+                                       "status": {"type": "string"},
+                                       "new": {"type": "boolean"}},
+                    }),
+                    "400": _error("Malformed body or change (codes: malformed, protocol)"),
+                    "401": _error("Missing or unknown bearer token (code: unauthorized)"),
+                    "403": _error("Revoked or non-admin token (code: forbidden)"),
+                    "413": _error("Body too large (code: body_too_large)"),
+                    "422": _error("Not approved by a quorum of the current validators, another "
+                                  "chain or set, or the effective height is too close "
+                                  "(code: invalid_change)"),
+                    "503": _error("The node is not running (code: unavailable)"),
+                },
             }},
             "/v1/status": {"get": {
                 "summary": "Height, round, tree size, peers and readiness of this node",
@@ -221,6 +264,32 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json("OpenAPI",
                                                                  {"type": "object"})}}},
+            "/add-checkpoint": {"post": {
+                "summary": "c2sp.org/tlog-witness add-checkpoint: this validator cosigns a "
+                           "checkpoint of its own log that its store has committed",
+                "requestBody": {"required": True, "content": {"text/plain": {"schema": {
+                    "type": "string",
+                    "description": "'old <size>', 0 to 63 base64 consistency proof lines, "
+                                   "an empty line, then the signed checkpoint note",
+                }}}},
+                "responses": {
+                    "200": _text("One cosignature line (type 0x04) by this validator's "
+                                 "cosigner key"),
+                    "400": _error("Malformed body, or old size above the checkpoint size"),
+                    "403": _error("No trusted log signature verifies (code: bad_signature)"),
+                    "404": _error("Unknown log origin (code: unknown_log)"),
+                    "409": {"description": "The old size is not the size last cosigned here "
+                                           "(or the same size with another root); the body "
+                                           "is that size in decimal",
+                            "content": {"text/x.tlog.size": {"schema": {"type": "string"}}}},
+                    "413": _error("Body too large (code: body_too_large)"),
+                    "422": _error("The consistency proof does not verify, or the checkpoint "
+                                  "contradicts this validator's tree (codes: bad_proof, "
+                                  "contradicts_tree)"),
+                    "503": _error("Not committed here yet (code: not_committed, with "
+                                  "Retry-After) or the node is not running"),
+                },
+            }},
             "/peer/v1/messages": {"post": {
                 "summary": "Validator-to-validator envelope (signed msgpack); peers only",
                 "requestBody": {"required": True, "content": {

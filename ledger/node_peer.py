@@ -20,7 +20,9 @@ is no replay window to keep.
 
 Item kinds: :data:`KIND_CONSENSUS` (the core's wire bytes, parsed later by ``core.on_wire``),
 :data:`KIND_GOSSIP` (msgpack list of 32-byte digests) and :data:`KIND_COSIGNATURE` (msgpack
-``[size, root, signature line]``). Unknown kinds are refused: the schema is fixed.
+``[size, root, signature line]``) and :data:`KIND_CHANGE` (a quorum-approved validator-set
+change, its canonical bytes; :mod:`ledger.node_reconfig`). Unknown kinds are refused: the
+schema is fixed.
 
 Everything here is pure; :mod:`ledger.node` does the HTTP.
 """
@@ -41,6 +43,7 @@ from ledger.merkle.hashing import HASH_SIZE
 __all__ = [
     "ENVELOPE_DOMAIN",
     "ENVELOPE_VERSION",
+    "KIND_CHANGE",
     "KIND_CONSENSUS",
     "KIND_COSIGNATURE",
     "KIND_GOSSIP",
@@ -65,7 +68,8 @@ ENVELOPE_VERSION: Final = 1
 KIND_CONSENSUS: Final = 1
 KIND_GOSSIP: Final = 2
 KIND_COSIGNATURE: Final = 3
-_KINDS: Final = frozenset({KIND_CONSENSUS, KIND_GOSSIP, KIND_COSIGNATURE})
+KIND_CHANGE: Final = 4
+_KINDS: Final = frozenset({KIND_CONSENSUS, KIND_GOSSIP, KIND_COSIGNATURE, KIND_CHANGE})
 
 #: One consensus message may be 4 MiB (a full block); an envelope carries at most a little more.
 MAX_ENVELOPE_BYTES: Final = MAX_MESSAGE_BYTES + 1024 * 1024

@@ -212,8 +212,9 @@ class CoreStats:
     """Counters a driver can export as metrics. ``invalid`` = rejected before any state change
     (bad signature, unknown validator, wrong chain, wrong proposer, malformed, oversized);
     ``late`` = for a height already decided; ``future_dropped`` = beyond the window or buffer.
-    ``highest_seen_height`` = the highest height named by any well-formed message received
-    (unverified: a hint that this node is behind and the driver should feed it ``Decision``s)."""
+    ``highest_seen_height`` = the highest later height that a verified ``Decision`` reached or
+    that f+1 distinct validators claimed in validly signed messages (a hint that this node is
+    behind and the driver should feed it ``Decision``s; f liars cannot raise it)."""
 
     received: int = 0
     invalid: int = 0
@@ -383,6 +384,8 @@ class ConsensusCore:
         # when this node holds a conflicting vote of an equivocator for the same round, which
         # the per-round vote sets (one vote per validator) would refuse to count.
         self._certified: dict[bytes, CommitCertificate] = {}
+        # The highest later height each validator validly claimed (see ``_note_claim``).
+        self._claims: dict[bytes, int] = {}
         # Verified messages of future heights, with the set they were verified against.
         self._future: list[tuple[Message, ValidatorSet]] = []
 
@@ -568,13 +571,14 @@ class ConsensusCore:
             self.stats.late += 1
             return False
         if height > self.height:
-            self.stats.highest_seen_height = max(self.stats.highest_seen_height, height)
             if height > self.height + self._future_window or len(self._future) >= self._max_future:
                 self.stats.future_dropped += 1
+                self._note_claim(msg, height)
                 return False
             # Never buffer what could be forged. The set of height + 2 is not final yet (block
             # ``height`` may schedule a change for it): re-checked when the height starts.
             self._verify(msg)
+            self._note_claim(msg, height, verified=True)
             self._future.append((msg, self.validators_at(height)))
             self.stats.future_buffered += 1
             return False
@@ -582,6 +586,35 @@ class ConsensusCore:
             raise ProtocolError("round too far ahead")
         self._verify(msg)
         return self._record(msg)
+
+    def _note_claim(self, msg: Message, height: int, *, verified: bool = False) -> None:
+        """Raise the ``highest_seen_height`` hint from a *verified* claim of a later height.
+
+        A ``Decision`` whose certificate verifies proves a quorum got there. A signed vote or
+        proposal counts as its validator's claim, and the hint is the (f+1)-th highest claim of
+        distinct validators, so f Byzantine validators cannot keep this node "behind" (and its
+        driver catching up for ever) by signing messages for heights nobody reached. Far heights
+        are checked against the latest known set (changes not yet seen make a claim fail, which
+        only delays the hint). A message that does not verify moves nothing.
+        """
+        if not verified:
+            try:
+                msg.verify(self._history.latest.validators, self.chain_id)
+            except LedgerError:
+                return
+        if isinstance(msg, Decision):
+            best = height
+        else:
+            claims = self._claims
+            if claims.get(msg.validator, 0) >= height:
+                return
+            claims[msg.validator] = height
+            ranked = sorted(claims.values(), reverse=True)
+            weak = self._history.latest.validators.weak_quorum
+            if len(ranked) < weak:
+                return
+            best = ranked[weak - 1]
+        self.stats.highest_seen_height = max(self.stats.highest_seen_height, best)
 
     def _verify(self, msg: Message) -> None:
         height = msg.block.height if isinstance(msg, Decision) else msg.height
