@@ -31,6 +31,7 @@ test: lint typecheck unit
 bench: $(VENV)/.installed-bench
 	$(PY) bench/merkle.py
 	$(PY) bench/consensus.py
+	$(PY) bench/cluster.py --duration 60
 
 # The long fault search of the consensus simulator (issue 3): 2000 random schedules, every
 # fault and Byzantine behaviour; prints a JSON summary, exits non-zero on any violation.
