@@ -105,7 +105,8 @@ from ledger.errors import (
     ProtocolError,
     VerificationError,
 )
-from ledger.merkle.hashing import HASH_SIZE
+from ledger.merkle.hashing import HASH_SIZE, leaf_hash
+from ledger.merkle.proof import verify_inclusion
 from ledger.node_openapi import openapi_document
 from ledger.node_peer import (
     KIND_CHANGE,
@@ -347,6 +348,7 @@ class Node:
         self._height_started = time.monotonic()
         self._checkpoint: tuple[int, str] | None = None
         self._receipt_note: str | None = None  # the note build_receipt last validated
+        self._served_root: tuple[str, bytes] | None = None  # (note, its root) for _check_paths
         self._progress = asyncio.Event()
         self._seq = 0
         self._inbox = 0  # envelopes verified and waiting for delivery
@@ -776,6 +778,7 @@ class Node:
             raise NotFoundError("a leaf is not covered by a cosigned checkpoint yet")
         size, note = self._checkpoint
         proofs = self.store.inclusion_proofs(indices, size)
+        self._check_paths(indices, proofs, size, note)
         out: list[str] = []
         if self._receipt_note is not note:
             out.append(build_receipt(index=indices[0], proof=proofs[0], checkpoint_note=note))
@@ -783,6 +786,30 @@ class Node:
         for index, path in zip(indices[len(out):], proofs[len(out):], strict=True):
             out.append(_format_receipt(index, path, note))
         return out
+
+    def _check_paths(self, indices: Sequence[int], proofs: Sequence[list[bytes]], size: int,
+                     note: str) -> None:
+        """Never serve a receipt the stored tree cannot back: each path must lead from the
+        stored leaf to the cosigned root (about log2(size) hashes). The cheap open-time check
+        reads O(log n) records, so a flipped byte in a tile would otherwise become a wrong
+        receipt; instead the node halts and says to run ``ledger db check``.
+
+        Raises:
+            CorruptionError: a path does not reach the checkpoint's root.
+        """
+        assert self.store is not None
+        root = self._served_root
+        if root is None or root[0] is not note:
+            root = self._served_root = (note, parse_checkpoint_body(_note_body(note)).root)
+        for index, path in zip(indices, proofs, strict=True):
+            try:
+                verify_inclusion(leaf_hash(self.store.digest_at(index)), index, size, path,
+                                 root[1])
+            except LedgerError as exc:
+                self.halted = (f"corruption: the stored tree does not back leaf {index} of the "
+                               f"cosigned checkpoint of size {size}; run `ledger db check`")
+                self._clog(logging.CRITICAL, "node %s halted: %s", self.keys.name, self.halted)
+                raise CorruptionError(self.halted) from exc
 
     def waiting_requests(self, delta: int) -> None:
         """Count ``?wait=true`` requests in progress (a graceful shutdown waits for them)."""
@@ -799,6 +826,7 @@ class Node:
             raise NotFoundError(f"leaf {index} is not covered by a cosigned checkpoint yet")
         size, note = self._checkpoint
         proof = self.store.inclusion_proof(index, size)
+        self._check_paths([index], [proof], size, note)
         if self._receipt_note is not note:
             # The first receipt of a checkpoint goes through ledger.receipt, which checks the
             # note parses; later ones reuse that check (it was 60% of the cost of a receipt).
@@ -1276,7 +1304,7 @@ async def _errors(
         return await handler(request)
     except LedgerError as exc:
         status = _status_for(exc)
-        if status >= 500:
+        if status >= 500 and status != 503:  # 503 (overloaded, shutting down) is expected
             log.error("%s %s failed: %s", request.method, request.path, exc.diagnostics())
         return _error_response(status, exc.code, exc.diagnostics())
     except web.HTTPException as exc:

@@ -377,3 +377,29 @@ def test_node_serves_the_verification_page_with_a_strict_csp(tmp_path: Path) -> 
                 assert r.status == 404
 
     run(main())
+
+
+def test_a_corrupted_stored_path_is_never_served_and_halts_the_node(tmp_path: Path) -> None:
+    # The open-time check reads O(log n) records only; a flipped byte in a stored tree node
+    # must not become a wrong receipt. Simulate the damaged read at the store boundary.
+    async def main() -> None:
+        async with one_node(tmp_path) as (cluster, node, http):
+            url = cluster.url(0)
+            status, body = await anchor(http, url, [digest(i) for i in range(1, 6)])
+            assert status == 200, body
+            assert node.store is not None
+            honest = node.store.inclusion_proof
+
+            def damaged(index: int, size: int) -> list[bytes]:
+                path = honest(index, size)
+                return [bytes([path[0][0] ^ 1]) + path[0][1:], *path[1:]]
+
+            node.store.inclusion_proof = damaged  # type: ignore[method-assign]
+            async with http.get(url + f"/v1/proofs/{digest(2).hex()}") as r:
+                assert r.status == 500
+                assert (await r.json())["error"]["code"] == "corruption"
+            assert node.halted is not None and "ledger db check" in node.halted
+            async with http.get(url + "/readyz") as r:
+                assert r.status == 503
+
+    run(main())
