@@ -950,10 +950,15 @@ class Node:
             elif kind == KIND_CHANGE:
                 try:
                     self.submit_change(decode_change_item(payload))
-                except (ProtocolError, VerificationError) as exc:
+                except ProtocolError as exc:
                     self.peer_invalid += 1
                     self._clog(logging.WARNING, "bad validator-set change from %s: %s", name,
                                exc.diagnostics())
+                except VerificationError as exc:
+                    # Not necessarily hostile: a peer behind us re-sends a change we already
+                    # committed (or one that expired) until it commits that block itself.
+                    self._clog(logging.DEBUG, "validator-set change from %s not taken: %s",
+                               name, exc.diagnostics())
             else:
                 try:
                     cosig = decode_cosignature(payload)
