@@ -162,7 +162,7 @@ def check_command(shown: Shown) -> list[str]:
 
 
 def _docs() -> list[Path]:
-    return sorted(DOCS.glob("*.md"))
+    return sorted([*DOCS.glob("*.md"), DOCS.parent / "README.md"])
 
 
 def _all_shown() -> list[Shown]:
