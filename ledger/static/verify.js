@@ -8,6 +8,9 @@
  *   ledger/checkpoint.py    C2SP tlog-checkpoint bodies
  *   ledger/policy.py        C2SP tlog-policy parse + evaluate (groups, quorum, f = n - k)
  *   ledger/merkle/proof.py  RFC 9162 section 2.1.3.2 inclusion verification
+ *   ledger/eod/trail.py     verify_trail over a ledger-eod-trail/v1 bundle (with canonical.py,
+ *                           events.py, pki.py and the general part of rules.apply; the
+ *                           per-type workflow rules are not ported, and the page says so)
  *
  * The English text of every error is the Python error's diagnostics(), character for character,
  * so tests/web/test_verify_page.py can feed the same receipts to both verifiers and compare the
@@ -354,6 +357,8 @@
         const t = TERMS[value.t];
         return t ? t[lang] || t.en : value.t;
       }
+      // {en, pl}: a text built by the caller in both languages (an event's label, a term).
+      if (value !== null && typeof value === "object" && "en" in value) return value[lang] || value.en;
       return String(value);
     });
   }
@@ -1049,24 +1054,1049 @@
     }
   }
 
+  // =================================================================== EOD audit-trail bundles
+  //
+  // A JavaScript twin of ledger/eod/trail.py verify_trail (with ledger/eod/canonical.py,
+  // events.py and pki.py), step for step and, in English, message for message, so that
+  // tests/web/test_verify_trail.py can compare the two verdicts on the same bundles.
+  //
+  // What is NOT ported: the per-type workflow rules of ledger/eod/rules.py (_RULES: dekretacja,
+  // acceptance levels, the cost-document path, dispatch and delivery, retention before
+  // brakowanie, the case-sign syntax). The general part of rules.apply IS ported (the chain:
+  // seq, previous-event hash, office and position of the certificate, certificate date, the
+  // role of the position, times not going backwards, the case field, nothing after closing,
+  // archiving or destruction except what may follow). The page says so next to every result.
+
+  const TRAIL_FORMAT = "ledger-eod-trail/v1";
+  const EVENT_FORMAT = "ledger-eod-event/v1";
+  const CERT_FORMAT = "ledger-eod-position/v1";
+  const MAX_BUNDLE_SIZE = 64 * 1024 * 1024;
+  const MAX_CLOCK_SKEW = 600n;
+  const MAX_SEQ = 1n << 40n;
+  const INT64_MIN = -(1n << 63n);
+  const INT64_MAX = (1n << 63n) - 1n;
+  const MAX_JSON_DEPTH = 900;
+  const EVENT_SIGNING_DOMAIN = "ledger/eod-event-signature/v1\n";
+  const CERT_SIGNING_DOMAIN = "ledger/eod-position-certificate/v1\n";
+  const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+  const LOWER_HEX_DIGEST = /^[0-9a-f]{64}$/;
+  const EVENT_FIELDS = ["case", "data", "document", "format", "office", "position", "prev", "seq", "time", "type"];
+  const CERT_FIELDS = ["format", "issued", "office", "position", "public_key", "roles", "title", "unit"];
+
+  /** ledger.eod.model.EVENT_TERMS and rules.REQUIRED_ROLE, by event type (in enum order). */
+  const EVENT_TYPES = {
+    registered: ["registration", "rejestracja przesyłki", "registry"],
+    assigned: ["assignment", "dekretacja", "assign"],
+    "case-opened": ["case opened", "założenie sprawy", "officer"],
+    attached: ["attachment", "dołączenie dokumentu", "officer"],
+    submitted: ["submitted for acceptance", "przekazanie do akceptacji", "officer"],
+    accepted: ["acceptance", "akceptacja", "accept"],
+    rejected: ["rejection", "odrzucenie", "accept"],
+    signed: ["signature", "podpis", "sign"],
+    "substantive-check": ["substantive check", "kontrola merytoryczna", "substantive"],
+    "formal-check": ["formal and arithmetic check", "kontrola formalna i rachunkowa", "accounts"],
+    "account-coding": ["account coding", "dekretacja księgowa", "accounts"],
+    countersigned: ["countersignature", "kontrasygnata", "chief-accountant"],
+    "approved-for-payment": ["approval for payment", "zatwierdzenie do wypłaty", "approve-payment"],
+    dispatched: ["dispatch", "wysyłka", "registry"],
+    "receipt-recorded": ["official receipt recorded", "zapis poświadczenia UPP/UPO/UPD", "registry"],
+    delivered: ["delivery", "doręczenie", "registry"],
+    closed: ["case closed", "zakończenie sprawy", "officer"],
+    archived: ["archived", "przekazanie do archiwum zakładowego", "archivist"],
+    destroyed: ["destruction", "brakowanie", "archivist"],
+  };
+  /** ledger.eod.model.Role, in enum order (sorting certificates' roles uses the values). */
+  const ROLE_POLISH = {
+    registry: "kancelaria",
+    assign: "dekretujący",
+    officer: "prowadzący sprawę",
+    accept: "akceptujący",
+    sign: "podpisujący",
+    substantive: "kontrola merytoryczna",
+    accounts: "księgowość",
+    "chief-accountant": "główny księgowy: kontrasygnata",
+    "approve-payment": "kierownik: zatwierdzenie do wypłaty",
+    archivist: "archiwum zakładowe",
+  };
+  const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
+
+  /** rules.term: "<English> (<Polish>)" in English; the Polish name in Polish. */
+  function eventTerm(type) {
+    const [en, pl] = EVENT_TYPES[type];
+    return { en: en + " (" + pl + ")", pl: pl };
+  }
+
+  Object.assign(TERMS, {
+    "trail bundle": { en: "trail bundle", pl: "wiązka ścieżki audytu" },
+    "trail bundle office": { en: "trail bundle office", pl: "wiązka ścieżki audytu, urząd" },
+    "CA key": { en: "CA key", pl: "klucz CA urzędu" },
+    "certificate public key": { en: "certificate public key", pl: "klucz publiczny w certyfikacie" },
+    "certificate signature": { en: "certificate signature", pl: "podpis certyfikatu" },
+    "event signature": { en: "event signature", pl: "podpis zdarzenia" },
+    "office id": { en: "office id", pl: "identyfikator urzędu" },
+    "position id": { en: "position id", pl: "identyfikator stanowiska" },
+    prev: { en: "prev", pl: "prev (skrót poprzedniego zdarzenia)" },
+    document: { en: "document", pl: "document (skrót dokumentu)" },
+    "document digest": { en: "document digest", pl: "skrót dokumentu" },
+  });
+
+  Object.assign(MESSAGES, {
+    // canonical.py (loads) and trail.py (_load, _field)
+    json_too_large: { en: "{what} is larger than {limit} bytes", pl: "{what}: plik większy niż {limit} bajtów" },
+    json_not_utf8: { en: "{what} is not valid UTF-8", pl: "{what}: to nie jest poprawny tekst UTF-8" },
+    json_invalid: { en: "{what} is not valid JSON: {detail}", pl: "{what}: to nie jest poprawny JSON: {detail}" },
+    json_not_object: { en: "{what} is not a JSON object", pl: "{what}: to nie jest obiekt JSON" },
+    json_duplicate: { en: "duplicate key {key}", pl: "powtórzony klucz {key}" },
+    json_float: {
+      en: "floating-point numbers are not allowed",
+      pl: "liczby zmiennoprzecinkowe są niedozwolone",
+    },
+    json_constant: { en: "{text} is not allowed", pl: "{text} jest niedozwolone" },
+    json_int_range: {
+      en: "{where}: integer out of the 64-bit range",
+      pl: "{where}: liczba całkowita poza zakresem 64 bitów",
+    },
+    json_format: { en: "{what} is not a {format} file", pl: "{what}: to nie jest plik {format}" },
+    field_type: {
+      en: "{what}: field {key} is missing or has the wrong type",
+      pl: "{what}: brak pola {key} albo ma zły typ",
+    },
+    // trail.py (_trust, _certificates, _check_event, verify_trail)
+    ca_key_size: { en: "the office CA key must be 32 bytes", pl: "klucz CA urzędu musi mieć 32 bajty" },
+    ca_key_not_pinned: {
+      en: "the office CA key in the {what} ({fingerprint}) is not the pinned key",
+      pl: "klucz CA urzędu w pliku ({fingerprint}) nie jest kluczem podanym do porównania",
+    },
+    cert_not_object: { en: "a certificate must be a JSON object", pl: "certyfikat musi być obiektem JSON" },
+    cert_other_office: {
+      en: "certificate of {position} is for office {office}",
+      pl: "certyfikat stanowiska {position} dotyczy urzędu {office}",
+    },
+    cert_twice: { en: "two certificates for position {position}", pl: "dwa certyfikaty stanowiska {position}" },
+    trail_empty: { en: "the trail holds no events", pl: "ścieżka nie zawiera żadnych zdarzeń" },
+    entry_shape: {
+      en: "events[{index}] must be {'event': ..., 'receipt': ...}",
+      pl: "events[{index}] musi mieć postać {'event': ..., 'receipt': ...}",
+    },
+    entry_event: { en: "events[{index}].event must be an object", pl: "events[{index}].event musi być obiektem" },
+    event_no_cert: {
+      en: "{what}: no certificate for position {position}",
+      pl: "{what}: brak certyfikatu stanowiska {position}",
+    },
+    event_bad_signature: {
+      en: "{what}: the signature of {position} does not verify (the event was changed)",
+      pl: "{what}: podpis stanowiska {position} się nie zgadza (zdarzenie zmieniono)",
+    },
+    receipt_not_text: { en: "{what}: the receipt must be text", pl: "{what}: pokwitowanie musi być tekstem" },
+    receipt_fails: {
+      en: "{what}: the ledger receipt does not verify: {inner}",
+      pl: "{what}: pokwitowanie z rejestru się nie zgadza: {inner}",
+    },
+    event_after_bound: {
+      en: "{what}: dated {time}, after the ledger's time bound {bound}",
+      pl: "{what}: datowane {time}, później niż ograniczenie czasu z rejestru {bound}",
+    },
+    workflow: { en: "{what}: {inner}", pl: "{what}: {inner}" },
+    case_mismatch: {
+      en: "the bundle says case {case} but its events are case {actual}",
+      pl: "wiązka podaje sprawę {case}, a jej zdarzenia dotyczą sprawy {actual}",
+    },
+    document_entry: { en: "a document entry must be an object", pl: "wpis dokumentu musi być obiektem" },
+    document_not_in_case: {
+      en: "the document {digest} is not part of this case",
+      pl: "dokument {digest} nie należy do tej sprawy",
+    },
+    // events.py
+    hex_digest: { en: "{what} must be 64 lowercase hex digits", pl: "{what}: wymagane 64 małe cyfry szesnastkowe" },
+    signed_event_shape: {
+      en: "a signed event is {'event': {...}, 'signature': '...'}",
+      pl: "podpisane zdarzenie ma postać {'event': {...}, 'signature': '...'}",
+    },
+    event_signature_text: {
+      en: "an event signature must be base64 text",
+      pl: "podpis zdarzenia musi być tekstem base64",
+    },
+    event_signature_size: { en: "an event signature is 64 bytes", pl: "podpis zdarzenia ma 64 bajty" },
+    event_fields: {
+      en: "an event has exactly the fields " + EVENT_FIELDS.join(", "),
+      pl: "zdarzenie ma dokładnie pola " + EVENT_FIELDS.join(", "),
+    },
+    event_format: { en: "unknown event format {value}", pl: "nieznany format zdarzenia {value}" },
+    event_type: { en: "unknown event type {value}", pl: "nieznany typ zdarzenia {value}" },
+    event_data: { en: "event field 'data' must be an object", pl: "pole zdarzenia 'data' musi być obiektem" },
+    event_opt_str: {
+      en: "event field {key} must be a non-empty string or null",
+      pl: "pole zdarzenia {key} musi być niepustym tekstem albo null",
+    },
+    event_required: {
+      en: "event fields 'office' and 'position' are required",
+      pl: "pola zdarzenia 'office' i 'position' są wymagane",
+    },
+    event_int: {
+      en: "event field {key} must be an integer in [0, {limit}]",
+      pl: "pole zdarzenia {key} musi być liczbą całkowitą z [0, {limit}]",
+    },
+    event_first: {
+      en: "exactly the first event of a chain (seq 0) has no prev",
+      pl: "tylko pierwsze zdarzenie łańcucha (seq 0) nie ma prev",
+    },
+    // pki.py
+    cert_shape: {
+      en: "a certificate is {'certificate': {...}, 'signature': '...'}",
+      pl: "certyfikat ma postać {'certificate': {...}, 'signature': '...'}",
+    },
+    cert_format: { en: "not a " + CERT_FORMAT + " certificate", pl: "to nie jest certyfikat " + CERT_FORMAT },
+    cert_strings: { en: "certificate fields must be strings", pl: "pola certyfikatu muszą być tekstem" },
+    cert_issued: {
+      en: "certificate 'issued' must be a non-negative integer",
+      pl: "pole certyfikatu 'issued' musi być nieujemną liczbą całkowitą",
+    },
+    cert_roles_list: { en: "certificate 'roles' must be a list", pl: "pole certyfikatu 'roles' musi być listą" },
+    cert_role_unknown: {
+      en: "certificate lists an unknown role in {roles}",
+      pl: "certyfikat wymienia nieznaną rolę w {roles}",
+    },
+    identifier: {
+      en: "{what} {text} must be 1-64 of A-Z a-z 0-9 . _ - (no spaces)",
+      pl: "{what} {text}: wymagane 1-64 znaki A-Z a-z 0-9 . _ - (bez spacji)",
+    },
+    cert_unit_title: {
+      en: "a certificate names the unit and the position's title",
+      pl: "certyfikat musi podawać komórkę i nazwę stanowiska",
+    },
+    cert_lengths: {
+      en: "certificate key or signature has the wrong length",
+      pl: "klucz albo podpis w certyfikacie ma złą długość",
+    },
+    cert_roles_order: {
+      en: "certificate roles must be non-empty, sorted and distinct",
+      pl: "role w certyfikacie muszą być niepuste, posortowane i bez powtórzeń",
+    },
+    cert_not_signed: {
+      en: "certificate of position {position} is not signed by the office CA",
+      pl: "certyfikat stanowiska {position} nie jest podpisany kluczem CA urzędu",
+    },
+    // rules.py, the general part of apply()
+    rule_destroyed: {
+      en: "the case was destroyed (brakowanie); nothing may follow",
+      pl: "sprawę wybrakowano (brakowanie); nic nie może nastąpić później",
+    },
+    rule_seq: {
+      en: "event number {seq} where {expected} was expected",
+      pl: "zdarzenie numer {seq}, a oczekiwano numeru {expected}",
+    },
+    rule_prev: {
+      en: "the previous-event hash does not match the chain",
+      pl: "skrót poprzedniego zdarzenia nie zgadza się z łańcuchem",
+    },
+    rule_cert_mismatch: {
+      en: "the event's office or position differs from its certificate",
+      pl: "urząd albo stanowisko zdarzenia różni się od certyfikatu",
+    },
+    rule_cert_later: {
+      en: "position {position} was certified after the event",
+      pl: "stanowisko {position} otrzymało certyfikat po tym zdarzeniu",
+    },
+    rule_role: {
+      en: "position {position} ({title}) may not record {term}: it needs the role {role} ({polish})",
+      pl: "stanowisko {position} ({title}) nie może zapisać zdarzenia {term}: wymaga roli {role} ({polish})",
+    },
+    rule_time_back: {
+      en: "the event is dated before the previous event",
+      pl: "zdarzenie jest datowane przed poprzednim zdarzeniem",
+    },
+    rule_case_open: { en: "the case {case} is already open", pl: "sprawa {case} jest już założona" },
+    rule_case_field: {
+      en: "the event names case {case}; expected {expected}",
+      pl: "zdarzenie podaje sprawę {case}; oczekiwano: {expected}",
+    },
+    rule_archived: {
+      en: "the case is archived; {term} is no longer possible",
+      pl: "sprawa jest w archiwum; {term} nie jest już możliwe",
+    },
+    rule_closed: {
+      en: "the case is closed; {term} is no longer possible",
+      pl: "sprawa jest zakończona; {term} nie jest już możliwe",
+    },
+    rule_first: {
+      en: "a chain starts with a registration or the opening of a case",
+      pl: "łańcuch zaczyna się od rejestracji przesyłki albo założenia sprawy",
+    },
+  });
+
+  // ---------------------------------------------------------- Python values, as Python prints
+
+  /** repr() of a parsed JSON value (str, int, None, bool, list, dict), as in Python messages. */
+  function pyReprValue(v) {
+    if (typeof v === "string") return pyRepr(v);
+    if (typeof v === "bigint") return v.toString();
+    if (v === null || v === undefined) return "None";
+    if (v === true) return "True";
+    if (v === false) return "False";
+    if (Array.isArray(v)) return "[" + v.map(pyReprValue).join(", ") + "]";
+    if (v instanceof Map) {
+      return "{" + Array.from(v, ([k, x]) => pyRepr(k) + ": " + pyReprValue(x)).join(", ") + "}";
+    }
+    return String(v);
+  }
+
+  /** str() of a parsed JSON value, as an f-string prints it. */
+  const pyStr = (v) => (typeof v === "string" ? v : pyReprValue(v));
+
+  /** Python truthiness of a parsed JSON value. */
+  function pyTruthy(v) {
+    if (v === null || v === undefined || v === false) return false;
+    if (typeof v === "string" || Array.isArray(v)) return v.length > 0;
+    if (typeof v === "bigint") return v !== 0n;
+    if (v instanceof Map) return v.size > 0;
+    return true;
+  }
+
+  const isDict = (v) => v instanceof Map;
+  const isInt = (v) => typeof v === "bigint";
+  const isStr = (v) => typeof v === "string";
+
+  // -------------------------------------------------------- canonical.py: strict JSON, encoding
+
+  const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
+
+  /**
+   * json.loads with canonical.loads' hooks: objects become Maps (insertion order kept, any key
+   * allowed), integers BigInts, duplicate keys / floats / NaN refused with Python's message.
+   * Syntax errors say "not valid JSON" (the detail is this parser's, not Python's).
+   */
+  function parseStrictJson(text, what) {
+    let i = 0;
+    const n = text.length;
+    const syntax = (detail) =>
+      malformed("json_invalid", { what: term(what), detail: detail + " (char " + i + ")" });
+    const ws = () => {
+      while (i < n) {
+        const c = text.charCodeAt(i);
+        if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) i++;
+        else break;
+      }
+    };
+    const string = () => {
+      i++; // the opening quote
+      let out = "";
+      let start = i;
+      while (true) {
+        if (i >= n) throw syntax("Unterminated string");
+        const c = text.charCodeAt(i);
+        if (c === 0x22) {
+          out += text.slice(start, i);
+          i++;
+          return out;
+        }
+        if (c < 0x20) throw syntax("Invalid control character");
+        if (c !== 0x5c) {
+          i++;
+          continue;
+        }
+        out += text.slice(start, i);
+        const e = text[i + 1];
+        const simple = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+        if (e !== undefined && has(simple, e)) {
+          out += simple[e];
+          i += 2;
+        } else if (e === "u" && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
+          out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
+          i += 6;
+        } else {
+          throw syntax("Invalid \\escape");
+        }
+        start = i;
+      }
+    };
+    const value = (depth) => {
+      if (depth > MAX_JSON_DEPTH) throw syntax("nested too deeply");
+      ws();
+      const c = text[i];
+      if (c === "{") {
+        i++;
+        const pairs = [];
+        ws();
+        if (text[i] === "}") {
+          i++;
+        } else {
+          while (true) {
+            ws();
+            if (text[i] !== '"') throw syntax("Expecting property name enclosed in double quotes");
+            const key = string();
+            ws();
+            if (text[i] !== ":") throw syntax("Expecting ':' delimiter");
+            i++;
+            pairs.push([key, value(depth + 1)]);
+            ws();
+            if (text[i] === ",") {
+              i++;
+              continue;
+            }
+            if (text[i] === "}") {
+              i++;
+              break;
+            }
+            throw syntax("Expecting ',' delimiter");
+          }
+        }
+        const map = new Map();
+        for (const [key, item] of pairs) {
+          if (map.has(key)) throw malformed("json_duplicate", { key: pyRepr(key) });
+          map.set(key, item);
+        }
+        return map;
+      }
+      if (c === "[") {
+        i++;
+        const list = [];
+        ws();
+        if (text[i] === "]") {
+          i++;
+          return list;
+        }
+        while (true) {
+          list.push(value(depth + 1));
+          ws();
+          if (text[i] === ",") {
+            i++;
+            continue;
+          }
+          if (text[i] === "]") {
+            i++;
+            return list;
+          }
+          throw syntax("Expecting ',' delimiter");
+        }
+      }
+      if (c === '"') return string();
+      for (const constant of ["NaN", "Infinity", "-Infinity"]) {
+        if (text.startsWith(constant, i)) throw malformed("json_constant", { text: constant });
+      }
+      if (c === "-" || (c >= "0" && c <= "9")) {
+        JSON_NUMBER.lastIndex = i;
+        const m = JSON_NUMBER.exec(text);
+        if (m === null) throw syntax("Expecting value");
+        if (m[1] !== undefined || m[2] !== undefined) throw malformed("json_float");
+        i += m[0].length;
+        return BigInt(m[0]);
+      }
+      for (const [word, v] of [["true", true], ["false", false], ["null", null]]) {
+        if (text.startsWith(word, i)) {
+          i += word.length;
+          return v;
+        }
+      }
+      throw syntax("Expecting value");
+    };
+    const result = value(0);
+    ws();
+    if (i !== n) throw syntax("Extra data");
+    return result;
+  }
+
+  /** canonical._check: integers within the signed 64-bit range, with Python's path names. */
+  function checkJsonInts(v, where) {
+    if (isInt(v)) {
+      if (v < INT64_MIN || v > INT64_MAX) throw malformed("json_int_range", { where: where });
+    } else if (Array.isArray(v)) {
+      v.forEach((item, k) => checkJsonInts(item, where + "[" + k + "]"));
+    } else if (isDict(v)) {
+      for (const [key, item] of v) checkJsonInts(item, where + "." + key);
+    }
+  }
+
+  /** canonical.loads: strict UTF-8 JSON text of an object. */
+  function loadsStrict(bytes, what) {
+    let text;
+    try {
+      text = decodeUtf8Strict(bytes);
+    } catch (exc) {
+      throw malformed("json_not_utf8", { what: term(what) });
+    }
+    const value = parseStrictJson(text, what);
+    if (!isDict(value)) throw malformed("json_not_object", { what: term(what) });
+    checkJsonInts(value, what);
+    return value;
+  }
+
+  /** Python's sort of str keys: by code point (UTF-16 order differs above U+FFFF). */
+  function codePointKey(u) {
+    if (u >= 0xe000) return u - 0x800;
+    if (u >= 0xd800 && u <= 0xdfff) return u + 0x2000;
+    return u;
+  }
+
+  function compareCodePoints(a, b) {
+    const n = Math.min(a.length, b.length);
+    for (let k = 0; k < n; k++) {
+      const x = a.charCodeAt(k);
+      const y = b.charCodeAt(k);
+      if (x !== y) return codePointKey(x) - codePointKey(y);
+    }
+    return a.length - b.length;
+  }
+
+  /**
+   * canonical.encode: json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+   * Python escapes exactly what JSON.stringify escapes in a well-formed string (", \, and
+   * U+0000-U+001F, with the same short forms and lowercase \u00xx).
+   */
+  function canonicalText(v) {
+    if (v === null) return "null";
+    if (v === true) return "true";
+    if (v === false) return "false";
+    if (isInt(v)) return v.toString();
+    if (isStr(v)) return JSON.stringify(v);
+    if (Array.isArray(v)) return "[" + v.map(canonicalText).join(",") + "]";
+    if (isDict(v)) {
+      const keys = Array.from(v.keys()).sort(compareCodePoints);
+      return "{" + keys.map((k) => JSON.stringify(k) + ":" + canonicalText(v.get(k))).join(",") + "}";
+    }
+    throw new TypeError("no canonical JSON form");
+  }
+
+  const canonicalBytes = (v) => utf8(canonicalText(v));
+
+  function sameKeys(map, keys) {
+    if (!isDict(map) || map.size !== keys.length) return false;
+    return keys.every((k) => map.has(k));
+  }
+
+  /** ledger.eod.events.parse_hex_digest */
+  function parseHexDigest(text, what) {
+    if (!isStr(text) || !LOWER_HEX_DIGEST.test(text)) throw malformed("hex_digest", { what: term(what) });
+    return fromHex(text);
+  }
+
+  /** ledger.eod.pki.fingerprint: "SHA256:" and the unpadded base64 of the key's SHA-256. */
+  async function keyFingerprint(publicKey) {
+    return "SHA256:" + b64encode(await sha256(publicKey)).replace(/=+$/, "");
+  }
+
+  // --------------------------------------------------------------------------------- pki.py
+
+  function checkIdentifier(text, what) {
+    if (!isStr(text) || !IDENTIFIER.test(text)) {
+      throw malformed("identifier", { what: term(what), text: pyReprValue(text) });
+    }
+  }
+
+  /** PositionCertificate.from_json and __post_init__, in Python's order. */
+  function parseCertificate(obj) {
+    const body = obj.get("certificate");
+    if (!sameKeys(obj, ["certificate", "signature"]) || !isDict(body)) throw malformed("cert_shape");
+    if (!sameKeys(body, CERT_FIELDS) || body.get("format") !== CERT_FORMAT) throw malformed("cert_format");
+    const strings = ["office", "position", "public_key", "title", "unit"];
+    if (!strings.every((k) => isStr(body.get(k))) || !isStr(obj.get("signature"))) {
+      throw malformed("cert_strings");
+    }
+    const issued = body.get("issued");
+    if (!isInt(issued) || issued < 0n) throw malformed("cert_issued");
+    const rawRoles = body.get("roles");
+    if (!Array.isArray(rawRoles)) throw malformed("cert_roles_list");
+    if (!rawRoles.every((r) => isStr(r) && has(ROLE_POLISH, r))) {
+      throw malformed("cert_role_unknown", { roles: pyReprValue(rawRoles) });
+    }
+    const publicKey = b64decodeStrict(body.get("public_key"), "certificate public key");
+    const signature = b64decodeStrict(obj.get("signature"), "certificate signature");
+    const cert = {
+      office: body.get("office"),
+      position: body.get("position"),
+      unit: body.get("unit"),
+      title: body.get("title"),
+      roles: rawRoles.slice(),
+      publicKey: publicKey,
+      issued: issued,
+      signature: signature,
+    };
+    checkIdentifier(cert.office, "office id");
+    checkIdentifier(cert.position, "position id");
+    if (!cert.unit || !cert.title) throw malformed("cert_unit_title");
+    if (publicKey.length !== PUBLIC_KEY_SIZE || signature.length !== SIGNATURE_SIZE) {
+      throw malformed("cert_lengths");
+    }
+    const sorted = Array.from(new Set(cert.roles)).sort();
+    if (!cert.roles.length || sorted.join("\n") !== cert.roles.join("\n")) throw malformed("cert_roles_order");
+    return cert;
+  }
+
+  /** PositionCertificate.body(): what the office CA signed. */
+  function certificateBody(cert) {
+    return new Map([
+      ["format", CERT_FORMAT],
+      ["issued", cert.issued],
+      ["office", cert.office],
+      ["position", cert.position],
+      ["public_key", b64encode(cert.publicKey)],
+      ["roles", cert.roles.slice()],
+      ["title", cert.title],
+      ["unit", cert.unit],
+    ]);
+  }
+
+  async function verifyCertificate(cert, caKey) {
+    const message = concat(utf8(CERT_SIGNING_DOMAIN), canonicalBytes(certificateBody(cert)));
+    try {
+      await verifyEd25519(caKey, message, cert.signature);
+    } catch (exc) {
+      if (exc instanceof LedgerError && exc.kind === "verification") {
+        throw failed("cert_not_signed", { position: pyRepr(cert.position) });
+      }
+      throw exc;
+    }
+  }
+
+  // ------------------------------------------------------------------------------ events.py
+
+  function optStr(obj, key) {
+    const value = obj.get(key);
+    if (value !== null && (!isStr(value) || !value)) throw malformed("event_opt_str", { key: pyRepr(key) });
+    return value;
+  }
+
+  function eventInt(obj, key, limit) {
+    const value = obj.get(key);
+    if (!isInt(value) || value < 0n || value > limit) {
+      throw malformed("event_int", { key: pyRepr(key), limit: limit.toString() });
+    }
+    return value;
+  }
+
+  /** EventRecord.from_json and __post_init__, in Python's order. */
+  function parseRecord(obj) {
+    if (!sameKeys(obj, EVENT_FIELDS)) throw malformed("event_fields");
+    if (obj.get("format") !== EVENT_FORMAT) throw malformed("event_format", { value: pyReprValue(obj.get("format")) });
+    const type = obj.get("type");
+    if (!isStr(type) || !has(EVENT_TYPES, type)) throw malformed("event_type", { value: pyReprValue(type) });
+    if (!isDict(obj.get("data"))) throw malformed("event_data");
+    const office = optStr(obj, "office");
+    const position = optStr(obj, "position");
+    if (office === null || position === null) throw malformed("event_required");
+    const seq = eventInt(obj, "seq", MAX_SEQ);
+    const prev = obj.get("prev") === null ? null : parseHexDigest(obj.get("prev"), "prev");
+    const kase = optStr(obj, "case");
+    const doc = obj.get("document") === null ? null : parseHexDigest(obj.get("document"), "document");
+    const time = eventInt(obj, "time", INT64_MAX);
+    if ((seq === 0n) !== (prev === null)) throw malformed("event_first");
+    return {
+      office: office,
+      seq: seq,
+      prev: prev,
+      type: type,
+      case: kase,
+      document: doc,
+      position: position,
+      time: time,
+      data: obj.get("data"),
+    };
+  }
+
+  /** EventRecord.to_json */
+  function recordJson(r) {
+    return new Map([
+      ["case", r.case],
+      ["data", r.data],
+      ["document", r.document === null ? null : toHex(r.document)],
+      ["format", EVENT_FORMAT],
+      ["office", r.office],
+      ["position", r.position],
+      ["prev", r.prev === null ? null : toHex(r.prev)],
+      ["seq", r.seq],
+      ["time", r.time],
+      ["type", r.type],
+    ]);
+  }
+
+  /** SignedEvent.from_json; also its event hash (SHA-256 of the canonical signed object). */
+  async function parseSignedEvent(obj) {
+    if (!sameKeys(obj, ["event", "signature"]) || !isDict(obj.get("event"))) throw malformed("signed_event_shape");
+    if (!isStr(obj.get("signature"))) throw malformed("event_signature_text");
+    const record = parseRecord(obj.get("event"));
+    const signature = b64decodeStrict(obj.get("signature"), "event signature");
+    if (signature.length !== SIGNATURE_SIZE) throw malformed("event_signature_size");
+    const recordBytes = canonicalBytes(recordJson(record));
+    const signed = canonicalBytes(
+      new Map([
+        ["event", recordJson(record)],
+        ["signature", b64encode(signature)],
+      ])
+    );
+    return {
+      record: record,
+      signature: signature,
+      signingBytes: concat(utf8(EVENT_SIGNING_DOMAIN), recordBytes),
+      hash: await sha256(signed),
+    };
+  }
+
+  // ---------------------------------------------------- rules.py: the general part of apply()
+
+  function newCaseState() {
+    return { seq: 0n, head: null, lastTime: 0n, case: null, closed: false, archived: false, destroyed: false };
+  }
+
+  /** The checks rules.apply makes before the per-type rule, in its order, with its messages. */
+  function applyGeneral(state, event, cert) {
+    const r = event.record;
+    const rule = (code, params) => failed(code, params);
+    if (state.destroyed) throw rule("rule_destroyed");
+    if (r.seq !== state.seq) throw rule("rule_seq", { seq: r.seq.toString(), expected: state.seq.toString() });
+    if (r.prev === null ? state.head !== null : state.head === null || !equalBytes(r.prev, state.head)) {
+      throw rule("rule_prev");
+    }
+    if (r.office !== cert.office || r.position !== cert.position) throw rule("rule_cert_mismatch");
+    if (cert.issued > r.time) throw rule("rule_cert_later", { position: pyRepr(cert.position) });
+    const role = EVENT_TYPES[r.type][2];
+    if (!cert.roles.includes(role)) {
+      throw rule("rule_role", {
+        position: pyRepr(cert.position),
+        title: cert.title,
+        term: eventTerm(r.type),
+        role: pyRepr(role),
+        polish: ROLE_POLISH[role],
+      });
+    }
+    if (r.time < state.lastTime) throw rule("rule_time_back");
+    if (r.type === "case-opened") {
+      if (state.case !== null) throw rule("rule_case_open", { case: state.case });
+    } else if (r.case !== state.case) {
+      const expected = state.case !== null ? state.case : { en: "none (the case is not open yet)", pl: "brak (sprawa nie jest jeszcze założona)" };
+      throw rule("rule_case_field", { case: pyReprValue(r.case), expected: expected });
+    }
+    if (state.archived && r.type !== "destroyed") throw rule("rule_archived", { term: eventTerm(r.type) });
+    const lateOk = ["receipt-recorded", "delivered", "archived", "destroyed"];
+    if (state.closed && !lateOk.includes(r.type)) throw rule("rule_closed", { term: eventTerm(r.type) });
+    if (r.seq === 0n && r.type !== "registered" && r.type !== "case-opened") throw rule("rule_first");
+    // Not ported: _RULES[r.type] (see the top of this section). What the state needs from them:
+    return {
+      seq: state.seq + 1n,
+      head: event.hash,
+      lastTime: r.time,
+      case: r.type === "case-opened" ? r.case : state.case,
+      closed: state.closed || r.type === "closed",
+      archived: state.archived || r.type === "archived",
+      destroyed: state.destroyed || r.type === "destroyed",
+    };
+  }
+
+  // ------------------------------------------------------------------------------- trail.py
+
+  /** trail._when: "%Y-%m-%d %H:%M:%S UTC", or seconds past what Python's datetime can show. */
+  function whenUtc(seconds) {
+    if (seconds <= MAX_ISO_SECONDS) {
+      return new Date(Number(seconds) * 1000).toISOString().replace("T", " ").replace(/\.\d{3}Z$/, " UTC");
+    }
+    return seconds.toString() + " s after the epoch";
+  }
+
+  function field(obj, key, kind, what) {
+    const value = obj.get(key);
+    const ok = kind === "dict" ? isDict(value) : kind === "list" ? Array.isArray(value) : isStr(value);
+    if (!ok) throw malformed("field_type", { what: term(what), key: pyRepr(key) });
+    return value;
+  }
+
+  async function trailReceipt(text, policy, digest, what) {
+    if (!isStr(text)) throw malformed("receipt_not_text", { what: what });
+    try {
+      return await verifyReceipt(utf8(text), policy, digest);
+    } catch (exc) {
+      if (exc instanceof LedgerError && exc.kind !== "page") throw failed("receipt_fails", { what: what, inner: exc });
+      throw exc;
+    }
+  }
+
+  /**
+   * ledger.eod.trail.verify_trail. ``options``: policy (a parsed pinned policy, or null for the
+   * bundle's), officeKey (the pinned "SHA256:..." fingerprint or base64 key, or null), document
+   * (a 32-byte digest that must be a document of the case, or null).
+   */
+  async function verifyTrail(bytes, options) {
+    const opts = options || {};
+    const what = "trail bundle";
+    if (bytes.length > MAX_BUNDLE_SIZE) throw malformed("json_too_large", { what: term(what), limit: String(MAX_BUNDLE_SIZE) });
+    const bundle = loadsStrict(bytes, what);
+    if (bundle.get("format") !== TRAIL_FORMAT) throw malformed("json_format", { what: term(what), format: TRAIL_FORMAT });
+    // _trust
+    const office = field(bundle, "office", "dict", what);
+    const officeId = field(office, "id", "str", "trail bundle office");
+    const officeName = field(office, "name", "str", "trail bundle office");
+    const caKey = b64decodeStrict(field(office, "ca_public_key", "str", "trail bundle office"), "CA key");
+    if (caKey.length !== PUBLIC_KEY_SIZE) throw malformed("ca_key_size");
+    const caFingerprint = await keyFingerprint(caKey);
+    const pin = opts.officeKey === null || opts.officeKey === undefined ? null : opts.officeKey.trim();
+    if (pin !== null && pin !== caFingerprint && pin !== b64encode(caKey)) {
+      throw failed("ca_key_not_pinned", { what: term(what), fingerprint: caFingerprint });
+    }
+    const bundledPolicyText = field(bundle, "policy", "str", what);
+    const bundledPolicy = await parsePolicy(bundledPolicyText);
+    const policy = opts.policy ? opts.policy : bundledPolicy;
+    const kase = field(bundle, "case", "str", what);
+    // _certificates
+    const certs = new Map();
+    for (const item of field(bundle, "certificates", "list", what)) {
+      if (!isDict(item)) throw malformed("cert_not_object");
+      const cert = parseCertificate(item);
+      await verifyCertificate(cert, caKey);
+      if (cert.office !== officeId) {
+        throw failed("cert_other_office", { position: pyRepr(cert.position), office: pyRepr(cert.office) });
+      }
+      if (certs.has(cert.position)) throw malformed("cert_twice", { position: pyRepr(cert.position) });
+      certs.set(cert.position, cert);
+    }
+    // the events
+    const rawEvents = field(bundle, "events", "list", what);
+    if (!rawEvents.length) throw failed("trail_empty");
+    let state = newCaseState();
+    const entries = [];
+    for (let index = 0; index < rawEvents.length; index++) {
+      const entry = rawEvents[index];
+      if (!sameKeys(entry, ["event", "receipt"])) throw malformed("entry_shape", { index: String(index) });
+      if (!isDict(entry.get("event"))) throw malformed("entry_event", { index: String(index) });
+      const event = await parseSignedEvent(entry.get("event"));
+      const r = event.record;
+      const label = { en: "event #" + index + " (" + r.type + ")", pl: "zdarzenie #" + index + " (" + r.type + ")" };
+      const cert = certs.get(r.position);
+      if (cert === undefined) throw failed("event_no_cert", { what: label, position: pyRepr(r.position) });
+      try {
+        await verifyEd25519(cert.publicKey, event.signingBytes, event.signature);
+      } catch (exc) {
+        if (exc instanceof LedgerError && exc.kind === "verification") {
+          throw failed("event_bad_signature", { what: label, position: pyRepr(r.position) });
+        }
+        throw exc;
+      }
+      const receipt = await trailReceipt(entry.get("receipt"), policy, event.hash, label);
+      if (r.time > receipt.timeBound + MAX_CLOCK_SKEW) {
+        throw failed("event_after_bound", { what: label, time: whenUtc(r.time), bound: whenUtc(receipt.timeBound) });
+      }
+      try {
+        state = applyGeneral(state, event, cert);
+      } catch (exc) {
+        if (exc instanceof LedgerError && exc.kind === "verification") throw failed("workflow", { what: label, inner: exc });
+        throw exc;
+      }
+      entries.push({ event: event, certificate: cert, receipt: receipt });
+    }
+    if (state.case !== null && state.case !== kase) {
+      throw failed("case_mismatch", { case: pyRepr(kase), actual: pyRepr(state.case) });
+    }
+    const documents = new Map();
+    for (const item of field(bundle, "documents", "list", what)) {
+      if (!isDict(item)) throw malformed("document_entry");
+      const digest = parseHexDigest(item.get("digest"), "document digest");
+      const short = toHex(digest).slice(0, 16);
+      const label = { en: "document " + short, pl: "dokument " + short };
+      documents.set(toHex(digest), await trailReceipt(item.get("receipt"), policy, digest, label));
+    }
+    const doc = opts.document || null;
+    const used = [];
+    if (doc !== null) {
+      entries.forEach((e, i) => {
+        if (e.event.record.document !== null && equalBytes(e.event.record.document, doc)) used.push(i);
+      });
+      if (!used.length) throw failed("document_not_in_case", { digest: toHex(doc) });
+    }
+    return {
+      office: officeId,
+      officeName: officeName,
+      caFingerprint: caFingerprint,
+      caPinned: pin !== null,
+      policyPinned: Boolean(opts.policy),
+      policyText: bundledPolicyText,
+      case: kase,
+      entries: entries,
+      state: state,
+      document: doc,
+      documentEvents: used,
+      documentReceipt: doc !== null ? documents.get(toHex(doc)) || null : null,
+    };
+  }
+
+  // ------------------------------------------------------------------- the timeline, in words
+
+  /** trail.describe, in English (word for word) and in Polish. */
+  function describeEvent(event) {
+    const r = event.record;
+    const d = (key) => r.data.get(key);
+    const s = (key) => pyStr(d(key));
+    let en = "";
+    let pl = "";
+    switch (r.type) {
+      case "registered":
+        en = "item " + s("register") + ", " + s("direction") + " via " + s("channel") + ", " + s("kind") + ", " + s("attachments") + " attachment(s)";
+        pl = "przesyłka " + s("register") + ", " + s("direction") + ", kanał " + s("channel") + ", " + s("kind") + ", załączniki: " + s("attachments");
+        if (pyTruthy(d("sender_ref"))) {
+          en += ", sender's reference " + s("sender_ref");
+          pl += ", znak nadawcy " + s("sender_ref");
+        }
+        break;
+      case "assigned":
+        en = "to " + s("to");
+        pl = "dla " + s("to");
+        if (pyTruthy(d("method"))) {
+          en += ", method: " + s("method");
+          pl += ", sposób załatwienia: " + s("method");
+        }
+        if (pyTruthy(d("deadline"))) {
+          en += ", deadline " + s("deadline");
+          pl += ", termin " + s("deadline");
+        }
+        break;
+      case "case-opened":
+        en = "case " + pyStr(r.case) + ", category " + s("category");
+        pl = "sprawa " + pyStr(r.case) + ", kategoria archiwalna " + s("category");
+        if (pyTruthy(d("cost"))) {
+          en += ", cost document";
+          pl += ", dokument kosztowy";
+        }
+        break;
+      case "attached":
+      case "receipt-recorded":
+        en = pl = s("kind");
+        break;
+      case "submitted":
+        en = "draft for " + s("levels") + " level(s) of acceptance";
+        pl = "projekt do akceptacji na " + s("levels") + " poziom(ach)";
+        break;
+      case "accepted":
+        en = "level " + s("level");
+        pl = "poziom " + s("level");
+        break;
+      case "rejected":
+        en = "reason: " + s("reason");
+        pl = "powód: " + s("reason");
+        break;
+      case "signed":
+        en = "accepted draft " + s("draft").slice(0, 16);
+        pl = "zaakceptowany projekt " + s("draft").slice(0, 16);
+        break;
+      case "account-coding":
+        en = "accounts " + s("accounts");
+        pl = "konta " + s("accounts");
+        break;
+      case "dispatched":
+        en = s("register") + " via " + s("channel");
+        pl = s("register") + ", kanał " + s("channel");
+        break;
+      case "delivered": {
+        const notice = d("notice");
+        if (pyTruthy(d("deemed")) && isInt(notice)) {
+          en = "deemed delivered, first notice " + whenUtc(notice);
+          pl = "doręczenie zastępcze, pierwsze awizo " + whenUtc(notice);
+        } else {
+          en = "delivered";
+          pl = "doręczono";
+        }
+        break;
+      }
+      case "destroyed":
+        en = "consent " + s("consent");
+        pl = "zgoda " + s("consent");
+        break;
+      default:
+        en = pl = pyTruthy(d("note")) ? s("note") : "";
+    }
+    if (r.document !== null) {
+      const short = toHex(r.document).slice(0, 16);
+      en = en ? en + "; document " + short : "document " + short;
+      pl = pl ? pl + "; dokument " + short : "dokument " + short;
+    }
+    return { en: en || "-", pl: pl || "-" };
+  }
+
+  /** trail._end_state */
+  function endState(state) {
+    if (state.destroyed) return { en: "destroyed (brakowanie)", pl: "wybrakowana (brakowanie)" };
+    if (state.archived) {
+      return { en: "in the office archive (archiwum zakładowe)", pl: "w archiwum zakładowym" };
+    }
+    if (state.closed) return { en: "closed (zakończona)", pl: "zakończona" };
+    if (state.case !== null) return { en: "open (w toku)", pl: "w toku" };
+    return { en: "registered, no case opened yet", pl: "zarejestrowana, sprawy jeszcze nie założono" };
+  }
+
+  /** The verdict on a trail bundle as plain data, comparable with ledger.eod.trail's. */
+  async function checkTrail(bundleBytes, options) {
+    const opts = options || {};
+    try {
+      const policy = opts.policy ? await parsePolicy(opts.policy) : null;
+      const trail = await verifyTrail(bundleBytes, {
+        policy: policy,
+        officeKey: opts.officeKey || null,
+        document: opts.document ? fromHex(opts.document) : null,
+      });
+      return {
+        valid: true,
+        case: trail.case,
+        office: trail.office,
+        ca_fingerprint: trail.caFingerprint,
+        events: trail.entries.map((e) => ({
+          seq: e.event.record.seq.toString(),
+          type: e.event.record.type,
+          position: e.certificate.position,
+          time: e.event.record.time.toString(),
+          hash: toHex(e.event.hash),
+          time_bound: e.receipt.timeBound.toString(),
+          index: e.receipt.index.toString(),
+          what: describeEvent(e.event).en,
+        })),
+        state: endState(trail.state).en,
+        document_events: trail.documentEvents,
+      };
+    } catch (exc) {
+      if (exc instanceof LedgerError) return { valid: false, kind: exc.kind, reason: exc.message };
+      return { valid: false, kind: "internal", reason: String(exc) };
+    }
+  }
+
+  /** Whether a chosen file is a trail bundle (JSON) rather than a receipt (tlog-proof text). */
+  function looksLikeTrail(head) {
+    let k = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
+    while (k < head.length && (head[k] === 0x20 || head[k] === 0x09 || head[k] === 0x0a || head[k] === 0x0d)) k++;
+    return head[k] === 0x7b; // "{"
+  }
+
   // ======================================================================== the page (UI)
 
   const UI = {
     title: { pl: "Weryfikacja dokumentu w rejestrze", en: "Document verification" },
     intro: {
       pl:
-        "Wybierz dokument, jego pokwitowanie (.tlog-proof) i politykę zaufania rejestru. " +
+        "Wybierz dokument, jego pokwitowanie (.tlog-proof) i politykę zaufania rejestru, albo " +
+        "wiązkę ścieżki audytu sprawy (ledger eod trail) i, opcjonalnie, dokument sprawy. " +
         "Wszystko jest sprawdzane w tej przeglądarce: dokument ani jego skrót nie są nigdzie wysyłane.",
       en:
-        "Choose a document, its receipt (.tlog-proof) and the ledger's trust policy. " +
+        "Choose a document, its receipt (.tlog-proof) and the ledger's trust policy, or a " +
+        "case's audit-trail bundle (ledger eod trail) and, optionally, a document of the case. " +
         "Everything is checked in this browser: neither the document nor its hash is sent anywhere.",
     },
     document_label: { pl: "Dokument", en: "Document" },
     document_hint: {
-      pl: "Dowolny plik; przeglądarka liczy jego skrót SHA-256 lokalnie.",
-      en: "Any file; the browser computes its SHA-256 locally.",
+      pl: "Dowolny plik; przeglądarka liczy jego skrót SHA-256 lokalnie. Przy ścieżce audytu opcjonalny.",
+      en: "Any file; the browser computes its SHA-256 locally. Optional with an audit trail.",
     },
-    receipt_label: { pl: "Pokwitowanie (.tlog-proof)", en: "Receipt (.tlog-proof)" },
+    receipt_label: {
+      pl: "Pokwitowanie (.tlog-proof) albo wiązka ścieżki audytu (.json)",
+      en: "Receipt (.tlog-proof) or audit-trail bundle (.json)",
+    },
+    receipt_hint: {
+      pl: "Wiązkę ścieżki audytu (ledger-eod-trail/v1) strona rozpoznaje sama.",
+      en: "The page recognises an audit-trail bundle (ledger-eod-trail/v1) by itself.",
+    },
+    office_key_label: {
+      pl: "Odcisk klucza CA urzędu (tylko ścieżka audytu, opcjonalnie)",
+      en: "Office CA key fingerprint (audit trail only, optional)",
+    },
+    office_key_hint: {
+      pl:
+        "Jak --office-key w ledger eod verify-trail: odcisk SHA256:… (albo klucz base64) opublikowany " +
+        "przez urząd. Bez niego strona pokaże odcisk klucza z wiązki do porównania.",
+      en:
+        "As --office-key of ledger eod verify-trail: the SHA256:… fingerprint (or base64 key) the " +
+        "office publishes. Without it the page shows the bundle's key fingerprint to compare.",
+    },
     policy_label: { pl: "Polityka zaufania (tlog-policy)", en: "Trust policy (tlog-policy)" },
     policy_file_label: { pl: "…albo wczytaj z pliku:", en: "…or load it from a file:" },
     policy_hint: {
@@ -1086,6 +2116,57 @@
     status_busy: { pl: "Sprawdzanie…", en: "Checking…" },
     status_valid: { pl: "WAŻNE: dokument jest w rejestrze", en: "VALID: the document is in the ledger" },
     status_invalid: { pl: "NIEWAŻNE", en: "INVALID" },
+    status_valid_trail: {
+      pl: "WAŻNE: ścieżka audytu sprawy jest spójna",
+      en: "VALID: the case's audit trail checks out",
+    },
+    trail_case: { pl: "Sprawa (znak sprawy)", en: "Case (case sign)" },
+    trail_office: { pl: "Urząd", en: "Office" },
+    trail_ca: { pl: "Klucz CA urzędu (odcisk)", en: "Office CA key (fingerprint)" },
+    trail_ca_pinned: { pl: " (zgodny z podanym odciskiem)", en: " (matches the pinned key)" },
+    trail_ca_unpinned: {
+      pl: " (z wiązki: porównaj z kluczem opublikowanym przez urząd)",
+      en: " (from the bundle: compare it with the office's published key)",
+    },
+    trail_policy: { pl: "Polityka zaufania rejestru", en: "Ledger trust policy" },
+    trail_policy_pinned: { pl: "z pola powyżej (przypięta), odcisk ", en: "from the field above (pinned), fingerprint " },
+    trail_policy_bundle: {
+      pl: "z wiązki (nieprzypięta: wklej opublikowaną politykę, aby ją przypiąć), odcisk ",
+      en: "from the bundle (not pinned: paste the published policy to pin it), fingerprint ",
+    },
+    trail_state: { pl: "Stan końcowy", en: "Final state" },
+    trail_document: { pl: "Dokument", en: "Document" },
+    trail_document_in: { pl: "w zdarzeniach ", en: "in events " },
+    trail_document_bound: { pl: "; istniał nie później niż ", en: "; existed no later than " },
+    trail_checked: {
+      pl:
+        "Sprawdzono: {n} zdarzeń; każdy certyfikat stanowiska (kluczem CA urzędu), każdy podpis " +
+        "zdarzenia, każde pokwitowanie z rejestru (kworum kontrasygnat, ścieżka Merkle), łańcuch " +
+        "skrótów poprzednich zdarzeń, daty względem rejestru oraz pokwitowania dokumentów.",
+      en:
+        "Checked: {n} events; every position certificate (under the office CA key), every event " +
+        "signature, every ledger receipt (cosignature quorum, Merkle path), the chain of " +
+        "previous-event hashes, the dates against the ledger, and the document receipts.",
+    },
+    trail_rules: {
+      pl:
+        "Reguły obiegu sprawdzono tu tylko ogólne (numeracja, role stanowisk, kolejność dat, znak " +
+        "sprawy, nic po zakończeniu, archiwizacji ani brakowaniu). Szczegółowe reguły kolejności " +
+        "(dekretacja, poziomy akceptacji, ścieżka dokumentu kosztowego, wysyłka i doręczenie, okres " +
+        "przechowywania przed brakowaniem) sprawdza ledger eod verify-trail.",
+      en:
+        "Only the general workflow rules were checked here (numbering, the positions' roles, dates " +
+        "in order, the case sign, nothing after closing, archiving or destruction). The detailed " +
+        "ordering rules (dekretacja, acceptance levels, the cost-document path, dispatch and " +
+        "delivery, the retention period before destruction) are checked by ledger eod verify-trail.",
+    },
+    timeline_title: { pl: "Przebieg sprawy", en: "Course of the case" },
+    tl_who: { pl: "kto", en: "who" },
+    tl_what: { pl: "co", en: "what" },
+    tl_ledger: { pl: "rejestr", en: "ledger" },
+    tl_unit: { pl: "komórka", en: "unit" },
+    tl_bound: { pl: "istniało nie później niż ", en: "existed no later than " },
+    tl_leaf: { pl: "liść {i} z {n}", en: "leaf {i} of {n}" },
     status_error: { pl: "Nie można sprawdzić", en: "Cannot verify" },
     kind_malformed: { pl: "Uszkodzone lub niepoprawne dane: ", en: "Malformed input: " },
     kind_policy: { pl: "Polityka zaufania: ", en: "Trust policy: " },
@@ -1192,11 +2273,118 @@
     showField("origin", r ? r.origin : null);
     showField("cosigners", r ? r.cosigners.length + " (" + r.cosigners.join(", ") + ")" : null);
     showField("time-bound", r ? formatTime(r.timeBound, state.lang) : null);
-    showField("policy-fingerprint", outcome.policyHex || null);
+    showField("policy-fingerprint", outcome.trail ? null : outcome.policyHex || null);
+    renderTrail(outcome);
   }
 
-  function readFile(file) {
-    return file.arrayBuffer().then(
+  function element(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function eventLine(label, text) {
+    const line = element("div", "event-line");
+    line.append(element("span", "", ui(label)), element("span", "", text));
+    return line;
+  }
+
+  /** The audit trail: summary, what was checked, and the timeline (who, what, when, bound). */
+  function renderTrail(outcome) {
+    const box = $("trail");
+    const list = $("timeline");
+    const t = outcome.trail;
+    list.replaceChildren();
+    box.hidden = !t;
+    if (!t) return;
+    const lang = state.lang;
+    const pick = (v) => v[lang] || v.en;
+    if (outcome.state === "valid") setText("result-title", ui("status_valid_trail"));
+    showField("trail-case", t.case);
+    showField("trail-office", t.office + " (" + t.officeName + ")");
+    showField("trail-ca", t.caFingerprint + ui(t.caPinned ? "trail_ca_pinned" : "trail_ca_unpinned"));
+    showField(
+      "trail-policy",
+      ui(t.policyPinned ? "trail_policy_pinned" : "trail_policy_bundle") + (outcome.policyHex || "")
+    );
+    showField("trail-origin", t.entries[0].receipt.origin);
+    showField("trail-state", pick(endState(t.state)));
+    let doc = null;
+    if (t.document !== null) {
+      doc = toHex(t.document) + ": " + ui("trail_document_in") + t.documentEvents.map((i) => "#" + i).join(", ");
+      if (t.documentReceipt) doc += ui("trail_document_bound") + whenUtc(t.documentReceipt.timeBound);
+    }
+    showField("trail-document", doc);
+    setText("trail-checked", ui("trail_checked").replace("{n}", String(t.entries.length)));
+    setText("trail-rules", ui("trail_rules"));
+    t.entries.forEach((entry, i) => {
+      const r = entry.event.record;
+      const c = entry.certificate;
+      const [en, pl] = EVENT_TYPES[r.type];
+      const li = element("li", t.documentEvents.includes(i) ? "has-document" : "");
+      li.dataset.seq = r.seq.toString();
+      li.dataset.type = r.type;
+      li.append(
+        element("div", "event-head", "#" + r.seq + "  " + whenUtc(r.time) + "  " + (lang === "pl" ? pl + " (" + en + ")" : en + " (" + pl + ")")),
+        eventLine("tl_who", c.position + ", " + c.title + " (" + ui("tl_unit") + " " + c.unit + ")"),
+        eventLine("tl_what", pick(describeEvent(entry.event))),
+        eventLine(
+          "tl_ledger",
+          ui("tl_bound") +
+            whenUtc(entry.receipt.timeBound) +
+            " (" +
+            ui("tl_leaf").replace("{i}", entry.receipt.index.toString()).replace("{n}", entry.receipt.size.toString()) +
+            ")"
+        )
+      );
+      list.append(li);
+    });
+  }
+
+  /**
+   * An audit-trail bundle, as ledger eod verify-trail checks it: the policy in the field (if
+   * any) is pinned like --policy, else the bundle's is used; the office key field is
+   * --office-key; the document, if chosen, is --document (hashed here, never sent).
+   */
+  async function runTrailVerification(outcome, bundleFile, documentFile) {
+    subtle();
+    const policyText = $("policy-text").value;
+    let policy = null;
+    if (policyText.trim()) {
+      const policyBytes = utf8(policyText);
+      outcome.policyHex = toHex(await sha256(policyBytes));
+      try {
+        policy = await parsePolicy(policyBytes);
+      } catch (exc) {
+        outcome.errorContext = "policy";
+        throw exc;
+      }
+    }
+    if (bundleFile.size > MAX_BUNDLE_SIZE) {
+      throw malformed("json_too_large", { what: term("trail bundle"), limit: String(MAX_BUNDLE_SIZE) });
+    }
+    const bundleBytes = await readFile(bundleFile);
+    let digest = null;
+    if (documentFile) {
+      digest = await sha256(await readFile(documentFile));
+      outcome.digestHex = toHex(digest);
+    }
+    const officeKey = $("office-key").value.trim();
+    const trail = await verifyTrail(bundleBytes, {
+      policy: policy,
+      officeKey: officeKey ? officeKey : null,
+      document: digest,
+    });
+    if (!policy) outcome.policyHex = toHex(await sha256(utf8(trail.policyText)));
+    outcome.trail = trail;
+    outcome.state = "valid";
+  }
+
+  /** The file's bytes (only the first ``limit`` if given). */
+  function readFile(file, limit) {
+    const blob = limit === undefined ? file : file.slice(0, limit);
+    return blob.arrayBuffer().then(
       (buffer) => new Uint8Array(buffer),
       () => {
         throw pageError("read_failed", { name: file.name });
@@ -1211,35 +2399,45 @@
     const outcome = { state: "invalid" };
     try {
       const documentFile = $("document").files[0];
-      if (!documentFile) throw pageError("no_document");
       const receiptFile = $("receipt").files[0];
-      if (!receiptFile) throw pageError("no_receipt");
-      const policyText = $("policy-text").value;
-      if (!policyText.trim()) throw pageError("no_policy");
-      subtle();
-      const policyBytes = utf8(policyText);
-      outcome.policyHex = toHex(await sha256(policyBytes));
-      let policy;
-      try {
-        policy = await parsePolicy(policyBytes);
-      } catch (exc) {
-        outcome.errorContext = "policy";
-        throw exc;
+      if (!receiptFile) throw pageError(documentFile ? "no_receipt" : "no_document");
+      if (looksLikeTrail(await readFile(receiptFile, 64))) {
+        await runTrailVerification(outcome, receiptFile, documentFile);
+      } else {
+        await runReceiptVerification(outcome, receiptFile, documentFile);
       }
-      // The CLI refuses a receipt file above the limit before reading it; so does the page.
-      const receiptBytes =
-        receiptFile.size > MAX_RECEIPT_SIZE ? new Uint8Array(MAX_RECEIPT_SIZE + 1) : await readFile(receiptFile);
-      const digest = await sha256(await readFile(documentFile));
-      outcome.digestHex = toHex(digest);
-      outcome.result = await verifyReceipt(receiptBytes, policy, digest);
-      outcome.state = "valid";
     } catch (exc) {
       outcome.error = exc instanceof LedgerError ? exc : pageError("internal", { detail: String(exc) });
       outcome.state = outcome.error.kind === "page" ? "error" : "invalid";
+      outcome.trail = null;
     }
     if (run !== state.run) return; // a newer run superseded this one
     state.outcome = outcome;
     renderOutcome();
+  }
+
+  /** A document and its receipt (the page's original path; unchanged). */
+  async function runReceiptVerification(outcome, receiptFile, documentFile) {
+    if (!documentFile) throw pageError("no_document");
+    const policyText = $("policy-text").value;
+    if (!policyText.trim()) throw pageError("no_policy");
+    subtle();
+    const policyBytes = utf8(policyText);
+    outcome.policyHex = toHex(await sha256(policyBytes));
+    let policy;
+    try {
+      policy = await parsePolicy(policyBytes);
+    } catch (exc) {
+      outcome.errorContext = "policy";
+      throw exc;
+    }
+    // The CLI refuses a receipt file above the limit before reading it; so does the page.
+    const receiptBytes =
+      receiptFile.size > MAX_RECEIPT_SIZE ? new Uint8Array(MAX_RECEIPT_SIZE + 1) : await readFile(receiptFile);
+    const digest = await sha256(await readFile(documentFile));
+    outcome.digestHex = toHex(digest);
+    outcome.result = await verifyReceipt(receiptBytes, policy, digest);
+    outcome.state = "valid";
   }
 
   async function loadPolicyFile() {
@@ -1319,6 +2517,9 @@
   // The verifier, for tests and for anyone who wants to script the page's checks.
   globalThis.LedgerVerify = Object.freeze({
     check: check,
+    checkTrail: checkTrail,
+    canonicalText: canonicalText,
+    parseStrictJson: parseStrictJson,
     parsePolicy: parsePolicy,
     parseReceipt: parseReceipt,
     verifyReceipt: verifyReceipt,
