@@ -259,8 +259,10 @@ def bench_lmdb(
                           reference=py_rate, reference_name="pymerkle in-memory",
                           target_ratio=5, note=pymerkle_note + " (interleaved rounds)"))
             per_anchor = store.disk_usage() / n
+            # The target is set at 10**6 anchors: below that, fixed costs (the environment's
+            # meta pages, the partial right-edge tiles) are not yet amortised.
             report(Figure("LMDB bytes on disk per anchor", n, per_anchor, "bytes",
-                          target_max=150))
+                          target_max=150 if n >= 1_000_000 else None))
         finally:
             store.close()
     finally:
