@@ -186,3 +186,62 @@ def test_consensus_log_lines_carry_height_and_round(
     assert any("signing as validator" in m for m in records)
     prefix = re.compile(r"\[height \d+ round \d+\] ")
     assert all(prefix.match(m) for m in records), [m for m in records if not prefix.match(m)]
+
+
+def test_a_hot_backup_taken_under_load_restores_into_a_node_that_verifies_and_rejoins(
+    tmp_path: Path,
+) -> None:
+    """Issue 6: `ledger db backup` semantics (a hot copy from the running node's own store)
+    while anchors keep arriving; the backup restores into validator 4's data dir, passes the
+    full `db check`, and the node started on it catches up, becomes ready and serves receipts
+    that verify, including for anchors made after the backup."""
+    from ledger.dbtools import backup_store, check_database, restore
+    from ledger.policy import parse_policy
+    from ledger.receipt import verify_receipt
+
+    async def main() -> None:
+        cluster = make_cluster(tmp_path)
+        await cluster.start_all()
+        try:
+            async with client_session() as http:
+
+                async def anchor(i: int, salt: str, n: int = 5) -> None:
+                    async with http.post(cluster.url(i) + "/v1/anchors?wait=true",
+                                         json={"digests": [digest(k, salt).hex()
+                                                           for k in range(n)]},
+                                         headers=auth()) as r:
+                        assert r.status == 200, await r.text()
+
+                await anchor(0, "before")
+                # Load in flight on every node while the backup is taken.
+                load = asyncio.gather(*(anchor(k % 4, f"load{k}") for k in range(8)))
+                store = cluster.node(3).store
+                assert store is not None
+                result = await asyncio.to_thread(backup_store, store, tmp_path / "backup")
+                await load
+                assert result.height >= 1
+                await cluster.stop(3)
+                data = cluster.configs[3].data_dir
+                await asyncio.to_thread(restore, tmp_path / "backup", data, force=True,
+                                        genesis=cluster.genesis)
+                report = await asyncio.to_thread(check_database, data, cluster.genesis)
+                assert report.blocks == result.height
+                await anchor(1, "while-down")
+                await cluster.start(3)
+
+                async def ready() -> bool:
+                    async with http.get(cluster.url(3) + "/readyz") as r:
+                        return r.status == 200
+
+                await eventually(ready, what="the restored validator ready")
+                await anchor(3, "after")
+                policy = parse_policy(cluster.genesis.trust_policy())
+                for salt in ("before", "load0", "while-down", "after"):
+                    async with http.get(cluster.url(3) + f"/v1/proofs/{digest(0, salt).hex()}") \
+                            as r:
+                        assert r.status == 200, await r.text()
+                        verify_receipt(await r.text(), policy, digest(0, salt))
+        finally:
+            await cluster.stop_all()
+
+    run(main())
