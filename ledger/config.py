@@ -72,7 +72,7 @@ Node config (TOML)
 
     [batch]                              # optional, defaults shown
     max_batch_digests = 10000
-    batch_window_ms = 50
+    batch_window_ms = 25
 
     [timeouts]                           # optional, defaults shown (milliseconds)
     propose_ms = 3000
@@ -151,7 +151,7 @@ MAX_CHAIN_ID_BYTES: Final = 64
 MAX_VALIDATORS: Final = MAX_SIGNATURES - 1
 
 DEFAULT_MAX_BATCH_DIGESTS: Final = 10_000
-DEFAULT_BATCH_WINDOW_MS: Final = 50
+DEFAULT_BATCH_WINDOW_MS: Final = 25
 
 #: Genesis and config files are small; a larger file is a mistake, not a config.
 _MAX_FILE_SIZE: Final = 1 << 20

@@ -62,7 +62,7 @@ def test_defaults_and_peers_from_the_genesis(tmp_path: Path) -> None:
     assert config.public_url == "http://127.0.0.1:7101"
     assert config.batch == BatchLimits()
     assert config.batch.max_batch_digests == DEFAULT_MAX_BATCH_DIGESTS == 10_000
-    assert config.batch.batch_window_ms == DEFAULT_BATCH_WINDOW_MS == 50
+    assert config.batch.batch_window_ms == DEFAULT_BATCH_WINDOW_MS == 25
     assert config.timeouts == Timeouts()
     assert config.timeouts.consensus() == TimeoutConfig()
     assert config.clients == ()
