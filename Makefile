@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint typecheck unit bench chaos devnet clean
+.PHONY: test lint typecheck unit bench chaos fuzz devnet clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(VENV)/.installed-bench
 chaos: $(STAMP)
 	$(PY) -m ledger.cli simulate --nodes 4 --byzantine 1 --schedules 2000 --seed 1 --heights 3
 	$(PY) tests/chaos/run.py --duration 600 --seed 1
+
+# The long hostile-input run: 100,000 random, mutated, oversized, replayed and wrong-chain peer
+# messages against a running node; fails on a crash, a 5xx or a state change.
+fuzz: $(STAMP)
+	$(PY) tests/hostile/fuzz_peer.py --messages 100000
 
 # A 4-validator cluster on 127.0.0.1 in the foreground (Ctrl-C stops it); state in ./devnet.
 devnet: $(STAMP)
