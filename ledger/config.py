@@ -82,7 +82,7 @@ Node config (TOML)
     precommit_ms = 1000
     precommit_delta_ms = 500
     commit_ms = 0
-    peer_request_ms = 5000
+    peer_request_ms = 2000
     anchor_wait_ms = 30000
 
 Unknown tables or keys are errors, not silently ignored: a misspelt ``max_batch_digest`` must not
@@ -779,7 +779,7 @@ class Timeouts:
     precommit_ms: int = 1000
     precommit_delta_ms: int = 500
     commit_ms: int = 0
-    peer_request_ms: int = 5000
+    peer_request_ms: int = 2000
     anchor_wait_ms: int = 30_000
 
     def consensus(self) -> TimeoutConfig:
