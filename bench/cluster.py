@@ -56,35 +56,13 @@ from typing import Any
 import aiohttp
 
 from ledger.config import format_node_config, load_node_config
-from ledger.devnet import init_devnet, node_command
+from ledger.devnet import free_base_port, init_devnet, node_command
 
 N = 4
 BATCH = 1_000
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _free_base_port(count: int) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
 
 
 def _digests(tag: str, start: int, count: int) -> list[str]:
@@ -289,7 +267,7 @@ class Cluster:
 
     def __init__(self, root: Path, *, batch_window_ms: int | None) -> None:
         self.root = root
-        base = _free_base_port(N)
+        base = free_base_port(N)
         devnet = init_devnet(root, nodes=N, base_port=base,
                              genesis_time_ms=int(time.time() * 1000))
         self.configs = [path for _, path in devnet.configs]
@@ -364,7 +342,7 @@ def running_cluster(root: Path, *, batch_window_ms: int | None) -> Iterator[Clus
 
 @contextlib.contextmanager
 def noop_server() -> Iterator[str]:
-    port = _free_base_port(1)
+    port = free_base_port(1)
     proc = subprocess.Popen([sys.executable, __file__, "--noop-server", str(port)],
                             stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

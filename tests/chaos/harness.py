@@ -44,7 +44,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from ledger.client import LedgerClient
 from ledger.config import Peer, Timeouts, format_node_config, load_genesis, load_node_config
 from ledger.consensus import Decision, Proposal, ValidatorSet, Vote, verify_certificate
 from ledger.consensus.messages import decode_block, decode_certificate, decode_message
-from ledger.devnet import init_devnet
+from ledger.devnet import free_base_port, init_devnet
 from ledger.errors import LedgerError
 from ledger.merkle.hashing import leaf_hash
 from ledger.merkle.proof import verify_consistency, verify_inclusion
@@ -240,29 +239,6 @@ class Processes:
         for i in range(len(self.procs)):
             self._signal(i, signal.SIGKILL)
             self._reap(i, timeout=10)
-
-
-def _free_port_run(count: int) -> int:
-    """A port P with P..P+count-1 all free right now (the nodes bind them moments later)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return int(base)
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports on 127.0.0.1")
 
 
 # ------------------------------------------------------------------------ records
@@ -447,7 +423,7 @@ class Chaos:
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
 
-        base = _free_port_run(N)
+        base = free_base_port(N)
         devnet = init_devnet(self.d, nodes=N, base_port=base,
                              genesis_time_ms=int(time.time() * 1000))
         self.urls = [url for _, url in devnet.urls]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 from ledger.cli import EXIT_ERROR, EXIT_OK, main
 from ledger.config import hash_token, load_genesis, load_node_config, trust_policy
 from ledger.crypto import read_key_file
-from ledger.devnet import Supervisor, init_devnet
+from ledger.devnet import Supervisor, free_base_port, init_devnet
 from ledger.errors import ConfigError
 
 
@@ -158,24 +157,6 @@ def test_supervisor_reports_a_command_that_cannot_start() -> None:
 
 
 # ------------------------------------------------------------------ a real devnet (slow)
-
-
-def free_base_port(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1 (best effort)."""
-    for base in range(21000 + os.getpid() % 2000 * 10, 60000, 37):
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,33 +22,12 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from ledger.devnet import load_devnet
+from ledger.devnet import free_base_port, load_devnet
+from ledger.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
 _READY_TIMEOUT = 90.0
-
-
-def _free_base_port(count: int = 4) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count >= 65535:
-            continue
-        try:
-            held = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                held.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in locals().get("held", []):
-                s.close()
-        return base
-    pytest.skip("no 4 consecutive free ports")
 
 
 def _ready(url: str) -> bool:
@@ -63,7 +41,10 @@ def _ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     directory = tmp_path_factory.mktemp("devnet")
-    base = _free_base_port()
+    try:
+        base = free_base_port(4)
+    except ConfigError:
+        pytest.skip("no 4 consecutive free ports")
     ledger = [sys.executable, "-m", "ledger.cli"]
     subprocess.run(
         [*ledger, "devnet", "init", "--dir", str(directory), "--base-port", str(base)],

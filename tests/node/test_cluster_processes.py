@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 
 from ledger.config import Timeouts, format_node_config, load_node_config
+from ledger.devnet import free_base_port
 from ledger.note import parse_note
 
 pytestmark = pytest.mark.slow
@@ -39,29 +39,6 @@ TIMEOUTS = Timeouts(
     precommit_ms=400, precommit_delta_ms=200, commit_ms=0, peer_request_ms=2000,
     anchor_wait_ms=30_000,
 )
-
-
-def _free_base_port() -> int:
-    """A port P with P..P+N-1 all free right now (the nodes bind them moments later)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + N > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + N):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
 
 
 def ledger_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -102,7 +79,7 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> Non
 class Devnet:
     def __init__(self, root: Path) -> None:
         self.root = root
-        base = _free_base_port()
+        base = free_base_port(N)
         result = ledger_cli("devnet", "init", "--dir", str(root), "--nodes", str(N),
                             "--base-port", str(base))
         assert result.returncode == 0, result.stderr
