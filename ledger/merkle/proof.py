@@ -154,28 +154,23 @@ def inclusion_proof(reader: NodeReader, index: int, size: int) -> list[bytes]:
     if index < 0 or size < 0 or index >= size:
         raise MalformedError(f"leaf index {index} is not in a tree of size {size}")
     inner = (index ^ (size - 1)).bit_length()
-    addresses: list[tuple[int, int]] = []
-    ragged = -1  # position in the proof of the ragged right edge, if any
+    proof: list[bytes] = []
     for level in range(inner):
         sibling = (index >> level) ^ 1
         if ((sibling + 1) << level) <= size:
-            addresses.append((level, sibling))
+            proof.append(reader.node(level, sibling))
         else:
-            # Only at level inner - 1, and only for a right sibling: the ragged right edge.
-            ragged = level
+            # Only at level inner - 1, and only for a right sibling: the ragged right edge. A
+            # reader may memoise it (``range_root``): MTH(D[start:size]) never changes in an
+            # append-only log, and every proof against one size needs the same few.
+            start = sibling << level
+            memo = getattr(reader, "range_root", None)
+            proof.append(memo(start, size) if memo is not None
+                         else subtree_root(reader, start, size))
     for level in range(inner, (size - 1).bit_length()):
         if (index >> level) & 1:
-            addresses.append((level, (index >> level) ^ 1))
-    proof = [reader.node(level, i) for level, i in addresses]
-    if ragged >= 0:
-        start = ((index >> ragged) ^ 1) << ragged
-        # A reader may memoise ragged roots (``range_root``): MTH(D[start:size]) never changes
-        # in an append-only log, and every proof against one size needs the same few.
-        memo = getattr(reader, "range_root", None)
-        edge = memo(start, size) if memo is not None else subtree_root(reader, start, size)
-        proof.insert(ragged, edge)
+            proof.append(reader.node(level, (index >> level) ^ 1))
     return proof
-
 
 def consistency_proof(reader: NodeReader, old_size: int, new_size: int) -> list[bytes]:
     """PROOF(old_size, D[0:new_size]) of RFC 9162 section 2.1.4.1.
