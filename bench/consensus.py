@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.consensus import messages
-from ledger.consensus.sim import SimConfig, build_world
+from ledger.sim import SimConfig, build_world
 
 _spent = {"sign": 0.0, "verify": 0.0}
 

@@ -561,8 +561,10 @@ def _echo_genesis(genesis: Genesis) -> None:
 
 @main.command("node")
 @click.option("--config", "config_path", required=True, help="Node config (TOML).")
+@click.option("--unsafe-clock-skew-ms", "clock_skew_ms", type=int, default=0, hidden=True,
+              help="TESTS ONLY: add this many milliseconds to the node's clock.")
 @_errors_to_exit
-def node_command(config_path: str) -> None:
+def node_command(config_path: str, clock_skew_ms: int) -> None:
     """Run a validator node until SIGTERM or Ctrl-C."""
     import asyncio
     import contextlib
@@ -570,11 +572,11 @@ def node_command(config_path: str) -> None:
     from ledger.config import load_node_config
 
     config = load_node_config(config_path)
-    from ledger.node import run_node  # lazy: aiohttp and the storage load only for a node
+    from ledger.node import SystemClock, run_node  # lazy: aiohttp and LMDB only for a node
 
     # run_node handles SIGINT and SIGTERM itself; this only covers a Ctrl-C during start-up.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_node(config))
+        asyncio.run(run_node(config, clock=SystemClock(skew_ms=clock_skew_ms)))
 
 
 # --------------------------------------------------------------------------------- status
@@ -839,23 +841,27 @@ def proof_command(
               "[default: all].")
 @click.option("--heights", type=click.IntRange(1), default=3, show_default=True,
               help="Heights each schedule must commit after the faults stop (liveness).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes to run schedules in (the summary does not depend on it).")
 @_errors_to_exit
 def simulate_command(
-    nodes: int, byzantine: int, schedules: int, seed: int, faults: str | None, heights: int
+    nodes: int, byzantine: int, schedules: int, seed: int, faults: str | None, heights: int,
+    jobs: int,
 ) -> None:
-    """Run the deterministic consensus simulator over random fault schedules.
+    """Run the deterministic simulator: the production replica on n simulated nodes, over
+    random fault schedules.
 
     Prints a JSON summary (schedules, commits, safety_violations, liveness_failures,
     first_failing_seed, evidence) and exits 0 only if no property failed.
     """
-    from ledger.consensus.sim import run_simulations
+    from ledger.sim import run_simulations
 
     names = [f.strip() for f in faults.split(",") if f.strip()] if faults else None
     try:
         with click.progressbar(length=schedules, label="schedules", file=sys.stderr) as bar:
             summary = run_simulations(nodes=nodes, byzantine=byzantine, schedules=schedules,
                                       seed=seed, faults=names, heights=heights,
-                                      progress=bar.update)
+                                      progress=bar.update, jobs=jobs)
     except ValueError as exc:
         _fail(EXIT_ERROR, str(exc))
     click.echo(summary.to_json())

@@ -837,6 +837,13 @@ class NodeConfig:
         """This node's entry in the genesis."""
         return self.genesis.validator(self.name)
 
+    def consensus_timeouts(self) -> TimeoutConfig:
+        """The consensus timeouts of this node: ``[timeouts]``, with the ``COMMIT`` timeout
+        (the pause between heights) at least the batch window, which is how long a proposer
+        lets a batch fill."""
+        timeouts = self.timeouts.consensus()
+        return replace(timeouts, commit=max(timeouts.commit, self.batch.batch_window_ms))
+
     def peer_urls(self) -> dict[str, str]:
         """Peers as a mapping from validator name to base URL."""
         return {p.name: p.url for p in self.peers}

@@ -4,10 +4,9 @@ See :mod:`ledger.storage.base` for the rules both implementations follow and
 :mod:`ledger.storage.lmdb_store` for the on-disk layout (tiles, digest index, integrity checks).
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.storage.base import AppendResult, BlockRecord, Store, TreeHead
-from ledger.storage.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 from ledger.storage.memory import MemoryStore
 
 __all__ = [
@@ -21,7 +20,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ledger.storage.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 
     def _both_implement_the_protocol(memory: MemoryStore, durable: LmdbStore) -> list[Store]:
         """Never called: makes mypy check that both classes satisfy ``Store``."""
         return [memory, durable]
+
+
+def __getattr__(name: str) -> Any:
+    """``LmdbStore`` and ``DEFAULT_MAP_SIZE`` load lmdb on first use: the pure layers (the
+    replica, the simulator) import this package for the protocol and never load lmdb."""
+    if name in ("LmdbStore", "DEFAULT_MAP_SIZE"):
+        from ledger.storage import lmdb_store
+
+        return getattr(lmdb_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

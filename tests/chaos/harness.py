@@ -151,16 +151,14 @@ class Processes:
     def start(self, i: int, *, skew_ms: int = 0) -> None:
         assert self.procs[i] is None, f"node {i} is running"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("LEDGER_CLOCK_SKEW_MS", None)
         if self.code is not None:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(self.code), env.get("PYTHONPATH", "")) if p)
-        if skew_ms:
-            env["LEDGER_CLOCK_SKEW_MS"] = str(skew_ms)
         self._note(i, f"start (clock skew {skew_ms} ms)")
         with open(self.logs / f"node{i}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", "node", "--config", str(self.configs[i])],
+                [sys.executable, "-m", "ledger.cli", "node", "--config", str(self.configs[i]),
+                 "--unsafe-clock-skew-ms", str(skew_ms)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=self.cwd, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,

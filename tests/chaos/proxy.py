@@ -20,7 +20,7 @@ Faults, per link (:class:`LinkFaults`):
   same bytes, after a random 0 to 3 s (the node must treat replays as no-ops).
 
 The proxy also records every consensus message it forwards (:meth:`FaultProxy.consensus_messages`):
-it opens the envelope's msgpack (schema of :mod:`ledger.node_peer`, signature not checked here:
+it opens the envelope's msgpack (schema of :mod:`ledger.replica.wire`, signature not checked here:
 the receiving node does that) and keeps each distinct ``KIND_CONSENSUS`` payload once. The
 checker decodes them later with :func:`ledger.consensus.messages.decode_message` to look for a
 validator that signed two different messages for one (height, round, step).
@@ -45,7 +45,7 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
-from ledger.node_peer import KIND_CONSENSUS, MAX_ENVELOPE_BYTES
+from ledger.replica.wire import KIND_CONSENSUS, MAX_ENVELOPE_BYTES
 
 __all__ = ["BLACKHOLE_SECONDS", "FaultProxy", "Link", "LinkFaults"]
 
@@ -285,7 +285,7 @@ class FaultProxy:
             link.replays -= 1
 
     def _capture(self, body: bytes) -> None:
-        """Keep each distinct consensus payload of a peer envelope (schema: ledger.node_peer)."""
+        """Keep each distinct consensus payload of a peer envelope (schema: ledger.replica.wire)."""
         try:
             envelope = msgpack.unpackb(body, raw=False, max_bin_len=MAX_ENVELOPE_BYTES)
             items = envelope[5]

@@ -3,7 +3,7 @@
 Invariant (issue 6, item 2): whatever bytes reach ``POST /peer/v1/messages``, the node never
 crashes, never halts and never answers 5xx, and an invalid message changes none of the state a
 peer could corrupt: tree head, height, mempool, consensus safety record, stored checkpoint, the
-core's (height, round). Invalid envelopes are counted by ``node.peer_invalid``; invalid items
+core's (height, round). Invalid envelopes are counted by ``replica.stats.peer_invalid``; items
 inside a correctly signed envelope by the core's ``stats.invalid``, ``peer_invalid`` or the
 cosignature collector's ``rejected``.
 
@@ -11,7 +11,7 @@ How the target is prepared (:func:`prepared_node`): a 4-validator in-process clu
 few blocks while node 0 records every envelope it receives; then the other three stop, so from
 then on every message node 0 sees is the fuzzer's. The recorded envelopes are the seeds for
 mutations and the "old valid messages" for replays; a replay is valid as an envelope (there is
-no replay window, by design: see ``ledger/node_peer.py``) and must be idempotent.
+no replay window, by design: see ``ledger/replica/wire.py``) and must be idempotent.
 
 Message classes (:data:`CLASSES`), drawn uniformly from a seeded ``random.Random``:
 
@@ -47,8 +47,9 @@ from node.harness import Cluster, auth, client_session, digest, eventually, make
 
 from ledger.crypto import Ed25519Key
 from ledger.errors import MalformedError, ProtocolError, VerificationError
-from ledger.node import SAFETY_KEY, Node
-from ledger.node_peer import (
+from ledger.node import Node
+from ledger.replica.safety_log import SAFETY_KEY
+from ledger.replica.wire import (
     KIND_CONSENSUS,
     KIND_COSIGNATURE,
     KIND_GOSSIP,
@@ -70,17 +71,21 @@ ACCEPTED = frozenset({"replay", "garbage_items"})
 
 def snapshot(node: Node) -> tuple[Any, ...]:
     """What an invalid (or replayed) message must leave unchanged."""
-    assert node.store is not None and node.core is not None
+    assert node.store is not None and node.replica is not None
+    core = node.replica.driver.core
+    assert core is not None
     return (
-        node.store.tree_head(), node.store.last_height(), len(node.mempool),
-        node.store.get_meta(SAFETY_KEY), node.store.latest_checkpoint(), node.checkpoint,
-        node.core.height, node.core.round, node.halted, node.core.stats.highest_seen_height,
+        node.store.tree_head(), node.store.last_height(), len(node.replica.driver.mempool),
+        node.store.get_meta(SAFETY_KEY), node.store.latest_checkpoint(), node.replica.checkpoint,
+        core.height, core.round, node.halted, core.stats.highest_seen_height,
     )
 
 
 def invalid_total(node: Node) -> int:
-    core = node.core
-    return node.peer_invalid + node.collector.rejected + (core.stats.invalid if core else 0)
+    replica = node.replica
+    core = replica.driver.core
+    return (replica.stats.peer_invalid + replica.driver.checkpoints.rejected()
+            + (core.stats.invalid if core else 0))
 
 
 def _canonical(data: bytes) -> bytes | None:
@@ -254,13 +259,13 @@ async def prepared_node(tmp: Path, *, blocks: int = 3) -> AsyncIterator[tuple[No
     try:
         await cluster.start_all()
         node = cluster.node(0)
-        original = node.handle_envelope
+        original = node.receive_envelope
 
         def record(data: bytes) -> None:
             original(data)
             recorded.append(data)
 
-        node.handle_envelope = record  # type: ignore[method-assign]
+        node.receive_envelope = record  # type: ignore[method-assign]
         async with client_session() as http:
             for b in range(blocks):
                 body = {"digests": [digest(i, f"fuzz-{b}").hex() for i in range(5)]}
@@ -269,10 +274,11 @@ async def prepared_node(tmp: Path, *, blocks: int = 3) -> AsyncIterator[tuple[No
                     assert r.status == 200, await r.text()
         for i in (1, 2, 3):
             await cluster.stop(i)
-        del node.handle_envelope  # back to the class's method
+        del node.receive_envelope  # back to the class's method
         await eventually(lambda: node._inbox == 0, what="node 0's inbox to drain")
-        # Idle: the next height is parked until work arrives (ledger/node.py "Batching").
-        await eventually(lambda: node._parked is not None, what="node 0 to park")
+        # Idle: the next height is parked until work arrives (ledger/replica/batching.py).
+        batch = node.replica.driver.batch
+        await eventually(lambda: batch.parked is not None, what="node 0 to park")
         chain = cluster.genesis.chain_id
         names = {k.consensus_key.public_key: k.name for k in cluster.keys}
         items: dict[int, list[bytes]] = {KIND_CONSENSUS: [], KIND_GOSSIP: [], KIND_COSIGNATURE: []}
@@ -314,13 +320,13 @@ async def settle(node: Node) -> None:
 
 
 async def fuzz_direct(node: Node, gen: Generator, count: int, result: Result) -> None:
-    """Feed ``count`` messages to ``node.handle_envelope`` (the HTTP handler's one call)."""
+    """Feed ``count`` messages to ``node.receive_envelope`` (the HTTP handler's one call)."""
     start = time.monotonic()
     for _ in range(count):
         name, data = gen.next()
         result.by_class[name] += 1
         try:
-            node.handle_envelope(data)
+            node.receive_envelope(data)
         except (MalformedError, VerificationError):
             result.refused += 1  # 400 or 403 over HTTP
             if name in ACCEPTED:

@@ -16,7 +16,7 @@ from node.harness import run
 
 from ledger.consensus.messages import Vote, decode_message
 from ledger.errors import LedgerError
-from ledger.node_peer import KIND_CONSENSUS, seal_envelope
+from ledger.replica.wire import KIND_CONSENSUS, seal_envelope
 
 from .peer_fuzz import (
     CLASSES,
@@ -64,22 +64,24 @@ def test_a_forged_far_future_vote_neither_unparks_an_idle_node_nor_raises_its_ho
     horizon raised for good, never parks again and runs catch-up on every tick)."""
     async def main() -> None:
         async with prepared_node(tmp_path) as (node, corpus, _url):
-            assert node.core is not None
+            assert node.replica.driver.core is not None
             votes = []
             for payload in corpus.items[KIND_CONSENSUS]:
                 with contextlib.suppress(LedgerError):
                     message = decode_message(payload)
                     if isinstance(message, Vote):
                         votes.append(message)
-            forged = replace(votes[0], height=node.core.height + 1000)  # signature now wrong
-            before, horizon = snapshot(node), node.core.stats.highest_seen_height
-            node.handle_envelope(seal_envelope(
+            core = node.replica.driver.core
+            forged = replace(votes[0], height=core.height + 1000)  # signature now wrong
+            before, horizon = snapshot(node), core.stats.highest_seen_height
+            node.receive_envelope(seal_envelope(
                 key=corpus.peer_keys[0], chain_id=corpus.chain_id, height=1, seq=99,
                 items=[(KIND_CONSENSUS, forged.encode())]))
             await settle(node)
             await asyncio.sleep(0.05)
-            assert node._parked is not None, "one forged message started a height"
+            parked = node.replica.driver.batch.parked
+            assert parked is not None, "one forged message started a height"
             assert snapshot(node) == before
-            assert node.core.stats.highest_seen_height == horizon
+            assert node.replica.driver.core.stats.highest_seen_height == horizon
 
     run(main())

@@ -22,7 +22,7 @@ from ledger.consensus.messages import decode_block, decode_certificate, verify_c
 from ledger.merkle.hashing import leaf_hash
 from ledger.merkle.proof import verify_consistency, verify_inclusion
 from ledger.node import Node
-from ledger.node_openapi import openapi_document
+from ledger.node.openapi import openapi_document
 from ledger.policy import parse_policy
 from ledger.receipt import parse_receipt, verify_receipt
 
@@ -48,7 +48,7 @@ SLOW = BatchLimits(max_batch_digests=3, batch_window_ms=60_000)
 def snapshot(node: Node) -> tuple[Any, ...]:
     """Everything a refused request must leave as it was."""
     assert node.store is not None
-    return (node.store.tree_head(), node.store.last_height(), len(node.mempool),
+    return (node.store.tree_head(), node.store.last_height(), len(node.replica.driver.mempool),
             node.store.latest_checkpoint())
 
 
@@ -240,7 +240,7 @@ def test_pending_then_batch_by_size_then_proofs(tmp_path: Path) -> None:
                 proof = await r.json()
             assert proof["digest"] == digest(2).hex() and proof["tree_size"] == 3
             verify_receipt(proof["receipt"], policy, digest(2))
-            assert node.store is not None and len(node.mempool) == 0
+            assert node.store is not None and len(node.replica.driver.mempool) == 0
 
     run(main())
 
@@ -317,6 +317,7 @@ def test_health_ready_metrics_status_openapi(tmp_path: Path) -> None:
                 doc = await r.json()
             assert doc == openapi_document(origin=cluster.genesis.origin, max_digests=10_000)
             served = set()
+            assert node.app is not None
             for route in node.app.router.routes():
                 info = route.resource.get_info() if route.resource else {}
                 path = info.get("path") or info.get("formatter")
@@ -331,7 +332,8 @@ def test_health_ready_metrics_status_openapi(tmp_path: Path) -> None:
 def test_halted_node_refuses_anchors_and_reports_unhealthy(tmp_path: Path) -> None:
     async def main() -> None:
         async with one_node(tmp_path) as (cluster, node, http):
-            node.halted = "storage: disk full (test)"
+            assert node.replica is not None
+            node.replica.halt("storage: disk full (test)")
             async with http.post(cluster.url(0) + "/v1/anchors",
                                  json={"digests": [digest(1).hex()]}, headers=auth()) as r:
                 assert r.status == 503
@@ -341,15 +343,15 @@ def test_halted_node_refuses_anchors_and_reports_unhealthy(tmp_path: Path) -> No
             async with http.get(cluster.url(0) + "/readyz") as r:
                 assert r.status == 503
                 assert "halted" in (await r.json())["reasons"][0]
-            assert len(node.mempool) == 0
+            assert len(node.replica.driver.mempool) == 0
 
     run(main())
 
 
 def test_fast_receipt_format_matches_ledger_receipt() -> None:
     """The node's receipt fast path writes byte-for-byte what ledger.receipt writes."""
-    from ledger.node import _format_receipt
     from ledger.receipt import build_receipt
+    from ledger.replica.receipts import format_receipt as _format_receipt
 
     note = "ledger.test/x\n5\n" + base64.b64encode(b"r" * 32).decode() + "\n\n— k AAAAAAE=\n"
     for length in range(0, 65, 7):
@@ -359,7 +361,7 @@ def test_fast_receipt_format_matches_ledger_receipt() -> None:
 
 
 def test_node_serves_the_verification_page_with_a_strict_csp(tmp_path: Path) -> None:
-    from ledger.node_verify import CONTENT_SECURITY_POLICY
+    from ledger.node.verify_page import CONTENT_SECURITY_POLICY
 
     async def main() -> None:
         async with one_node(tmp_path) as (cluster, _node, http):
@@ -388,13 +390,12 @@ def test_a_corrupted_stored_path_is_never_served_and_halts_the_node(tmp_path: Pa
             status, body = await anchor(http, url, [digest(i) for i in range(1, 6)])
             assert status == 200, body
             assert node.store is not None
-            honest = node.store.inclusion_proof
+            honest = node.store.inclusion_proofs
 
-            def damaged(index: int, size: int) -> list[bytes]:
-                path = honest(index, size)
-                return [bytes([path[0][0] ^ 1]) + path[0][1:], *path[1:]]
+            def damaged(indices: list[int], size: int) -> list[list[bytes]]:
+                return [[bytes([p[0][0] ^ 1]) + p[0][1:], *p[1:]] for p in honest(indices, size)]
 
-            node.store.inclusion_proof = damaged  # type: ignore[method-assign]
+            node.store.inclusion_proofs = damaged  # type: ignore[method-assign]
             async with http.get(url + f"/v1/proofs/{digest(2).hex()}") as r:
                 assert r.status == 500
                 assert (await r.json())["error"]["code"] == "corruption"

@@ -105,7 +105,8 @@ def test_late_empty_node_and_restarted_node_catch_up(tmp_path: Path) -> None:
                 await eventually(lambda: ready(3), what="the late node ready")
                 await eventually(lambda: agreed(range(4)), what="the late node's checkpoint")
                 assert late.store.size == 12
-                assert late.blocks_fetched >= 2  # three heights behind: fetched, not gossiped
+                # three heights behind: fetched, not gossiped
+                assert late.replica.stats.blocks_fetched >= 2
 
                 await cluster.stop(3)
                 for k in range(2):
@@ -115,7 +116,7 @@ def test_late_empty_node_and_restarted_node_catch_up(tmp_path: Path) -> None:
                 await eventually(lambda: ready(3), what="the restarted node ready")
                 await eventually(lambda: agreed(range(4)), what="the restarted node's checkpoint")
                 assert back.store.size == 18
-                assert back.blocks_fetched >= 1
+                assert back.replica.stats.blocks_fetched >= 1
 
                 def same_height() -> bool:
                     stores = [cluster.node(i).store for i in range(4)]

@@ -11,8 +11,11 @@ import pytest
 
 from ledger.consensus import Proposal, SafetyState, Step, Vote, decode_message
 from ledger.errors import ConfigError, CorruptionError, StorageError
-from ledger.node import SAFETY_KEY, Node
-from ledger.node_peer import KIND_CONSENSUS
+from ledger.node import Node
+from ledger.node.server import replica_config
+from ledger.replica import Replica
+from ledger.replica.safety_log import SAFETY_KEY
+from ledger.replica.wire import KIND_CONSENSUS
 
 from .harness import auth, client_session, digest, eventually, make_cluster, run
 
@@ -25,22 +28,22 @@ def test_every_signed_message_is_persisted_before_it_is_sent(tmp_path: Path) -> 
         original_put = store.put_meta
 
         def put_meta(items):  # type: ignore[no-untyped-def]
-            for value in items.values():
-                if value is not None:
-                    events.append(("persist", value))
+            value = items.get(SAFETY_KEY)
+            if value is not None:
+                events.append(("persist", value))
             original_put(items)
 
         store.put_meta = put_meta  # type: ignore[method-assign]
         await cluster.start_all()
         node = cluster.node(0)
-        original_broadcast = node._broadcast
+        original_send = node.transport.send
 
-        def broadcast(kind: int, payload: bytes) -> None:
+        def send(to: str | None, kind: int, payload: bytes) -> None:
             if kind == KIND_CONSENSUS:
                 events.append(("send", payload))
-            original_broadcast(kind, payload)
+            original_send(to, kind, payload)
 
-        node._broadcast = broadcast  # type: ignore[method-assign]
+        node.transport.send = send  # type: ignore[method-assign]
         try:
             async with client_session() as http:
                 for k in range(3):
@@ -123,13 +126,13 @@ def test_idle_cluster_makes_no_empty_blocks(tmp_path: Path) -> None:
 def test_one_lying_peer_cannot_hold_a_node_in_catch_up(tmp_path: Path) -> None:
     """Peer heights are unverified claims: the node trusts the (f + 1)-th highest."""
     cluster = make_cluster(tmp_path, lmdb=False)
-    node = Node(cluster.configs[0], keys=cluster.keys[0], store=cluster.stores[0])
-    peers = list(node.peers.values())
+    replica = Replica(replica_config(cluster.configs[0], [cluster.keys[0]]), cluster.stores[0])
+    peers = list(replica.sync.peers)
     for peer, height in zip(peers, (10**9, 0, 0), strict=True):
         peer.height = height
-    assert node._peer_target() == 0
+    assert replica.sync.target() == 0
     peers[1].height = 5
-    assert node._peer_target() == 5
+    assert replica.sync.target() == 5
 
 
 def test_a_store_whose_safety_record_outlived_its_blocks_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from ledger.consensus import Proposal, Vote, decode_message
 from ledger.node import Node
-from ledger.node_peer import KIND_CONSENSUS
+from ledger.node.peers import HttpTransport
+from ledger.replica.wire import KIND_CONSENSUS
 
 from .harness import auth, client_session, digest, eventually, make_cluster, run
 
@@ -31,15 +32,15 @@ def test_shutdown_refuses_anchors_and_cuts_waits_short_with_202(tmp_path: Path) 
                 waiting = asyncio.create_task(http.post(
                     cluster.url(0) + "/v1/anchors?wait=true",
                     json={"digests": [digest(1).hex()]}, headers=auth()))
-                await eventually(lambda: node._waiting == 1, what="the request to wait")
+                await eventually(lambda: node.waiting_requests() == 1, what="the request to wait")
                 shutdown = asyncio.create_task(node.shutdown(grace=1.0))
                 await eventually(lambda: node.draining, what="draining")
-                pending = len(node.mempool)
+                pending = len(node.replica.driver.mempool)
                 async with http.post(cluster.url(0) + "/v1/anchors",
                                      json={"digests": [digest(2).hex()]}, headers=auth()) as r:
                     assert r.status == 503
                     assert (await r.json())["error"]["code"] == "unavailable"
-                assert len(node.mempool) == pending  # nothing taken
+                assert len(node.replica.driver.mempool) == pending  # nothing taken
                 async with await waiting as r:
                     assert r.status == 202
                     body = await r.json()
@@ -87,8 +88,8 @@ def test_restart_after_graceful_shutdown_loses_no_acknowledged_anchor(tmp_path: 
                 restarted = await cluster.start(0)
                 store = restarted.store
                 assert store is not None
-                assert restarted.checkpoint is not None
-                covered = restarted.checkpoint[0]
+                assert restarted.replica.checkpoint is not None
+                covered = restarted.replica.checkpoint[0]
                 indices = store.index_of_many(acknowledged)
                 assert None not in indices
                 assert all(i is not None and i < covered for i in indices)
@@ -105,14 +106,15 @@ def test_a_validator_restored_from_an_old_backup_signs_nothing_it_may_have_signe
     """Validator 4 restored from a backup taken heights ago catches up as a follower first:
     it signs no proposal or vote for a height the others had reached, then signs again."""
     sent: list[tuple[str, bytes]] = []
-    original = Node._broadcast
+    original = HttpTransport.send
 
-    def recording(self: Node, kind: int, payload: bytes) -> None:
+    def recording(self: HttpTransport, to: str | None, kind: int, payload: bytes) -> None:
         if kind == KIND_CONSENSUS:
-            sent.append((self.keys.name, payload))
-        original(self, kind, payload)
+            assert isinstance(self._host, Node)
+            sent.append((self._host.keys.name, payload))
+        original(self, to, kind, payload)
 
-    monkeypatch.setattr(Node, "_broadcast", recording)
+    monkeypatch.setattr(HttpTransport, "send", recording)
 
     async def main() -> None:
         cluster = make_cluster(tmp_path)
@@ -148,7 +150,7 @@ def test_a_validator_restored_from_an_old_backup_signs_nothing_it_may_have_signe
                         return r.status == 200
 
                 await eventually(ready, what="the restored validator ready")
-                assert restored.signing
+                assert restored.replica.sync.signing
                 for k in range(4):
                     await anchor(k % 4, f"after-restore{k}")
                 me = cluster.keys[3].consensus_key.public_key
@@ -166,7 +168,7 @@ def test_a_validator_restored_from_an_old_backup_signs_nothing_it_may_have_signe
 def test_consensus_log_lines_carry_height_and_round(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="ledger.node")
+    caplog.set_level(logging.DEBUG, logger="ledger.replica")
 
     async def main() -> None:
         cluster = make_cluster(tmp_path, lmdb=False)
@@ -181,10 +183,10 @@ def test_consensus_log_lines_carry_height_and_round(
             await cluster.stop_all()
 
     run(main())
-    records = [r.getMessage() for r in caplog.records if r.name == "ledger.node"]
+    records = [r.getMessage() for r in caplog.records if r.name == "ledger.replica"]
     assert any("committed block" in m for m in records)
-    assert any("signing as validator" in m for m in records)
-    prefix = re.compile(r"\[height \d+ round \d+\] ")
+    assert any("signing as a validator" in m for m in records)
+    prefix = re.compile(r"\[height \d+ round \d+\] v\d: ")
     assert all(prefix.match(m) for m in records), [m for m in records if not prefix.match(m)]
 
 

@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.crypto import Ed25519Key, ValidatorKeys
 from ledger.errors import LedgerError, MalformedError, ProtocolError, VerificationError
-from ledger.node_peer import (
+from ledger.policy import parse_policy
+from ledger.prover import trust_policy
+from ledger.replica.batching import Mempool, OverloadedError
+from ledger.replica.checkpoints import CosignatureCollector
+from ledger.replica.wire import (
     KIND_CONSENSUS,
     KIND_COSIGNATURE,
     KIND_GOSSIP,
@@ -29,9 +33,6 @@ from ledger.node_peer import (
     open_envelope,
     seal_envelope,
 )
-from ledger.node_state import CosignatureCollector, Mempool, OverloadedError
-from ledger.policy import parse_policy
-from ledger.prover import trust_policy
 
 from .harness import client_session, digest, make_cluster, run
 
@@ -205,13 +206,15 @@ def test_peer_endpoint_refuses_outsiders_forgeries_and_garbage(tmp_path: Path) -
                     async with http.post(url, data=body) as r:
                         assert r.status == status, await r.text()
                         assert (await r.json())["error"]["code"] == code
-                assert len(node.mempool) == 0
-                assert node.peer_invalid == 5  # the oversized body never reached the parser
+                assert len(node.replica.driver.mempool) == 0
+                # the oversized body never reached the parser
+                assert node.replica.stats.peer_invalid == 5
                 async with http.post(url, data=good) as r:
                     assert r.status == 204
-                assert digest(1) in node.mempool
-                assert node.peers["v2"].height == 0
-                invalid_before = node.core.stats.invalid if node.core else -1
+                assert digest(1) in node.replica.driver.mempool
+                assert node.replica.sync.peers.by_name["v2"].height == 0
+                core = node.replica.driver.core
+                invalid_before = core.stats.invalid if core else -1
                 junk = seal_envelope(
                     key=peer_key, chain_id=chain, height=3, seq=2,
                     items=[(KIND_CONSENSUS, b"\x93junk"), (KIND_GOSSIP, b"\xc1"),
@@ -219,10 +222,10 @@ def test_peer_endpoint_refuses_outsiders_forgeries_and_garbage(tmp_path: Path) -
                 )
                 async with http.post(url, data=junk) as r:
                     assert r.status == 204  # the envelope is good; its items are refused one by one
-                assert node.core is not None and node.core.stats.invalid == invalid_before + 1
-                assert node.peer_invalid == 7
-                assert node.peers["v2"].height == 3
-                assert len(node.mempool) == 1
+                assert core is not None and core.stats.invalid == invalid_before + 1
+                assert node.replica.stats.peer_invalid == 7
+                assert node.replica.sync.peers.by_name["v2"].height == 3
+                assert len(node.replica.driver.mempool) == 1
         finally:
             await cluster.stop_all()
 

@@ -140,10 +140,10 @@ def test_key_rotation_on_running_cluster(tmp_path: Path) -> None:
 
                 # Gossiped and carried in a block on every node (no anchor needed for that).
                 def scheduled() -> bool:
-                    return all(cluster.node(i).validator_state.history.latest.start_height
+                    return all(cluster.node(i).replica.driver.validators.history.latest.start_height
                                == effective for i in range(4))
                 await eventually(scheduled, what="the change committed on every node")
-                assert all(len(cluster.node(i).changes) == 0 for i in range(4))
+                assert all(len(cluster.node(i).replica.driver.changes) == 0 for i in range(4))
 
                 # Drive the chain past E; then anchor the "after" batch.
                 k = 0
@@ -155,9 +155,10 @@ def test_key_rotation_on_running_cluster(tmp_path: Path) -> None:
                 after = await _anchor(http, cluster.url(2), after_digests)
 
                 node_x = cluster.node(X)
-                assert node_x.core is not None
-                assert node_x.core.public_key == new.consensus_key.public_key
-                assert node_x.validator_state.envelope_key(node_x.core.height).public_key \
+                assert node_x.replica.driver.core is not None
+                assert node_x.replica.driver.core.public_key == new.consensus_key.public_key
+                driver = node_x.replica.driver
+                assert driver.validators.envelope_key(driver.core.height).public_key \
                     == new.consensus_key.public_key
 
                 # The policy chain the node serves is the one of its blocks, and verifies.
@@ -193,7 +194,8 @@ def test_key_rotation_on_running_cluster(tmp_path: Path) -> None:
                 def own_lines() -> dict[int, str] | None:
                     out = {}
                     for i in range(4):
-                        collector = cluster.node(i).collector
+                        node_i = cluster.node(i)
+                        collector = node_i.replica.driver.validators.collector(node_i.store.size)
                         mine = None if collector is None else collector.own(size)
                         if mine is None:
                             return None
@@ -229,8 +231,8 @@ def test_key_rotation_on_running_cluster(tmp_path: Path) -> None:
                 # A restart replays the history from the stored blocks and keeps anchoring.
                 await cluster.stop(0)
                 restarted = await cluster.start(0)
-                assert restarted.validator_state.history.latest.start_height == effective
-                assert restarted.validator_state.policy_chain() == chain
+                assert restarted.replica.driver.validators.history.latest.start_height == effective
+                assert restarted.replica.driver.validators.policy_chain() == chain
                 again = [digest(k, "restart") for k in range(3)]
                 for d, text in zip(again, await _anchor(http, cluster.url(0), again),
                                    strict=True):

@@ -1,4 +1,5 @@
-"""The node's change mempool and the admin body parser (ledger/node_reconfig.py), no I/O."""
+"""The change pool and validator sets by height (ledger/replica/validators.py) and the admin
+body parser (ledger/node/admin_api.py), no I/O."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from ledger.consensus.block import GENESIS_PREV_HASH, Block
 from ledger.consensus.reconfig import ChangeOp, ValidatorInfo, ValidatorRoster, ValidatorSetChange
 from ledger.crypto import ValidatorKeys
 from ledger.errors import MalformedError, VerificationError
-from ledger.node_reconfig import ChangePool, NodeValidators, parse_change_body
+from ledger.node.admin_api import parse_change_body
+from ledger.replica.validators import ChangePool, NodeValidators
 
 ORIGIN = "ledger.test/units"
 KEYS = [ValidatorKeys.generate(name=f"v{i}", origin=ORIGIN) for i in range(4)]

@@ -1,7 +1,7 @@
 """C2SP tlog-witness ``add-checkpoint``: the node as a witness of its own log, a standalone
 (outside institution's) witness, and the log's side that submits checkpoints to one.
 
-The unit tests drive :class:`ledger.node_witness.Witness` directly over a MemoryStore; the HTTP
+The unit tests drive :class:`ledger.replica.witness.Witness` directly over a MemoryStore; the HTTP
 tests run a one-validator node (it commits on its own) and POST to its ``/add-checkpoint``.
 """
 
@@ -18,7 +18,11 @@ from aiohttp import web
 from ledger.checkpoint import Checkpoint, checkpoint_note, parse_checkpoint_body, sign_checkpoint
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, Ed25519Key, ValidatorKeys
 from ledger.errors import MalformedError, VerificationError
-from ledger.node_witness import (
+from ledger.node.witness_api import submit_checkpoint, witness_app
+from ledger.note import Signature, Verifier, open_note, parse_note
+from ledger.policy import Group, Policy
+from ledger.policy import Witness as PolicyWitness
+from ledger.replica.witness import (
     MAX_ADD_CHECKPOINT_BYTES,
     META_PREFIX,
     SIZE_CONTENT_TYPE,
@@ -27,17 +31,14 @@ from ledger.node_witness import (
     add_cosignatures,
     format_add_checkpoint,
     parse_add_checkpoint,
-    submit_checkpoint,
-    witness_app,
 )
-from ledger.note import Signature, Verifier, open_note, parse_note
-from ledger.policy import Group, Policy
-from ledger.policy import Witness as PolicyWitness
 from ledger.storage.memory import MemoryStore
 
 from .harness import auth, client_session, digest, make_cluster, run
 
 ORIGIN = "ledger.test/witness"
+#: The witnesses' clock in these tests (ms): cosignature timestamps are 1_700_000_000.
+NOW_MS = 1_700_000_000_000
 LOG = ValidatorKeys(name="v1", origin=ORIGIN, seed=b"\x01" * 32)
 OTHER_LOG = ValidatorKeys(name="v9", origin="other.test/log", seed=b"\x09" * 32)
 WITNESS_KEY = Ed25519Key(b"\x42" * 32)
@@ -68,12 +69,12 @@ def request(store: MemoryStore, old: int, size: int, *, key: ValidatorKeys = LOG
 def make_witness(own_tree: MemoryStore | None = None) -> Witness:
     return Witness(name=WITNESS_NAME, key=WITNESS_KEY,
                    logs=[Verifier.from_vkey(LOG.log_vkey)], state=MemoryStore(),
-                   tree=own_tree, clock=lambda: 1_700_000_000)
+                   tree=own_tree)
 
 
 def refusal(witness: Witness, body: bytes) -> WitnessRefusal:
     with pytest.raises(WitnessRefusal) as info:
-        witness.add_checkpoint(body)
+        witness.add_checkpoint(body, now=NOW_MS)
     return info.value
 
 
@@ -126,12 +127,12 @@ def test_malformed_bodies_are_400_and_change_nothing(name: str, body: bytes) -> 
 def test_first_checkpoint_then_consistent_growth_then_same_again() -> None:
     log = tree(20)
     witness = make_witness()
-    check_cosignature(note_for(log, 5), witness.add_checkpoint(request(log, 0, 5)))
+    check_cosignature(note_for(log, 5), witness.add_checkpoint(request(log, 0, 5), now=NOW_MS))
     last = witness.last(ORIGIN)
     assert last is not None and last.size == 5
-    check_cosignature(note_for(log, 20), witness.add_checkpoint(request(log, 5, 20)))
+    check_cosignature(note_for(log, 20), witness.add_checkpoint(request(log, 5, 20), now=NOW_MS))
     # The same checkpoint again is cosigned again (a log retrying after a lost answer).
-    check_cosignature(note_for(log, 20), witness.add_checkpoint(request(log, 20, 20)))
+    check_cosignature(note_for(log, 20), witness.add_checkpoint(request(log, 20, 20), now=NOW_MS))
     last = witness.last(ORIGIN)
     assert last is not None and last.size == 20 and last.root == log.root_at(20)
     stored = witness.state.get_meta(META_PREFIX + hashlib.sha256(ORIGIN.encode()).digest())
@@ -141,7 +142,7 @@ def test_first_checkpoint_then_consistent_growth_then_same_again() -> None:
 def test_wrong_old_size_is_409_with_the_known_size() -> None:
     log = tree(20)
     witness = make_witness()
-    witness.add_checkpoint(request(log, 0, 5))
+    witness.add_checkpoint(request(log, 0, 5), now=NOW_MS)
     for old in (0, 4, 6):
         exc = refusal(witness, request(log, old, 20))
         assert (exc.status, exc.size) == (409, 5)
@@ -152,7 +153,7 @@ def test_wrong_old_size_is_409_with_the_known_size() -> None:
 def test_same_size_other_root_is_409_split_view() -> None:
     log, fork = tree(8), tree(8, salt="fork")
     witness = make_witness()
-    witness.add_checkpoint(request(log, 0, 8))
+    witness.add_checkpoint(request(log, 0, 8), now=NOW_MS)
     exc = refusal(witness, request(fork, 8, 8))
     assert (exc.status, exc.size) == (409, 8)
 
@@ -160,7 +161,7 @@ def test_same_size_other_root_is_409_split_view() -> None:
 def test_bad_proofs_are_422_and_change_nothing() -> None:
     log, fork = tree(20), tree(20, salt="fork")
     witness = make_witness()
-    witness.add_checkpoint(request(log, 0, 5))
+    witness.add_checkpoint(request(log, 0, 5), now=NOW_MS)
     proof = log.consistency_proof(5, 20)
     note = note_for(log, 20)
     bodies = [
@@ -212,7 +213,7 @@ def test_a_validator_witness_cosigns_only_its_own_committed_tree() -> None:
     witness must still never cosign a head its own store does not hold."""
     own = tree(10)
     witness = make_witness(own_tree=own)
-    witness.add_checkpoint(request(own, 0, 4))
+    witness.add_checkpoint(request(own, 0, 4), now=NOW_MS)
     # A fork that extends the true first 4 leaves: the consistency proof verifies...
     fork = tree(4)
     fork.append([digest(i, "fork") for i in range(6)])
@@ -223,7 +224,7 @@ def test_a_validator_witness_cosigns_only_its_own_committed_tree() -> None:
     assert (exc.status, exc.code) == (503, "not_committed")  # we may just lag
     last = witness.last(ORIGIN)
     assert last is not None and last.size == 4
-    witness.add_checkpoint(request(own, 4, 10))
+    witness.add_checkpoint(request(own, 4, 10), now=NOW_MS)
 
 
 # ------------------------------------------------------------------ the node's HTTP endpoint
@@ -246,8 +247,8 @@ def test_node_endpoint_cosigns_its_checkpoints_and_refuses_by_spec(tmp_path: Pat
                     async with http.post(cluster.url(0) + "/v1/anchors?wait=true",
                                          json={"digests": digests}, headers=auth()) as r:
                         assert r.status == 200, await r.text()
-                    assert node.checkpoint is not None
-                    return node.checkpoint[1]
+                    assert node.replica.checkpoint is not None
+                    return node.replica.checkpoint[1]
 
                 first = await anchor("a", 3)
                 size1 = parse_checkpoint_body(parse_note(first).text).size
@@ -304,8 +305,8 @@ def test_log_submits_to_an_outside_witness_and_the_policy_counts_it(tmp_path: Pa
         cluster = make_cluster(tmp_path, n=1, lmdb=False)
         node = await cluster.start(0)
         outside = Witness(name=WITNESS_NAME, key=WITNESS_KEY,
-                          logs=[entry.verifier for entry in node.policy.logs],
-                          state=MemoryStore(), clock=lambda: 1_700_000_000)
+                          logs=[entry.verifier for entry in node.config.genesis.policy().logs],
+                          state=MemoryStore())
         runner = web.AppRunner(witness_app(outside))
         await runner.setup()
         sock = socket.socket()
@@ -323,15 +324,15 @@ def test_log_submits_to_an_outside_witness_and_the_policy_counts_it(tmp_path: Pa
                             "digests": [digest(i, salt).hex() for i in range(4)]},
                             headers=auth()) as r:
                         assert r.status == 200
-                    assert node.checkpoint is not None
-                    note = node.checkpoint[1]
+                    assert node.replica.checkpoint is not None
+                    note = node.replica.checkpoint[1]
                     # The log forgot what the witness holds (held=0 on the second round): the
                     # 409 tells it, and it retries with the right proof.
                     held, line = await submit_checkpoint(
                         http, witness_url, note=note, old_size=0,
                         proof=store.consistency_proof, witness=WITNESS_VKEY)
                     merged = add_cosignatures(note, line.line(), [WITNESS_VKEY])
-            base = node.policy
+            base = node.config.genesis.policy()
             policy = Policy(
                 logs=base.logs,
                 witnesses=(*base.witnesses, PolicyWitness(name="outside",
@@ -341,11 +342,12 @@ def test_log_submits_to_an_outside_witness_and_the_policy_counts_it(tmp_path: Pa
                 quorum="both",
             )
             opened = open_note(merged, policy.verifiers())
-            policy.evaluate((v.verifier for v in opened.verified), origin=node.origin)
-            assert node.checkpoint is not None
-            without = open_note(node.checkpoint[1], policy.verifiers())
+            origin = node.config.genesis.origin
+            policy.evaluate((v.verifier for v in opened.verified), origin=origin)
+            assert node.replica.checkpoint is not None
+            without = open_note(node.replica.checkpoint[1], policy.verifiers())
             with pytest.raises(VerificationError):  # the validators alone no longer suffice
-                policy.evaluate((v.verifier for v in without.verified), origin=node.origin)
+                policy.evaluate((v.verifier for v in without.verified), origin=origin)
             assert held == store.size
         finally:
             await runner.cleanup()
@@ -358,7 +360,7 @@ def test_add_cosignatures_ignores_unknown_and_refuses_bad_lines() -> None:
     log = tree(3)
     note = note_for(log, 3)
     witness = make_witness()
-    line = witness.add_checkpoint(request(log, 0, 3))
+    line = witness.add_checkpoint(request(log, 0, 3), now=NOW_MS)
     stranger = Verifier.for_key(name="stranger", sig_type=SIG_TYPE_COSIGNATURE_V1,
                                 public_key=Ed25519Key(b"\x01" * 32).public_key)
     with pytest.raises(VerificationError):

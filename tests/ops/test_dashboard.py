@@ -30,7 +30,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
         tmp_path_factory.mktemp("net"), nodes=4, base_port=7400, genesis_time_ms=1
     )
     node = Node(load_node_config(net.configs[0][1]))
-    return {family.name: {s.name for s in family.samples} for family in node.registry.collect()}
+    families = node.metrics.registry.collect()
+    return {family.name: {s.name for s in family.samples} for family in families}
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from notes.ground import BASE_TIME, validator
 from ledger.checkpoint import cosign, parse_checkpoint_body
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, b64decode_strict
 from ledger.errors import MalformedError, VerificationError
-from ledger.node_verify import CONTENT_SECURITY_POLICY, VERIFY_ASSETS, add_verify_routes
+from ledger.node.verify_page import CONTENT_SECURITY_POLICY, VERIFY_ASSETS, add_verify_routes
 from ledger.note import Note, Signature, Verifier, parse_note
 from ledger.policy import parse_policy
 from ledger.prover import LocalLog, trust_policy

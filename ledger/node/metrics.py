@@ -1,0 +1,90 @@
+"""The node's Prometheus metrics (``GET /metrics``), read from the replica at scrape time.
+
+Names are stable (the Grafana dashboard in docs/ uses them); docs/operators.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ledger.replica import Committed
+from ledger.storage.lmdb_store import LmdbStore
+
+if TYPE_CHECKING:
+    from ledger.node.server import Node
+
+__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
+
+
+class NodeMetrics:
+    """The registry of one node: a commit-latency histogram and a collector of the rest."""
+
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry()
+        self.commit_latency = Histogram(
+            "ledger_commit_latency_seconds",
+            "Time from the start of a height to its commit.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.registry.register(_Collector(node))
+
+    def committed(self, action: Committed, *, now: int) -> None:
+        """A block was committed (``action.started``: when its height started, ms)."""
+        if action.started:
+            self.commit_latency.observe(max(0, now - action.started) / 1000)
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric."""
+        return bytes(generate_latest(self.registry))
+
+
+class _Collector:
+    """Reads the node's state at scrape time."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def collect(self) -> Iterable[Any]:
+        node = self._node
+        replica = node.replica
+        store = None if replica is None else replica.store
+        driver = None if replica is None else replica.driver
+        core = None if driver is None else driver.core
+        stats = None if replica is None else replica.stats
+        core_stats = None if core is None else core.stats
+
+        def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, value=value)
+
+        yield gauge("ledger_height", "Last committed block height.",
+                    store.last_height() if store is not None else 0)
+        yield gauge("ledger_round", "Current consensus round.", core.round if core else 0)
+        yield gauge("ledger_tree_size", "Leaves in the Merkle log.",
+                    store.size if store is not None else 0)
+        yield gauge("ledger_mempool_depth", "Anchors waiting for a block.",
+                    len(driver.mempool) if driver is not None else 0)
+        yield CounterMetricFamily("ledger_anchors", "Anchors committed by this process.",
+                                  value=stats.anchors if stats else 0)
+        yield gauge("ledger_peers_connected", "Peers heard from recently.",
+                    replica.peers_connected(node.now()) if replica is not None else 0)
+        yield CounterMetricFamily("ledger_messages_late", "Consensus messages for past heights.",
+                                  value=core_stats.late if core_stats else 0)
+        invalid = (core_stats.invalid if core_stats else 0) + (
+            stats.peer_invalid if stats else 0) + (
+            driver.checkpoints.rejected() if driver is not None else 0)
+        yield CounterMetricFamily(
+            "ledger_messages_invalid",
+            "Rejected peer messages (consensus, envelopes, cosignatures, blocks).",
+            value=invalid)
+        yield CounterMetricFamily("ledger_catchup_blocks", "Blocks fetched from peers.",
+                                  value=stats.blocks_fetched if stats else 0)
+        yield gauge("ledger_evidence", "Equivocation evidence held.",
+                    len(core.evidence) if core is not None else 0)
+        yield gauge("ledger_storage_bytes", "Size of the store on disk.",
+                    store.disk_usage() if isinstance(store, LmdbStore) else 0)

@@ -1,0 +1,373 @@
+"""How a node reaches its peers: the :class:`PeerTransport` interface, its HTTP implementation
+and an in-memory twin for tests.
+
+A transport does two things for the replica:
+
+- **send** envelope items (``Send`` actions) to one peer or to all. Items queue per peer and
+  leave as signed envelopes (sealed by the replica when they leave, so the transport holds no
+  key) over one kept-open connection per peer: ``POST /peer/v1/messages``. A queue holds at most
+  :data:`MAX_PEER_QUEUE` items; beyond, the oldest are dropped: everything a replica sends is
+  re-sent (consensus messages, cosignatures, changes) or kept until committed (anchors, which
+  stay in the sender's mempool), so a drop costs time, never an anchor;
+- **fetch** what catch-up asks for (``Fetch`` actions): a peer's status (``GET /v1/status``),
+  a block with its certificate (``GET /v1/blocks/{h}``) or its latest checkpoint (``GET
+  /v1/checkpoint``), and hand the answer back to the replica, or ``None`` when the request
+  failed. A peer that answers with something malformed is reported as such (it counts as an
+  invalid peer message), one that cannot be reached only as a failure.
+
+The replica never learns which transport runs it. :class:`MemoryTransport` connects nodes of
+one process directly (no sockets), with a switch to cut a link, for tests of the node's own
+logic; the simulator has its own network model (:mod:`ledger.sim`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+import aiohttp
+
+from ledger.consensus.messages import MAX_MESSAGE_BYTES
+from ledger.errors import LedgerError
+from ledger.note import MAX_NOTE_SIZE
+from ledger.replica import Fetch, FetchKind
+from ledger.replica.wire import MAX_ENVELOPE_BYTES, MAX_ITEMS
+
+__all__ = [
+    "MAX_PEER_QUEUE",
+    "FetchAnswer",
+    "HttpTransport",
+    "MemoryHub",
+    "MemoryTransport",
+    "PeerTransport",
+    "TransportHost",
+]
+
+log = logging.getLogger("ledger.node")
+
+#: Items queued for one peer at most; the oldest are dropped beyond (see the module docstring).
+MAX_PEER_QUEUE: Final = 20_000
+_ENVELOPE_BUDGET: Final = MAX_ENVELOPE_BYTES - 64 * 1024
+#: A block answer: the block (<= 4 MiB) and its certificate, base64 in JSON.
+_MAX_BLOCK_ANSWER: Final = 8 * MAX_MESSAGE_BYTES // 5 + 1024 * 1024
+_MAX_STATUS_ANSWER: Final = 64 * 1024
+
+#: The answer to a fetch: a height (status), (block, certificate) bytes, or note text;
+#: ``None`` if the request failed; the flag says whether the peer answered malformed.
+FetchAnswer = tuple[int | tuple[bytes, bytes] | str | None, bool]
+
+
+class TransportHost(Protocol):
+    """What a transport needs of its node."""
+
+    def seal(self, items: Sequence[tuple[int, bytes]]) -> bytes:
+        """One signed envelope of ``items``."""
+        ...
+
+    def sent(self, peer: str) -> None:
+        """An envelope reached ``peer``."""
+        ...
+
+    def fetched(self, fetch: Fetch, answer: FetchAnswer) -> None:
+        """The answer to ``fetch``."""
+        ...
+
+
+class PeerTransport(Protocol):
+    """Moves envelope items and fetches between a node and its peers (module docstring)."""
+
+    def start(self, host: TransportHost) -> None:
+        """Start the links (inside the running event loop)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop every link and drop what is queued."""
+        ...
+
+    def send(self, to: str | None, kind: int, payload: bytes) -> None:
+        """Queue one item for ``to`` (``None``: every peer)."""
+        ...
+
+    def fetch(self, fetch: Fetch) -> None:
+        """Start a fetch; its answer goes to ``host.fetched``."""
+        ...
+
+    def unsent(self) -> bool:
+        """Whether items are still queued for a peer that answered recently."""
+        ...
+
+
+class _Queue:
+    """One peer's outgoing items, and when it last answered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.items: deque[tuple[int, bytes]] = deque()
+        self.wakeup = asyncio.Event()
+        self.dropped = 0
+        self.live = False
+
+    def put(self, kind: int, payload: bytes) -> None:
+        self.items.append((kind, payload))
+        while len(self.items) > MAX_PEER_QUEUE:
+            self.items.popleft()
+            self.dropped += 1
+        self.wakeup.set()
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """The next envelope's worth of items."""
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        while self.items and len(out) < MAX_ITEMS:
+            kind, payload = self.items[0]
+            if out and size + len(payload) + 16 > _ENVELOPE_BUDGET:
+                break
+            self.items.popleft()
+            out.append((kind, payload))
+            size += len(payload) + 16
+        return out
+
+
+class HttpTransport:
+    """The transport over HTTP between validators (module docstring).
+
+    ``peers`` maps each peer's validator name to its base URL; ``timeout`` is the budget of
+    one request in seconds.
+    """
+
+    def __init__(self, peers: Mapping[str, str], *, timeout: float) -> None:
+        self._urls = dict(peers)
+        self._timeout = timeout
+        self._queues = {name: _Queue(name) for name in peers}
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._host: TransportHost | None = None
+
+    def start(self, host: TransportHost) -> None:
+        self._host = host
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        for name in self._urls:
+            self._sessions[name] = aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(limit=4))
+            self._spawn(self._worker(self._queues[name]))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    def send(self, to: str | None, kind: int, payload: bytes) -> None:
+        if to is None:
+            for queue in self._queues.values():
+                queue.put(kind, payload)
+        elif to in self._queues:
+            self._queues[to].put(kind, payload)
+
+    def unsent(self) -> bool:
+        return any(q.items and q.live for q in self._queues.values())
+
+    def dropped(self) -> int:
+        """Items dropped from full queues so far."""
+        return sum(q.dropped for q in self._queues.values())
+
+    async def _worker(self, queue: _Queue) -> None:
+        host, session = self._host, self._sessions[queue.name]
+        assert host is not None
+        url = f"{self._urls[queue.name]}/peer/v1/messages"
+        backoff = 0.1
+        while True:
+            await queue.wakeup.wait()
+            queue.wakeup.clear()
+            while queue.items:
+                items = queue.take()
+                try:
+                    data = host.seal(items)
+                    async with session.post(url, data=data, headers={
+                            "Content-Type": "application/octet-stream"}) as response:
+                        if response.status != 204:
+                            raise aiohttp.ClientResponseError(
+                                response.request_info, (), status=response.status,
+                                message=(await response.text())[:200])
+                    queue.live = True
+                    host.sent(queue.name)
+                    backoff = 0.1
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    queue.live = False
+                    log.debug("peer %s unreachable: %s", queue.name, exc)
+                    # Short: the link is sequential, so every second here delays this peer's
+                    # consensus traffic once the link heals.
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                except LedgerError as exc:  # cannot seal (an item too large): drop them
+                    log.error("cannot send to %s: %s", queue.name, exc.diagnostics())
+
+    def fetch(self, fetch: Fetch) -> None:
+        if fetch.peer in self._sessions:
+            self._spawn(self._fetch(fetch))
+
+    async def _fetch(self, fetch: Fetch) -> None:
+        host = self._host
+        assert host is not None
+        try:
+            answer = await self._get(fetch)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.debug("fetch %s from %s failed: %s", fetch.what.value, fetch.peer, exc)
+            answer = (None, False)
+        host.fetched(fetch, answer)
+
+    async def _get(self, fetch: Fetch) -> FetchAnswer:
+        session, base = self._sessions[fetch.peer], self._urls[fetch.peer]
+        path, limit = {
+            FetchKind.STATUS: ("/v1/status", _MAX_STATUS_ANSWER),
+            FetchKind.BLOCK: (f"/v1/blocks/{fetch.height}", _MAX_BLOCK_ANSWER),
+            FetchKind.CHECKPOINT: ("/v1/checkpoint", MAX_NOTE_SIZE),
+        }[fetch.what]
+        async with session.get(base + path) as response:
+            if response.status != 200:
+                return None, False
+            body = await _read_limited(response.content, limit)
+        if body is None:
+            return None, True
+        return parse_answer(fetch.what, body)
+
+
+def parse_answer(what: FetchKind, body: bytes) -> FetchAnswer:
+    """Parse a peer's answer to a fetch of ``what`` (untrusted bytes: never raises)."""
+    try:
+        if what is FetchKind.CHECKPOINT:
+            return body.decode("utf-8"), False
+        obj = json.loads(body)
+        if not isinstance(obj, dict):
+            return None, True
+        if what is FetchKind.STATUS:
+            height = obj.get("height")
+            if isinstance(height, int) and not isinstance(height, bool) and height >= 0:
+                return height, False
+            return None, True
+        block = base64.b64decode(obj["block"], validate=True)
+        certificate = base64.b64decode(obj["certificate"], validate=True)
+        return (block, certificate), False
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error,
+            RecursionError):
+        return None, True
+
+
+async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+class MemoryHub:
+    """In-process links between :class:`MemoryTransport` endpoints (tests).
+
+    ``cut`` holds the (from, to) name pairs whose messages are dropped.
+    """
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, MemoryEndpoint] = {}
+        self.cut: set[tuple[str, str]] = set()
+
+    def transport(self, name: str, peers: Sequence[str]) -> MemoryTransport:
+        """The transport of node ``name`` to ``peers``."""
+        return MemoryTransport(self, name, list(peers))
+
+    def register(self, name: str, endpoint: MemoryEndpoint) -> None:
+        """The node ``name`` is reachable through ``endpoint``."""
+        self.endpoints[name] = endpoint
+
+
+class MemoryEndpoint(Protocol):
+    """What a node offers its in-memory peers (the node's own request handlers)."""
+
+    def receive(self, data: bytes) -> bool:
+        """An envelope; whether it was taken."""
+        ...
+
+    def serve(self, what: FetchKind, height: int) -> FetchAnswer:
+        """The answer to a fetch."""
+        ...
+
+
+class MemoryTransport:
+    """:class:`PeerTransport` within one process (see :class:`MemoryHub`)."""
+
+    def __init__(self, hub: MemoryHub, name: str, peers: list[str]) -> None:
+        self._hub = hub
+        self._name = name
+        self._peers = peers
+        self._host: TransportHost | None = None
+        self._pending: deque[tuple[str, int, bytes]] = deque()
+        self._scheduled = False
+
+    def start(self, host: TransportHost) -> None:
+        self._host = host
+
+    async def stop(self) -> None:
+        self._host = None
+        self._pending.clear()
+
+    def send(self, to: str | None, kind: int, payload: bytes) -> None:
+        for peer in self._peers if to is None else [to]:
+            self._pending.append((peer, kind, payload))
+        self._schedule(self._flush)
+
+    def _schedule(self, callback: Callable[[], None]) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(callback)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        host = self._host
+        if host is None:
+            return
+        by_peer: dict[str, list[tuple[int, bytes]]] = {}
+        while self._pending:
+            peer, kind, payload = self._pending.popleft()
+            by_peer.setdefault(peer, []).append((kind, payload))
+        for peer, items in by_peer.items():
+            endpoint = self._hub.endpoints.get(peer)
+            if endpoint is None or (self._name, peer) in self._hub.cut:
+                continue
+            for start in range(0, len(items), MAX_ITEMS):
+                if endpoint.receive(host.seal(items[start:start + MAX_ITEMS])):
+                    host.sent(peer)
+
+    def fetch(self, fetch: Fetch) -> None:
+        host = self._host
+        endpoint = self._hub.endpoints.get(fetch.peer)
+        if host is None:
+            return
+        if endpoint is None or (self._name, fetch.peer) in self._hub.cut:
+            answer: FetchAnswer = (None, False)
+        else:
+            answer = endpoint.serve(fetch.what, fetch.height)
+        asyncio.get_running_loop().call_soon(host.fetched, fetch, answer)
+
+    def unsent(self) -> bool:
+        return bool(self._pending)
