@@ -79,7 +79,7 @@ def test_replace_false_never_touches_an_existing_target(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_directory_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileWriteError, match="cannot write .*missing/x"):
+    with pytest.raises(FileWriteError, match=r"cannot write .*missing/x"):
         write_atomic(tmp_path / "missing" / "x", "data")
     # config.write_text_atomic keeps its contract: a ConfigError.
     with pytest.raises(ConfigError, match="cannot write"):
