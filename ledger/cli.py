@@ -175,8 +175,9 @@ class _LedgerGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("aborted", err=True)
+        except click.Abort as exc:  # click's wrapper around a Ctrl-C (KeyboardInterrupt)
+            interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+            click.echo("interrupted" if interrupted else "aborted", err=True)
             sys.exit(130)
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)

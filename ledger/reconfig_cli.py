@@ -85,7 +85,10 @@ def _http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None
         reason = exc.reason
         if isinstance(reason, OSError):
             reason = reason.strerror or type(reason).__name__
-        raise _CliError(f"cannot reach the node at {_base(url)}: {reason}") from None
+        text = str(reason)
+        raise _CliError(
+            f"cannot reach the node at {_base(url)}: {text[:1].lower()}{text[1:]}"
+        ) from None
     except TimeoutError:
         raise _CliError(
             f"the node at {_base(url)} did not answer within {_TIMEOUT_SECONDS:g} s"
@@ -127,8 +130,10 @@ def _read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read(_MAX_CHANGE_FILE)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _CliError(f"cannot read {what} {path}: {exc}") from None
+    except OSError as exc:
+        raise _CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise _CliError(f"cannot read {what} {path}: it is not UTF-8 text") from None
 
 
 def read_change_file(path: str) -> ValidatorSetChange:

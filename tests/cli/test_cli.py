@@ -327,3 +327,39 @@ def test_installed_console_script_verifies_offline(files: dict[str, Path]) -> No
     )
     assert bad.returncode == EXIT_INVALID
     assert bad.stderr.startswith("invalid: ") and "Traceback" not in bad.stderr
+
+
+def test_receipt_files_are_never_replaced_by_a_later_receipt(tmp_path: Path) -> None:
+    # Issue 11 item 3: a receipt proves the earliest moment; a later one never replaces it.
+    from ledger.cli import _save_receipt
+    from ledger.policy import parse_policy
+
+    ground, document = tmp_path / "ground", tmp_path / "decyzja.txt"
+    document.write_bytes(b"Decyzja 4/2026\n")
+    assert run("log", "init", str(ground), "--origin", ORIGIN).exit_code == EXIT_OK
+    assert run("log", "append", str(ground), str(document)).exit_code == EXIT_OK
+    receipt = Path(f"{document}.tlog-proof")
+    assert run("log", "prove", str(ground), str(document)).exit_code == EXIT_OK
+    early = receipt.read_text()
+    run("log", "append", str(ground), "--digest", "11" * 32)  # a later checkpoint, size 2
+    again = run("log", "prove", str(ground), str(document))
+    assert again.exit_code == EXIT_OK and receipt.read_text() == early
+    assert again.stdout.startswith(f"kept {receipt}: it already proves this file (index 0, tree "
+                                   "size 1, no later than ")
+    late_path = tmp_path / "late.tlog-proof"
+    assert run("log", "prove", str(ground), str(document), "--out", str(late_path)).exit_code == 0
+    late = late_path.read_text()
+    assert "\n2\n" in late and late != early
+    # A later receipt on disk is replaced by an earlier one, and that is said.
+    policy = parse_policy((ground / "trust-policy").read_text())
+    digest = hashlib.sha256(document.read_bytes()).digest()
+    outcome, message = _save_receipt(late_path, early, digest, policy, force=False)
+    assert outcome == "replaced" and late_path.read_text() == early
+    assert "with an earlier receipt (index 0, tree size 1" in message
+    # Garbage on disk is kept, reported; --force replaces it.
+    receipt.write_text("garbage\n")
+    refused = run("log", "prove", str(ground), str(document))
+    assert_clean_failure(refused, EXIT_ERROR)
+    assert receipt.read_text() == "garbage\n" and "--force" in refused.stderr
+    forced = run("log", "prove", str(ground), str(document), "--force")
+    assert forced.exit_code == EXIT_OK and receipt.read_text().startswith("c2sp.org/tlog-proof")
