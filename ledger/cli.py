@@ -15,6 +15,7 @@ traceback. The library below never reads a clock: commands pass the time in.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -182,9 +183,6 @@ class _LedgerGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             sys.exit(130)
-        except BrokenPipeError:  # `ledger ... | head`: the reader left, nothing to report
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (Python flushes it at exit)
-            sys.exit(EXIT_OK)
         sys.exit(status if isinstance(status, int) else EXIT_OK)
 
     def invoke(self, ctx: click.Context) -> object:
@@ -192,8 +190,14 @@ class _LedgerGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
             raise
+        except BrokenPipeError:
+            # `ledger status | head -1`: the reader has all it wanted. Exit 0 (as click would
+            # not), so that a pipeline under `set -o pipefail` does not fail for it.
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (closed at exit)
+            sys.exit(EXIT_OK)
         except VerificationError as exc:
             click.echo(f"invalid: {exc.diagnostics()}", err=True)
             sys.exit(EXIT_INVALID)

@@ -2,9 +2,11 @@
 
 ::
 
-    with LedgerClient("http://127.0.0.1:7101", token=os.environ["LEDGER_TOKEN"]) as client:
+    policy = parse_policy(Path("trust-policy").read_bytes())
+    with LedgerClient(os.environ["LEDGER_NODE"], token=read_token_file("client-token"),
+                      policy=policy) as client:
         [result] = client.anchor([hashlib.sha256(document).digest()])
-        Path("document.pdf.tlog-proof").write_text(result.receipt)
+    write_atomic("document.pdf.tlog-proof", result.receipt, replace=False)  # ledger.fileio
 
 Only digests leave the machine: the caller hashes its documents (SHA-256) and sends the 32-byte
 digests, hex-encoded. The API (issue 4, item 2):
