@@ -896,6 +896,7 @@ def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
         GENESIS_FILE,
         DevnetRunningError,
         check_ports_free,
+        devnet_ports,
         init_devnet,
         load_devnet,
         running_supervisor,
@@ -910,15 +911,10 @@ def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
         )
     if (root / GENESIS_FILE).exists():
         net = load_devnet(root)
-        check_ports_free(net)
+        check_ports_free(devnet_ports(net))
         return net
     # A fresh directory: check the ports it will use before writing anything.
-    probe = [(f"validator-{i + 1}", f"http://127.0.0.1:{base_port + i}") for i in range(nodes)]
-    from ledger.devnet import Devnet as _Devnet
-
-    check_ports_free(
-        _Devnet(directory=root.absolute(), genesis_hash="", configs=(), urls=tuple(probe))
-    )
+    check_ports_free(range(base_port, base_port + nodes))
     return init_devnet(root, nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms())
 
 
@@ -1002,10 +998,10 @@ def _devnet_foreground(
     # run in their own sessions, so the terminal's signal reaches only this process.
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, on_signal) for s in handled}
-    if not background and not exit_with_parent():
-        _fail(EXIT_ERROR, "the process that started the devnet is gone; not starting")
-    claim_pid_file(net.directory)
     try:
+        if not background and not exit_with_parent():
+            _fail(EXIT_ERROR, "the process that started the devnet is gone; not starting")
+        claim_pid_file(net.directory)
         supervisor = Supervisor(
             {name: node_command(path) for name, path in net.configs}, emit=emit, grace=grace
         )
@@ -1041,7 +1037,7 @@ def _devnet_foreground(
 def _devnet_detach(net: Devnet, *, grace: float, ready_timeout: float) -> None:
     import subprocess
 
-    from ledger.devnet import LOG_FILE, nodes_ready, ready_line, stop_supervisor
+    from ledger.devnet import LOG_FILE, ready_line, stop_supervisor
 
     log_path = net.directory / LOG_FILE
     command = [
@@ -1056,18 +1052,24 @@ def _devnet_detach(net: Devnet, *, grace: float, ready_timeout: float) -> None:
             )
     except OSError as exc:
         _fail(EXIT_ERROR, f"cannot start the devnet: {exc.strerror}")
-    deadline = time.monotonic() + ready_timeout
+    # The background supervisor says "devnet ready" in its log once every node is; wait for
+    # that line (one definition of ready), for the supervisor to stop, or for the time limit.
+    deadline = time.monotonic() + ready_timeout + 5
     while True:
         if child.poll() is not None:
             _fail(EXIT_ERROR, f"the devnet stopped while starting: {_last_line(log_path)} "
                               f"(whole log: {_shown_path(log_path)})")
-        if nodes_ready(net):
+        try:
+            logged = log_path.read_text("utf-8", errors="replace")
+        except OSError:
+            logged = ""
+        if "| devnet ready: " in logged:
             break
-        if time.monotonic() > deadline:
+        if "| not every node is ready" in logged or time.monotonic() > deadline:
             stop_supervisor(net.directory, timeout=grace + 10)
             _fail(EXIT_ERROR, f"the devnet was not ready after {ready_timeout:g} s and was "
                               f"stopped; see {_shown_path(log_path)}")
-        time.sleep(0.25)
+        time.sleep(0.1)
     click.echo(ready_line(net, relative_to=Path.cwd()))
     click.echo(f"running in the background (pid {child.pid}, log {_shown_path(log_path)}); "
                "`ledger devnet down` stops it")

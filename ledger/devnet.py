@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -71,6 +71,7 @@ __all__ = [
     "Supervisor",
     "check_ports_free",
     "claim_pid_file",
+    "devnet_ports",
     "exit_with_parent",
     "init_devnet",
     "load_devnet",
@@ -262,8 +263,13 @@ def _port_of(url: str) -> int | None:
         return None
 
 
-def check_ports_free(net: Devnet) -> None:
-    """Check that every node's port is free on 127.0.0.1 right now (before starting any node).
+def devnet_ports(net: Devnet) -> list[int]:
+    """The ports the nodes of ``net`` listen on (from their URLs)."""
+    return [port for _, url in net.urls if (port := _port_of(url)) is not None]
+
+
+def check_ports_free(ports: Iterable[int]) -> None:
+    """Check that every port is free on 127.0.0.1 right now (before starting any node).
 
     The probe binds as the node does (``SO_REUSEADDR``, so a port in TIME_WAIT after a devnet
     that just stopped counts as free, as it does for the node).
@@ -271,10 +277,7 @@ def check_ports_free(net: Devnet) -> None:
     Raises:
         DevnetRunningError: a port is in use, naming it and the likely cause.
     """
-    for _, url in net.urls:
-        port = _port_of(url)
-        if port is None:
-            continue
+    for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
