@@ -5,7 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint typecheck unit bench chaos fuzz devnet clean
+# `make devnet` runs DEVNET_DIR on 127.0.0.1 from DEVNET_PORT (ports DEVNET_PORT .. +3).
+DEVNET_DIR ?= devnet
+DEVNET_PORT ?= 7100
+
+.PHONY: install test lint typecheck unit bench chaos fuzz devnet clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +21,19 @@ $(VENV)/.installed-bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
+# The package (and the test tools) in .venv, without running anything: `. .venv/bin/activate`
+# then puts `ledger` on PATH. `make devnet` and `make test` do this first by themselves.
+install: $(STAMP)
+
 lint: $(STAMP)
 	$(PY) -m ruff check ledger tests bench
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# loadgroup: the tests that share one devnet (marked xdist_group) run in the same worker.
 unit: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test: lint typecheck unit
 
@@ -46,9 +55,10 @@ chaos: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) tests/hostile/fuzz_peer.py --messages 100000
 
-# A 4-validator cluster on 127.0.0.1 in the foreground (Ctrl-C stops it); state in ./devnet.
+# A 4-validator cluster on 127.0.0.1 in the foreground (Ctrl-C stops every node); state in
+# ./devnet. A second one, or any program on its ports, is refused with one line.
 devnet: $(STAMP)
-	$(PY) -m ledger.cli devnet up --dir devnet
+	@$(PY) -m ledger.cli devnet up --dir $(DEVNET_DIR) --base-port $(DEVNET_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

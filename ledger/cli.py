@@ -15,19 +15,22 @@ traceback. The library below never reads a clock: commands pass the time in.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from ledger import __version__
 from ledger.crypto import ValidatorKeys, read_key_file, write_key_file
 from ledger.errors import LedgerError, MalformedError, VerificationError
 from ledger.policy import parse_policy
@@ -140,13 +143,93 @@ def _utc(timestamp: int) -> str:
 # ---------------------------------------------------------------------------------- the group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _usage_line(exc: click.UsageError) -> str:
+    where = exc.ctx.command_path if exc.ctx is not None else "ledger"
+    return f"error: {where}: {exc.format_message()} (see '{where} --help')"
+
+
+class _LedgerGroup(click.Group):
+    """The top-level group: every failure ends as one line on stderr, never a traceback.
+
+    Click's own usage errors (a missing argument, an unknown option) are shortened to one line
+    with the command path; errors of our own that a command did not map itself, and operating
+    system errors, are mapped as :func:`_errors_to_exit` does. Anything else is a bug: one line
+    naming it, and the traceback only with ``LEDGER_DEBUG=1``. ``ledger node`` is the exception:
+    a node's own fault keeps its traceback for the operator's log.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            click.echo(_usage_line(exc), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:  # click's wrapper around a Ctrl-C (KeyboardInterrupt)
+            interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+            click.echo("interrupted" if interrupted else "aborted", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+        sys.exit(status if isinstance(status, int) else EXIT_OK)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise
+        except BrokenPipeError:
+            # `ledger status | head -1`: the reader has all it wanted. Exit 0 (as click would
+            # not), so that a pipeline under `set -o pipefail` does not fail for it.
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (closed at exit)
+            sys.exit(EXIT_OK)
+        except VerificationError as exc:
+            click.echo(f"invalid: {exc.diagnostics()}", err=True)
+            sys.exit(EXIT_INVALID)
+        except LedgerError as exc:
+            click.echo(f"error: {exc.diagnostics()}", err=True)
+            sys.exit(EXIT_ERROR)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            if ctx.invoked_subcommand == "node" or os.environ.get("LEDGER_DEBUG"):
+                raise
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {exc} (a bug; LEDGER_DEBUG=1 shows "
+                "where)",
+                err=True,
+            )
+            sys.exit(EXIT_ERROR)
+
+
+@click.group("ledger", cls=_LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ledger", message="%(prog)s %(version)s")
 def main() -> None:
     """Permissioned hash-ledger for document notarisation.
 
     Anchors SHA-256 digests of documents in an RFC 9162 Merkle log and issues receipts
     (c2sp.org/tlog-proof) that anyone can verify offline with the document and the published
     trust policy.
+
+    Commands that talk to a node take --node URL or LEDGER_NODE; those that anchor take the
+    client token from --token-file FILE, LEDGER_TOKEN_FILE or LEDGER_TOKEN.
     """
 
 
@@ -189,38 +272,48 @@ def hash_command(files: tuple[str, ...]) -> None:
     help="Policy chain (genesis validators and every validator-set change) instead of a single "
     "policy: the receipt is checked against the policy in force at its checkpoint.",
 )
-@click.option("--proof", "proof_path", required=True, metavar="FILE", help="Receipt (.tlog-proof).")
+@click.option(
+    "--proof",
+    "proof_path",
+    metavar="FILE",
+    help="Receipt (.tlog-proof) [default: FILE.tlog-proof, beside the document].",
+)
 @click.option(
     "--digest", "digest_hex", metavar="HEX", help="SHA-256 of the document, 64 hex digits."
 )
 @click.argument("file", required=False)
 @_errors_to_exit
 def verify_command(
-    policy_path: str | None, chain_path: str | None, proof_path: str, digest_hex: str | None,
-    file: str | None,
+    policy_path: str | None, chain_path: str | None, proof_path: str | None,
+    digest_hex: str | None, file: str | None,
 ) -> None:
     """Verify a receipt for a document FILE (or --digest) against a trust policy, offline.
 
     Give --policy, or --policy-chain (optionally pinned with --policy to the genesis policy).
-    Exit 0 if valid, 1 if invalid (with the reason), 2 if an input is unreadable or malformed.
+    The receipt is FILE.tlog-proof unless --proof names another. Exit 0 if valid, 1 if invalid
+    (with the reason), 2 if an input is unreadable or malformed.
     """
     from ledger.policy_chain import MAX_CHAIN_SIZE, parse_policy_chain, verify_receipt_with_chain
 
     if policy_path is None and chain_path is None:
         _fail(EXIT_ERROR, "give --policy FILE or --policy-chain FILE")
     digest = _digest_from(digest_hex, file)
+    if proof_path is None:
+        if file is None or file == "-":
+            _fail(EXIT_ERROR, "give --proof FILE (with --digest or stdin there is no FILE)")
+        proof_path = f"{file}.tlog-proof"
     policy = None
     if policy_path is not None:
-        policy_bytes = _read_bytes(policy_path, what="policy", limit=_MAX_POLICY_FILE)
-        try:
-            policy = parse_policy(policy_bytes)
-        except MalformedError as exc:
-            _fail(EXIT_ERROR, f"malformed policy {policy_path}: {exc.diagnostics()}")
+        policy = _load_policy_file(policy_path)
     proof_bytes = _read_bytes(proof_path, what="receipt", limit=MAX_RECEIPT_SIZE)
     try:
         if chain_path is None:
             assert policy is not None
-            result = verify_receipt(proof_bytes, policy, digest)
+            try:
+                result = verify_receipt(proof_bytes, policy, digest)
+            except VerificationError as exc:
+                reason = _explain_failure(proof_bytes, policy, digest, exc)
+                raise VerificationError(reason) from None
         else:
             chain_bytes = _read_bytes(chain_path, what="policy chain", limit=MAX_CHAIN_SIZE)
             try:
@@ -232,6 +325,7 @@ def verify_command(
         _fail(EXIT_ERROR, f"malformed receipt {proof_path}: {exc.diagnostics()}")
     click.echo("valid: the document is in the ledger")
     click.echo(f"  digest:       {digest.hex()}")
+    click.echo(f"  receipt:      {proof_path}")
     click.echo(f"  index:        {result.index}")
     click.echo(f"  tree size:    {result.size}")
     click.echo(f"  origin:       {result.origin}")
@@ -239,6 +333,78 @@ def verify_command(
         f"  cosignatures: {len(result.cosigners)} validators ({', '.join(result.cosigners)})"
     )
     click.echo(f"  time bound:   {_utc(result.time_bound)} (existed no later than this)")
+
+
+def _names(items: Iterable[str]) -> str:
+    listed = sorted(set(items))
+    return ", ".join(repr(n) for n in listed) if listed else "none"
+
+
+def _explain_failure(
+    proof: bytes, policy: Policy, digest: bytes, failure: VerificationError
+) -> str:
+    """A reason a person can act on, for a receipt that failed :func:`verify_receipt`.
+
+    The receipt is taken apart again to tell the three common cases apart: the document is not
+    the one anchored (the checkpoint verifies, the inclusion proof does not), the trust policy
+    is another ledger's (none of the receipt's signers is a key of the policy), or the
+    checkpoint itself was altered or falls short of the quorum (the library's own reason).
+    """
+    from ledger.checkpoint import open_checkpoint, parse_checkpoint_body
+    from ledger.merkle.hashing import leaf_hash
+    from ledger.merkle.proof import verify_inclusion
+    from ledger.note import parse_note
+    from ledger.receipt import parse_receipt
+
+    try:
+        receipt = parse_receipt(proof)
+        note = parse_note(receipt.checkpoint)
+        body = parse_checkpoint_body(note.text)
+    except MalformedError:
+        return failure.diagnostics()
+    try:
+        verify_inclusion(leaf_hash(digest), receipt.index, body.size, receipt.proof, body.root)
+    except VerificationError:
+        included = False
+    else:
+        included = True
+    known = {(v.name, v.key_id) for v in policy.verifiers()}
+    signers = [(s.name, s.key_id) for s in note.signatures]
+    if not any(signer in known for signer in signers):
+        expected_names = {v.name for v in policy.verifiers()}
+        found_names = {name for name, _ in signers}
+        if expected_names & found_names:
+            cause = (
+                "the names are the same but the keys differ: a trust policy of another chain "
+                "with the same validator names (for instance a devnet initialised again), or of "
+                "the validators before a key rotation (verify with --policy-chain)"
+            )
+        else:
+            cause = "the trust policy belongs to another ledger, or the receipt to another chain"
+        return (
+            "the receipt's checkpoint is signed by none of the keys in this trust policy: the "
+            f"policy expects log {_names(log.verifier.name for log in policy.logs)} and "
+            f"cosigners {_names(w.name for w in policy.quorum_witnesses())}; the receipt is "
+            f"signed by {_names(found_names)}. Likely cause: {cause}"
+        )
+    if not included:
+        try:
+            opened = open_checkpoint(note, policy.verifiers())
+            policy.evaluate((v.verifier for v in opened.note.verified), origin=body.origin)
+        except VerificationError:
+            return failure.diagnostics()  # the checkpoint itself fails: that is the news
+        return (
+            f"the document's digest {digest.hex()} does not match leaf {receipt.index} of the "
+            f"receipt (tree size {body.size}): the document is not the one anchored (it was "
+            "changed, or it is another file), or the receipt's proof lines were altered"
+        )
+    unknown = sorted({name for name, key in signers if (name, key) not in known})
+    if unknown and "quorum" in failure.diagnostics():
+        return (
+            f"{failure.diagnostics()}; signers the policy does not list: {', '.join(unknown)} "
+            "(a policy from before a validator-set change? verify with --policy-chain)"
+        )
+    return failure.diagnostics()
 
 
 # ----------------------------------------------------------------------------------- keys
@@ -316,10 +482,9 @@ def log_init(directory: str, origin: str, count: int, name_prefix: str) -> None:
         ValidatorKeys.generate(name=f"{name_prefix}{i}", origin=origin) for i in range(1, count + 1)
     ]
     policy_text = trust_policy(validators)
-    try:
-        (root / _KEYS_DIR).mkdir(parents=True, mode=0o700)
-    except OSError as exc:
-        _fail(EXIT_ERROR, f"cannot create {root / _KEYS_DIR}: {exc.strerror}")
+    from ledger.fileio import make_private_dir
+
+    make_private_dir(root / _KEYS_DIR)
     for i, keys in enumerate(validators, start=1):
         write_key_file(root / _KEYS_DIR / f"{i:03d}.key", keys)
     with _open_log(root, create=True):
@@ -354,17 +519,26 @@ def log_append(directory: str, files: tuple[str, ...], digests_hex: tuple[str, .
 @click.argument("file", required=False)
 @click.option("--digest", "digest_hex", metavar="HEX", help="Digest to prove, 64 hex digits.")
 @click.option("--out", "out_path", help="Receipt path [default: FILE.tlog-proof or HEX.tlog-proof]")
+@click.option("--force", is_flag=True,
+              help="Replace an existing file that is unreadable or not a receipt of FILE.")
 @_errors_to_exit
 def log_prove(
-    directory: str, file: str | None, digest_hex: str | None, out_path: str | None
+    directory: str, file: str | None, digest_hex: str | None, out_path: str | None, force: bool
 ) -> None:
-    """Write a receipt (.tlog-proof) for FILE or --digest from the latest checkpoint."""
+    """Write a receipt (.tlog-proof) for FILE or --digest from the latest checkpoint.
+
+    An existing receipt that proves an equal or earlier moment is kept as it is.
+    """
     digest = _digest_from(digest_hex, file)
-    with _open_log(Path(directory)) as log:
+    root = Path(directory)
+    with _open_log(root) as log:
         receipt = log.prove(digest)
+    policy = _load_policy_file(str(root / _POLICY_FILE))
     target = Path(out_path or f"{file if file is not None else digest.hex()}.tlog-proof")
-    _write_text(target, receipt)
-    click.echo(f"wrote {target}")
+    outcome, message = _save_receipt(target, receipt, digest, policy, force=force)
+    if outcome.startswith("refused"):
+        _fail(EXIT_INVALID if outcome == "refused" else EXIT_ERROR, message)
+    click.echo(message)
 
 
 @contextmanager
@@ -389,13 +563,16 @@ def _open_log(root: Path, *, create: bool = False) -> Iterator[LocalLog]:
         store.close()
 
 
-def _write_text(path: Path, text: str) -> None:
-    try:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        _fail(EXIT_ERROR, f"cannot write {path}: {exc.strerror}")
+def _write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write a file the CLI produces, atomically (:func:`ledger.fileio.write_atomic`).
+
+    Raises:
+        FileExistsRefused: ``replace`` is false and ``path`` exists.
+        FileWriteError: it cannot be written.
+    """
+    from ledger.fileio import write_atomic
+
+    write_atomic(path, text, replace=replace)
 
 
 # ================================================================================================
@@ -408,7 +585,6 @@ if TYPE_CHECKING:
     from ledger.devnet import Devnet
     from ledger.policy import Policy
 
-_TOKEN_ENV: Final = "LEDGER_TOKEN"
 _ANCHOR_BATCH: Final = 1_000
 _PROGRESS_MIN_FILES: Final = 20
 
@@ -580,13 +756,40 @@ def node_command(config_path: str, clock_skew_ms: int) -> None:
 
 
 # --------------------------------------------------------------------------------- status
+#
+# Every command that talks to a node takes --node URL or $LEDGER_NODE; those that anchor take
+# the client token from --token-file FILE, $LEDGER_TOKEN_FILE or $LEDGER_TOKEN (never from an
+# argument: it would show in `ps` and in the shell history).
+
+_NODE_HELP: Final = "Base URL of a node, e.g. http://127.0.0.1:7100."
+
+
+def _node_option(func: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--node", "node_url", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
+        help=_NODE_HELP,
+    )(func)
+
+
+def _token_file_option(func: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--token-file", envvar="LEDGER_TOKEN_FILE", show_envvar=True, metavar="FILE",
+        help="File holding the client bearer token. Without it the token is taken from "
+        "$LEDGER_TOKEN.",
+    )(func)
+
+
+def _node_url(node_url: str | None) -> str:
+    from ledger.client import resolve_node
+
+    return resolve_node(node_url)
 
 
 @main.command("status")
-@click.option("--node", "node_url", required=True, help="Base URL of a node.")
+@_node_option
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True)
 @_errors_to_exit
-def status_command(node_url: str, timeout: float) -> None:
+def status_command(node_url: str | None, timeout: float) -> None:
     """Show a node's readiness, consensus status, latest checkpoint and key metrics."""
     import json
 
@@ -594,7 +797,7 @@ def status_command(node_url: str, timeout: float) -> None:
     from ledger.client import LedgerClient, TransportError, parse_metrics
     from ledger.note import parse_note
 
-    with LedgerClient(node_url, timeout=timeout) as client:
+    with LedgerClient(_node_url(node_url), timeout=timeout) as client:
         try:
             ready = client.ready()
         except TransportError as exc:
@@ -637,10 +840,16 @@ def status_command(node_url: str, timeout: float) -> None:
 
 @main.group("devnet")
 def devnet_group() -> None:
-    """A local validator network on 127.0.0.1 for development."""
+    """A local validator network on 127.0.0.1 for development.
+
+    `ledger devnet up` runs it in the foreground (Ctrl-C stops every node), `up --detach` in
+    the background, `ledger devnet down` stops it.
+    """
 
 
-_devnet_dir = click.option("--dir", "directory", required=True, help="Devnet directory.")
+_devnet_dir = click.option(
+    "--dir", "directory", default="devnet", show_default=True, help="Devnet directory."
+)
 _devnet_nodes = click.option(
     "--nodes", type=click.IntRange(1, 64), default=4, show_default=True, help="Validators."
 )
@@ -667,12 +876,48 @@ def devnet_init(directory: str, nodes: int, base_port: int) -> None:
 
 
 def _echo_devnet(net: Devnet) -> None:
-    click.echo(f"devnet in {net.directory}: {len(net.configs)} nodes")
+    click.echo(f"devnet in {_shown_path(net.directory)}: {len(net.configs)} nodes")
     for name, url in net.urls:
         click.echo(f"  {name}  {url}")
     click.echo(f"genesis hash: {net.genesis_hash}")
-    click.echo(f"trust policy: {net.policy_file}")
-    click.echo(f"client token: {net.token_file}")
+    click.echo(f"trust policy: {_shown_path(net.policy_file)}")
+    click.echo(f"client token: {_shown_path(net.token_file)}")
+
+
+def _shown_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
+    """Load (or initialise) the devnet in DIRECTORY and check that it can start right now."""
+    from ledger.devnet import (
+        GENESIS_FILE,
+        DevnetRunningError,
+        check_ports_free,
+        devnet_ports,
+        init_devnet,
+        load_devnet,
+        running_supervisor,
+    )
+
+    root = Path(directory)
+    pid = running_supervisor(root.absolute())
+    if pid is not None:
+        raise DevnetRunningError(
+            f"a devnet is already running from {_shown_path(root)} (pid {pid}): "
+            "`ledger devnet down` stops it"
+        )
+    if (root / GENESIS_FILE).exists():
+        net = load_devnet(root)
+        check_ports_free(devnet_ports(net))
+        return net
+    # A fresh directory: check the ports it will use before writing anything.
+    check_ports_free(range(base_port, base_port + nodes))
+    return init_devnet(root, nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms())
 
 
 @devnet_group.command("up")
@@ -686,36 +931,62 @@ def _echo_devnet(net: Devnet) -> None:
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL when stopping.",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run in the background (log in DIR/devnet.log); stop it with `ledger devnet down`.",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for every node to be ready.",
+)
+# Set by --detach for the background supervisor it starts: that one outlives its parent.
+@click.option("--background", is_flag=True, hidden=True)
 @_errors_to_exit
-def devnet_up(directory: str, nodes: int, base_port: int, grace: float) -> None:
-    """Run every node of DIR in the foreground (initialising DIR first if needed).
+def devnet_up(
+    directory: str, nodes: int, base_port: int, grace: float, detach: bool,
+    ready_timeout: float, background: bool,
+) -> None:
+    """Run every node of DIR (initialising DIR first if needed) until Ctrl-C or SIGTERM.
 
-    The nodes' logs are merged into one stream, each line prefixed with the node's name. Ctrl-C
-    or SIGTERM stops every node (SIGTERM, then SIGKILL after --grace seconds).
+    The nodes' logs are merged into one stream, each line prefixed with the node's name, and
+    one "devnet ready" line says when every node is ready. Ctrl-C, SIGTERM, SIGHUP or
+    `ledger devnet down` stop every node (SIGTERM, then SIGKILL after --grace seconds). With
+    --detach it runs in the background and this command returns once the devnet is ready.
     """
+    net = _prepare_devnet(directory, nodes, base_port)
+    if detach:
+        _devnet_detach(net, grace=grace, ready_timeout=ready_timeout)
+    else:
+        _devnet_foreground(net, grace=grace, ready_timeout=ready_timeout, background=background)
+
+
+def _devnet_foreground(
+    net: Devnet, *, grace: float, ready_timeout: float, background: bool = False
+) -> None:
     import signal
     import threading
 
-    from ledger.devnet import GENESIS_FILE, Supervisor, init_devnet, load_devnet, node_command
-
-    root = Path(directory)
-    if (root / GENESIS_FILE).exists():
-        net = load_devnet(root)
-    else:
-        net = init_devnet(root, nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms())
-    _echo_devnet(net)
-    first_url = net.urls[0][1]
-    click.echo(
-        f"try:  ledger anchor --node {first_url} --token-file {net.token_file} FILE\n"
-        f"      ledger verify --policy {net.policy_file} --proof FILE.tlog-proof FILE"
+    from ledger.devnet import (
+        Supervisor,
+        claim_pid_file,
+        exit_with_parent,
+        node_command,
+        nodes_ready,
+        ready_line,
+        release_pid_file,
     )
+
     width = max(len(name) for name, _ in net.configs)
     palette = ("cyan", "green", "yellow", "magenta", "blue", "red")
     colors = {name: palette[i % len(palette)] for i, (name, _) in enumerate(net.configs)}
     color = sys.stdout.isatty()
 
     def emit(name: str, line: str) -> None:
-        prefix = f"{name:<{width}} |"
+        prefix = f"{name:<{max(width, 6)}} |"
         if color:
             prefix = click.style(prefix, fg=colors.get(name, "white"), bold=name == "devnet")
         click.echo(f"{prefix} {line}")
@@ -725,104 +996,467 @@ def devnet_up(directory: str, nodes: int, base_port: int, grace: float) -> None:
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Handlers first: a Ctrl-C from here on stops the nodes through the supervisor. The nodes
+    # run in their own sessions, so the terminal's signal reaches only this process.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
+        if not background and not exit_with_parent():
+            _fail(EXIT_ERROR, "the process that started the devnet is gone; not starting")
+        claim_pid_file(net.directory)
         supervisor = Supervisor(
             {name: node_command(path) for name, path in net.configs}, emit=emit, grace=grace
         )
+        supervisor.say(
+            f"starting {len(net.configs)} nodes from {_shown_path(net.directory)} "
+            f"(genesis {net.genesis_hash[:16]}); Ctrl-C stops them"
+        )
+
+        def watch() -> None:
+            deadline = time.monotonic() + ready_timeout
+            while not stop.wait(0.25):
+                if nodes_ready(net):
+                    supervisor.say(ready_line(net, relative_to=Path.cwd()))
+                    return
+                if time.monotonic() > deadline:
+                    supervisor.say(f"not every node is ready after {ready_timeout:g} s; "
+                                   "see the nodes' lines above")
+                    return
+
+        watcher = threading.Thread(target=watch, name="devnet-ready", daemon=True)
+        watcher.start()
         status = supervisor.run(stop)
+        stop.set()
+        watcher.join(timeout=5)
     finally:
+        release_pid_file(net.directory)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if status:
-        _fail(EXIT_ERROR, "a node exited on its own; see its log above")
+        _fail(EXIT_ERROR, "a node exited on its own; see its lines above")
+
+
+def _devnet_detach(net: Devnet, *, grace: float, ready_timeout: float) -> None:
+    import subprocess
+
+    from ledger.devnet import LOG_FILE, ready_line, stop_supervisor
+
+    log_path = net.directory / LOG_FILE
+    command = [
+        sys.executable, "-m", "ledger.cli", "devnet", "up", "--dir", str(net.directory),
+        "--grace", f"{grace:g}", "--ready-timeout", f"{ready_timeout:g}", "--background",
+    ]
+    try:
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command and the terminal
+            )
+    except OSError as exc:
+        _fail(EXIT_ERROR, f"cannot start the devnet: {exc.strerror}")
+    # The background supervisor says "devnet ready" in its log once every node is; wait for
+    # that line (one definition of ready), for the supervisor to stop, or for the time limit.
+    deadline = time.monotonic() + ready_timeout + 5
+    while True:
+        if child.poll() is not None:
+            _fail(EXIT_ERROR, f"the devnet stopped while starting: {_last_line(log_path)} "
+                              f"(whole log: {_shown_path(log_path)})")
+        try:
+            logged = log_path.read_text("utf-8", errors="replace")
+        except OSError:
+            logged = ""
+        if "| devnet ready: " in logged:
+            break
+        if "| not every node is ready" in logged or time.monotonic() > deadline:
+            stop_supervisor(net.directory, timeout=grace + 10)
+            _fail(EXIT_ERROR, f"the devnet was not ready after {ready_timeout:g} s and was "
+                              f"stopped; see {_shown_path(log_path)}")
+        time.sleep(0.1)
+    click.echo(ready_line(net, relative_to=Path.cwd()))
+    click.echo(f"running in the background (pid {child.pid}, log {_shown_path(log_path)}); "
+               "`ledger devnet down` stops it")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text("utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    for line in reversed(lines):
+        text = line.split("|", 1)[-1].strip()
+        if text.startswith(("error:", "invalid:")) or "error" in text.lower():
+            return text
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+@devnet_group.command("down")
+@_devnet_dir
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the nodes to stop before killing the supervisor.",
+)
+@_errors_to_exit
+def devnet_down(directory: str, timeout: float) -> None:
+    """Stop the devnet running from DIR (in the background or in another terminal)."""
+    from ledger.devnet import stop_supervisor
+
+    root = Path(directory).absolute()
+    pid = stop_supervisor(root, timeout=timeout)
+    if pid is None:
+        click.echo(f"no devnet is running from {_shown_path(root)}")
+    else:
+        click.echo(f"devnet stopped (supervisor pid {pid}, every node of {_shown_path(root)})")
 
 
 # --------------------------------------------------------------------------- anchor, proof
+#
+# Receipt files are never silently weakened (they prove the earliest moment the ledger can
+# show): an existing FILE.tlog-proof that verifies for FILE is kept byte for byte and FILE is not
+# sent again (which is also how an interrupted run resumes); one that does not verify is
+# reported and kept unless --force; a receipt replaces another only when it proves an earlier
+# moment. Every receipt is written atomically (ledger.fileio).
 
 
-def _resolve_token(token: str | None, token_file: str | None) -> str:
-    if token is not None and token_file is not None:
-        _fail(EXIT_ERROR, "give --token or --token-file, not both")
-    if token_file is not None:
-        token = _read_bytes(token_file, what="token file", limit=4096).decode("utf-8", "replace")
-        token = token.strip()
-    if not token:
-        _fail(EXIT_ERROR, f"a token is needed: --token, --token-file or ${_TOKEN_ENV}")
-    return token
+@dataclass(frozen=True)
+class _Existing:
+    """What an existing receipt file holds: ``valid`` with its moment, or a ``problem``."""
+
+    path: Path
+    valid: bool
+    problem: str = ""
+    malformed: bool = False
+    index: int = 0
+    size: int = 0
+    time_bound: int | None = None  # only when checked against a policy
+
+    def moment(self) -> str:
+        when = f", no later than {_utc(self.time_bound)}" if self.time_bound is not None else ""
+        return f"index {self.index}, tree size {self.size}{when}"
+
+
+def _examine_receipt(path: Path, digest: bytes, policy: Policy | None) -> _Existing | None:
+    """The state of the receipt file at ``path`` for ``digest``; None if there is none.
+
+    With a policy the receipt is fully verified; without one only its inclusion proof is
+    checked against its own checkpoint (enough to tell that it is this document's receipt,
+    not that the validators signed it).
+    """
+    from ledger.checkpoint import parse_checkpoint_body
+    from ledger.merkle.hashing import leaf_hash
+    from ledger.merkle.proof import verify_inclusion
+    from ledger.note import parse_note
+    from ledger.receipt import parse_receipt
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECEIPT_SIZE + 1)
+    except FileNotFoundError:
+        return None if not path.is_symlink() else _Existing(
+            path, valid=False, malformed=True, problem="it is a dangling symbolic link"
+        )
+    except OSError as exc:
+        return _Existing(path, valid=False, malformed=True, problem=f"unreadable: {exc.strerror}")
+    if len(data) > MAX_RECEIPT_SIZE:
+        return _Existing(path, valid=False, malformed=True, problem="too large for a receipt")
+    try:
+        if policy is not None:
+            try:
+                result = verify_receipt(data, policy, digest)
+            except VerificationError as exc:
+                return _Existing(
+                    path, valid=False, problem=_explain_failure(data, policy, digest, exc)
+                )
+            return _Existing(path, valid=True, index=result.index, size=result.size,
+                             time_bound=result.time_bound)
+        receipt = parse_receipt(data)
+        body = parse_checkpoint_body(parse_note(receipt.checkpoint).text)
+    except MalformedError as exc:
+        return _Existing(path, valid=False, malformed=True,
+                         problem=f"not a receipt: {exc.diagnostics()}")
+    try:
+        verify_inclusion(leaf_hash(digest), receipt.index, body.size, receipt.proof, body.root)
+    except VerificationError:
+        return _Existing(
+            path, valid=False,
+            problem=f"it is not a receipt of this file (digest {digest.hex()} is not its leaf "
+            f"{receipt.index}: another document, or the file changed since it was anchored)",
+        )
+    return _Existing(path, valid=True, index=receipt.index, size=body.size)
+
+
+def _moment_of(receipt: str, digest: bytes, policy: Policy | None) -> _Existing:
+    """A freshly fetched receipt, examined as :func:`_examine_receipt` examines a file."""
+    from ledger.checkpoint import parse_checkpoint_body
+    from ledger.note import parse_note
+    from ledger.receipt import parse_receipt
+
+    if policy is not None:
+        result = verify_receipt(receipt, policy, digest)
+        return _Existing(Path("-"), valid=True, index=result.index, size=result.size,
+                         time_bound=result.time_bound)
+    parsed = parse_receipt(receipt)
+    body = parse_checkpoint_body(parse_note(parsed.checkpoint).text)
+    return _Existing(Path("-"), valid=True, index=parsed.index, size=body.size)
+
+
+def _not_later(kept: _Existing, new: _Existing) -> bool:
+    """Whether the kept receipt proves a moment no later than the new one.
+
+    With a policy both carry a time bound; otherwise the checkpoint's tree size orders them (a
+    smaller tree of an append-only log was cosigned first).
+    """
+    if kept.time_bound is not None and new.time_bound is not None:
+        return (kept.time_bound, kept.size) <= (new.time_bound, new.size)
+    return kept.size <= new.size
+
+
+def _save_receipt(
+    target: Path, receipt: str, digest: bytes, policy: Policy | None, *, force: bool,
+    existing: _Existing | None = None, examined: bool = False,
+) -> tuple[str, str]:
+    """Write ``receipt`` to ``target`` unless that would weaken what is there.
+
+    Returns ``(outcome, message)``: outcome ``wrote``, ``kept`` (a valid receipt proving an
+    equal or earlier moment stays), ``replaced`` (the new one proves an earlier moment, or
+    --force over a broken file), or ``refused`` / ``refused-malformed`` (a file that does not
+    verify / does not parse, kept, without --force).
+
+    Raises:
+        FileWriteError: the receipt cannot be written.
+    """
+    from ledger.fileio import FileExistsRefused
+
+    if not examined:
+        existing = _examine_receipt(target, digest, policy)
+    if existing is None:
+        try:
+            _write_text(target, receipt, replace=False)
+            return "wrote", f"wrote {target}"
+        except FileExistsRefused:  # appeared meanwhile (another run): judge it like any other
+            existing = _examine_receipt(target, digest, policy)
+            if existing is None:
+                raise
+    if existing.valid:
+        new = _moment_of(receipt, digest, policy)
+        if _not_later(existing, new):
+            return "kept", (f"kept {target}: it already proves this file ({existing.moment()}), "
+                            "a moment no later than a new receipt would")
+        _write_text(target, receipt)
+        return "replaced", (f"replaced {target} ({existing.moment()}) with an earlier receipt "
+                            f"({new.moment()})")
+    if force:
+        _write_text(target, receipt)
+        return "replaced", f"replaced {target} (--force): {existing.problem}"
+    return ("refused-malformed" if existing.malformed else "refused"), (
+        f"{target} is kept as it is: {existing.problem}; check it, move it away or use --force "
+        "to replace it"
+    )
+
+
+def _expand_paths(paths: Sequence[str]) -> list[str]:
+    """The files named by PATHS: files as given, directories walked (in name order, skipping
+    hidden entries and receipts), patterns expanded with ``*``, ``?``, ``[...]`` and ``**``
+    (for lists longer than the shell's command line). Each file appears once.
+
+    Raises:
+        _Exit: a path that does not exist, or a pattern that matches no file.
+    """
+    import glob
+
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+
+    def walk(directory: str) -> None:
+        for root, dirs, names in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if not name.startswith(".") and not name.endswith(_RECEIPT_SUFFIX):
+                    add(os.path.join(root, name))
+
+    for path in paths:
+        if os.path.isdir(path):
+            walk(path)
+        elif os.path.exists(path) or path == "-":
+            if path == "-":
+                _fail(EXIT_ERROR, "ledger anchor needs files (a receipt is written beside each)")
+            add(path)
+        elif any(c in path for c in "*?["):
+            matches = sorted(glob.glob(path, recursive=True))
+            files = [m for m in matches if os.path.isfile(m) and not m.endswith(_RECEIPT_SUFFIX)]
+            for m in matches:
+                if os.path.isdir(m):
+                    walk(m)
+            if not files and not any(os.path.isdir(m) for m in matches):
+                _fail(EXIT_ERROR, f"no file matches {path}")
+            for m in files:
+                add(m)
+        else:
+            _fail(EXIT_ERROR, f"cannot read {path}: No such file or directory")
+    return found
+
+
+_RECEIPT_SUFFIX: Final = ".tlog-proof"
 
 
 @main.command("anchor")
-@click.option("--node", "node_url", required=True, help="Base URL of a node.")
-@click.option("--token", envvar=_TOKEN_ENV, help=f"Bearer token [env: {_TOKEN_ENV}].")
-@click.option("--token-file", help="File holding the bearer token.")
-@click.option("--policy", "policy_path", help="Trust policy: verify each receipt before saving.")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True)
-@click.argument("files", nargs=-1, required=True)
+@_node_option
+@_token_file_option
+@click.option(
+    "--policy", "policy_path", metavar="FILE",
+    help="Trust policy: verify every receipt (new and existing) against it.",
+)
+@click.option(
+    "--force", is_flag=True,
+    help="Replace an existing FILE.tlog-proof that is unreadable or not a receipt of FILE "
+    "(a valid receipt is never replaced by a later one).",
+)
+@click.option("--batch", type=click.IntRange(1, 10_000), default=_ANCHOR_BATCH,
+              show_default=True, help="Digests per request; receipts are saved after each.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Seconds to wait for one request.")
+@click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR|PATTERN...")
 @_errors_to_exit
 def anchor_command(
-    node_url: str,
-    token: str | None,
+    node_url: str | None,
     token_file: str | None,
     policy_path: str | None,
+    force: bool,
+    batch: int,
     timeout: float,
-    files: tuple[str, ...],
+    paths: tuple[str, ...],
 ) -> None:
-    """Anchor FILES and write FILE.tlog-proof next to each.
+    """Anchor files and write FILE.tlog-proof beside each.
 
-    Files are hashed here (SHA-256); only their digests are sent, in requests of up to 1,000.
+    Give files, directories (every file inside, hidden files and receipts skipped) or quoted
+    patterns ('scans/**/*.pdf'). Files are hashed here (SHA-256): only digests are sent, in
+    requests of --batch, and each receipt is saved as soon as its request returns.
+
+    A FILE.tlog-proof that already verifies for FILE is kept as it is and FILE is not sent
+    again, so a run that was interrupted resumes where it stopped. One that does not (another
+    document's receipt, an unreadable file) is reported and kept; --force replaces it. Exit 0
+    when every file has a valid receipt, 1 if a receipt on disk does not verify, 2 on errors.
+
+    The node is --node or $LEDGER_NODE; the token comes from --token-file,
+    $LEDGER_TOKEN_FILE or $LEDGER_TOKEN.
     """
-    from ledger.client import LedgerClient
+    from ledger.client import LedgerClient, resolve_token
 
-    secret = _resolve_token(token, token_file)
+    url = _node_url(node_url)
+    secret = resolve_token(token_file)
     policy = _load_policy_file(policy_path) if policy_path is not None else None
-    show = len(files) >= _PROGRESS_MIN_FILES
-    digests: list[bytes] = []
-    with click.progressbar(files, label="hashing", file=sys.stderr, hidden=not show) as bar:
+    files = _expand_paths(paths)
+    if not files:
+        _fail(EXIT_ERROR, f"no files to anchor in {' '.join(paths)}")
+    many = len(files) >= _PROGRESS_MIN_FILES
+    pending: list[tuple[str, bytes, _Existing | None]] = []
+    kept = refused_invalid = refused_malformed = 0
+    with click.progressbar(files, label="checking", file=sys.stderr, hidden=not many) as bar:
         for path in bar:
-            digests.append(_hash_file(path))
-    with (
-        LedgerClient(node_url, secret, timeout=timeout, policy=policy) as client,
-        click.progressbar(
-            length=len(files), label="anchoring", file=sys.stderr, hidden=not show
-        ) as bar,
-    ):
-        for start in range(0, len(files), _ANCHOR_BATCH):
-            chunk = slice(start, start + _ANCHOR_BATCH)
-            results = client.anchor(digests[chunk], wait=True)
-            for path, result in zip(files[chunk], results, strict=True):
-                assert result.receipt is not None  # wait=True returns receipts or raises
-                target = Path(f"{path}.tlog-proof")
-                _write_text(target, result.receipt)
-                if not show:
-                    click.echo(f"{result.index}  {result.digest.hex()}  {path} -> {target}")
-            bar.update(len(results))
-    if show:
-        click.echo(f"anchored {len(files)} files; receipts written as FILE.tlog-proof")
+            digest = _hash_file(path)
+            existing = _examine_receipt(Path(path + _RECEIPT_SUFFIX), digest, policy)
+            if existing is not None and existing.valid:
+                kept += 1
+                if not many:
+                    click.echo(f"kept {existing.path}: a valid receipt of {path} "
+                               f"({existing.moment()}); not sent again")
+            elif existing is not None and not force:
+                if existing.malformed:
+                    refused_malformed += 1
+                else:
+                    refused_invalid += 1
+                click.echo(f"error: {existing.path} is kept as it is and {path} was not "
+                           f"anchored: {existing.problem} (--force replaces it)", err=True)
+            else:
+                pending.append((path, digest, existing))
+    written = 0
+    write_failures = 0
+    if pending:
+        with (
+            LedgerClient(url, secret, timeout=timeout, policy=policy) as client,
+            click.progressbar(length=len(pending), label="anchoring", file=sys.stderr,
+                              hidden=not many) as bar,
+        ):
+            for start in range(0, len(pending), batch):
+                chunk = pending[start : start + batch]
+                results = client.anchor([d for _, d, _ in chunk], wait=True, batch_size=batch)
+                for (path, digest, existing), result in zip(chunk, results, strict=True):
+                    assert result.receipt is not None  # wait=True returns receipts or raises
+                    target = Path(path + _RECEIPT_SUFFIX)
+                    try:
+                        outcome, message = _save_receipt(
+                            target, result.receipt, digest, policy, force=force,
+                            existing=existing, examined=existing is not None,
+                        )
+                    except LedgerError as exc:
+                        write_failures += 1
+                        click.echo(f"error: {exc.diagnostics()}", err=True)
+                        continue
+                    if outcome == "kept":
+                        kept += 1
+                    elif outcome.startswith("refused"):
+                        if outcome == "refused":
+                            refused_invalid += 1
+                        else:
+                            refused_malformed += 1
+                        click.echo(f"error: {message}", err=True)
+                    else:
+                        written += 1
+                    if not many and not outcome.startswith("refused"):
+                        click.echo(f"{result.index}  {result.digest.hex()}  {path} -> {target}"
+                                   if outcome == "wrote" else message)
+                bar.update(len(chunk))
+    if many:
+        click.echo(f"anchored {written} files (receipts written as FILE{_RECEIPT_SUFFIX}); "
+                   f"kept {kept} existing receipts")
+    if write_failures or refused_malformed:
+        sys.exit(EXIT_ERROR)
+    if refused_invalid:
+        sys.exit(EXIT_INVALID)
 
 
 @main.command("proof")
 @click.argument("digest_hex", metavar="DIGEST")
-@click.option("--node", "node_url", required=True, help="Base URL of a node.")
-@click.option("--out", "out_path", help="Write the receipt here [default: stdout].")
-@click.option("--policy", "policy_path", help="Trust policy: verify the receipt first.")
+@_node_option
+@click.option("--out", "out_path", metavar="FILE",
+              help="Write the receipt here [default: stdout]. An existing receipt of DIGEST "
+              "that proves an equal or earlier moment is kept.")
+@click.option("--policy", "policy_path", metavar="FILE",
+              help="Trust policy: verify the receipt first.")
+@click.option("--force", is_flag=True,
+              help="With --out: replace a file that is unreadable or not a receipt of DIGEST.")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True)
 @_errors_to_exit
 def proof_command(
-    digest_hex: str, node_url: str, out_path: str | None, policy_path: str | None, timeout: float
+    digest_hex: str, node_url: str | None, out_path: str | None, policy_path: str | None,
+    force: bool, timeout: float,
 ) -> None:
-    """Fetch the receipt (.tlog-proof) of an anchored DIGEST (64 hex digits)."""
+    """Fetch the receipt (.tlog-proof) of an anchored DIGEST (64 hex digits).
+
+    The node is --node or $LEDGER_NODE.
+    """
     from ledger.client import LedgerClient, parse_digest
 
     digest = parse_digest(digest_hex)
+    url = _node_url(node_url)
     policy = _load_policy_file(policy_path) if policy_path is not None else None
-    with LedgerClient(node_url, timeout=timeout, policy=policy) as client:
+    with LedgerClient(url, timeout=timeout, policy=policy) as client:
         receipt = client.proof(digest)
     if out_path is None:
         click.echo(receipt, nl=False)
-    else:
-        _write_text(Path(out_path), receipt)
-        click.echo(f"wrote {out_path}", err=True)
+        return
+    outcome, message = _save_receipt(Path(out_path), receipt, digest, policy, force=force)
+    if outcome.startswith("refused"):
+        _fail(EXIT_INVALID if outcome == "refused" else EXIT_ERROR, message)
+    click.echo(message, err=True)
 
 
 # ------------------------------------------------------------------------------- simulate

@@ -2,9 +2,11 @@
 
 ::
 
-    with LedgerClient("http://127.0.0.1:7101", token=os.environ["LEDGER_TOKEN"]) as client:
+    policy = parse_policy(Path("trust-policy").read_bytes())
+    with LedgerClient(os.environ["LEDGER_NODE"], token=read_token_file("client-token"),
+                      policy=policy) as client:
         [result] = client.anchor([hashlib.sha256(document).digest()])
-        Path("document.pdf.tlog-proof").write_text(result.receipt)
+    write_atomic("document.pdf.tlog-proof", result.receipt, replace=False)  # ledger.fileio
 
 Only digests leave the machine: the caller hashes its documents (SHA-256) and sends the 32-byte
 digests, hex-encoded. The API (issue 4, item 2):
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,7 +65,7 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from ledger.errors import LedgerError, MalformedError, NotFoundError
+from ledger.errors import ConfigError, LedgerError, MalformedError, NotFoundError
 from ledger.merkle.hashing import HASH_SIZE
 from ledger.policy import Policy
 from ledger.receipt import MAX_RECEIPT_SIZE, verify_receipt
@@ -71,6 +74,9 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT",
     "MAX_DIGESTS_PER_REQUEST",
+    "NODE_ENV",
+    "TOKEN_ENV",
+    "TOKEN_FILE_ENV",
     "AnchorResult",
     "BadRequestError",
     "BadResponseError",
@@ -85,6 +91,9 @@ __all__ = [
     "UnavailableError",
     "parse_digest",
     "parse_metrics",
+    "read_token_file",
+    "resolve_node",
+    "resolve_token",
 ]
 
 #: The API accepts 1 to 10,000 digests per request (issue 4, item 2).
@@ -95,6 +104,14 @@ DEFAULT_BATCH_SIZE: Final = 1_000
 DEFAULT_TIMEOUT: Final = 60.0
 #: A response larger than this is refused (10,000 receipts of a few KiB fit easily).
 MAX_RESPONSE_SIZE: Final = 128 * 1024 * 1024
+
+#: Where the CLI and other tools look for the node and the client token (``ledger anchor``,
+#: ``proof``, ``status``, ``validators``, ``eod``); see :func:`resolve_node`,
+#: :func:`resolve_token`.
+NODE_ENV: Final = "LEDGER_NODE"
+TOKEN_ENV: Final = "LEDGER_TOKEN"
+TOKEN_FILE_ENV: Final = "LEDGER_TOKEN_FILE"
+MAX_TOKEN_FILE: Final = 4096
 
 _USER_AGENT: Final = "ledger-client/1"
 
@@ -355,12 +372,20 @@ class LedgerClient:
                 # one. Safe for every request of this API (anchoring is idempotent).
                 if reused and attempt == 1:
                     continue
-                raise TransportError(f"{url}: connection lost ({exc})") from None
+                raise TransportError(
+                    f"the node at {self.base_url} closed the connection ({method} {path}): "
+                    f"{_reason(exc)}"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if isinstance(exc, TimeoutError):
-                    raise TransportError(f"{url}: timed out after {self._timeout} s") from None
-                raise TransportError(f"{url}: {exc}") from None
+                    raise TransportError(
+                        f"the node at {self.base_url} did not answer {method} {path} within "
+                        f"{self._timeout:g} s"
+                    ) from None
+                raise TransportError(
+                    f"cannot reach the node at {self.base_url}: {_reason(exc)}"
+                ) from None
             if len(data) > MAX_RESPONSE_SIZE:
                 self.close()
                 raise BadResponseError(f"{url}: response larger than {MAX_RESPONSE_SIZE} bytes")
@@ -535,6 +560,77 @@ class LedgerClient:
             HttpError, TransportError, BadResponseError: as :meth:`checkpoint`.
         """
         return self._get_text("/metrics", accept="text/plain")
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS or HTTP error as a short phrase: "connection refused", "name not known"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLError):
+        text = f"TLS: {exc.reason or text}"
+    return text[:1].lower() + text[1:]
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The bearer token held in a file: its one line, surrounding whitespace stripped.
+
+    Raises:
+        ConfigError: the file is unreadable, larger than 4 KiB, not UTF-8, empty, or holds
+            more than one line.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise ConfigError(f"token file {path} is larger than {MAX_TOKEN_FILE} bytes")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {path} is not UTF-8 text") from None
+    if not token or "\n" in token or "\r" in token:
+        raise ConfigError(f"token file {path} must hold exactly one line, the token")
+    return token
+
+
+def resolve_token(
+    token_file: str | None,
+    *,
+    token_env: str = TOKEN_ENV,
+    file_env: str = TOKEN_FILE_ENV,
+    option: str = "--token-file",
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The bearer token: from ``token_file`` if given, else from the file named by
+    ``$file_env``, else the value of ``$token_env``. Never from a command-line argument: that
+    would show the secret in ``ps`` and in the shell history.
+
+    Raises:
+        ConfigError: none of the three is set, or the file does not hold a token.
+    """
+    env = os.environ if environ is None else environ
+    if token_file:
+        return read_token_file(token_file)
+    if env.get(file_env):
+        return read_token_file(env[file_env])
+    token = env.get(token_env, "").strip()
+    if token:
+        return token
+    raise ConfigError(f"a token is needed: {option} FILE, or ${file_env}, or ${token_env}")
+
+
+def resolve_node(url: str | None) -> str:
+    """The node's base URL given by ``--node`` or ``$LEDGER_NODE`` (click passes either here).
+
+    Raises:
+        ConfigError: neither is set.
+    """
+    if not url:
+        raise ConfigError(f"which node? give --node URL or set {NODE_ENV}=URL")
+    return url
 
 
 def _json_object(data: bytes, url: str) -> dict[str, Any]:

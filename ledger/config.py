@@ -175,28 +175,17 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, with ``mode``.
+    """Write ``text`` to ``path`` atomically with ``mode`` (:func:`ledger.fileio.write_atomic`).
 
     Raises:
         ConfigError: the file cannot be written.
     """
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    from ledger.fileio import FileWriteError, write_atomic
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
+        write_atomic(path, text, mode=mode)
+    except FileWriteError as exc:
+        raise ConfigError(exc.diagnostics()) from None
 
 
 def hash_token(token: str) -> str:

@@ -9,6 +9,10 @@ directory, so that ``ledger devnet up`` (and ``make devnet``) start it from a fr
     D/keys/validator-N.key    each validator's key file (directory 0700, files 0600)
     D/nodes/validator-N.toml  each node's config; it stores only the token's SHA-256
     D/data/validator-N/       each node's store (created by the node)
+    D/devnet.pid              the pid of the running ``devnet up`` supervisor (while it runs)
+    D/devnet.log              the merged log of a devnet started with ``devnet up --detach``
+
+Every directory is created with mode 0700, whatever the umask.
 
 Node ``N`` (1-based) listens on ``base_port + N - 1``. Every path inside the configs is relative
 to the config file, so the directory can be moved as a whole. All keys sit in one directory on
@@ -36,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -55,19 +59,32 @@ from ledger.config import (
 )
 from ledger.crypto import ValidatorKeys, write_key_file
 from ledger.errors import ConfigError
+from ledger.fileio import FileWriteError, make_private_dir
 
 __all__ = [
     "DEFAULT_BASE_PORT",
     "DEFAULT_CHAIN_ID",
+    "DEFAULT_DIRECTORY",
     "DEFAULT_ORIGIN",
     "Devnet",
+    "DevnetRunningError",
     "Supervisor",
+    "check_ports_free",
+    "claim_pid_file",
+    "devnet_ports",
+    "exit_with_parent",
     "init_devnet",
     "load_devnet",
     "node_command",
+    "nodes_ready",
+    "ready_line",
+    "release_pid_file",
+    "running_supervisor",
+    "stop_supervisor",
 ]
 
 DEFAULT_BASE_PORT: Final = 7100
+DEFAULT_DIRECTORY: Final = "devnet"
 DEFAULT_CHAIN_ID: Final = "ledger-devnet"
 DEFAULT_ORIGIN: Final = "devnet.ledger.localhost/log"
 MAX_DEVNET_NODES: Final = 64
@@ -78,6 +95,8 @@ TOKEN_FILE: Final = "client-token"
 KEYS_DIR: Final = "keys"
 NODES_DIR: Final = "nodes"
 DATA_DIR: Final = "data"
+PID_FILE: Final = "devnet.pid"
+LOG_FILE: Final = "devnet.log"
 
 
 
@@ -153,13 +172,13 @@ def init_devnet(
     directory = directory.absolute()
     if (directory / GENESIS_FILE).exists() or (directory / KEYS_DIR).exists():
         raise ConfigError(f"{directory} already holds a devnet; remove it to start afresh")
+    # Every directory 0700 whatever the umask: the keys and the client token are secrets, and
+    # whoever can write into the configs or the trust policy decides what the devnet trusts.
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / KEYS_DIR).mkdir(mode=0o700)
-        (directory / NODES_DIR).mkdir(exist_ok=True)
-        (directory / DATA_DIR).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the devnet directories in {directory}: {exc}") from None
+        for sub in (directory, directory / KEYS_DIR, directory / NODES_DIR, directory / DATA_DIR):
+            make_private_dir(sub)
+    except FileWriteError as exc:
+        raise ConfigError(f"cannot create the devnet directories: {exc.diagnostics()}") from None
 
     keys = [
         ValidatorKeys.generate(name=f"validator-{i}", origin=origin) for i in range(1, nodes + 1)
@@ -229,6 +248,164 @@ def load_devnet(directory: Path) -> Devnet:
     )
 
 
+class DevnetRunningError(ConfigError):
+    """A devnet already runs from this directory, or a port it needs is taken."""
+
+    code = "devnet_running"
+
+
+def _port_of(url: str) -> int | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def devnet_ports(net: Devnet) -> list[int]:
+    """The ports the nodes of ``net`` listen on (from their URLs)."""
+    return [port for _, url in net.urls if (port := _port_of(url)) is not None]
+
+
+def check_ports_free(ports: Iterable[int]) -> None:
+    """Check that every port is free on 127.0.0.1 right now (before starting any node).
+
+    The probe binds as the node does (``SO_REUSEADDR``, so a port in TIME_WAIT after a devnet
+    that just stopped counts as free, as it does for the node).
+
+    Raises:
+        DevnetRunningError: a port is in use, naming it and the likely cause.
+    """
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise DevnetRunningError(
+                    f"port {port} is in use: is a devnet already running? `ledger devnet down`"
+                ) from None
+
+
+def _is_devnet_process(pid: int) -> bool:
+    """Whether ``pid`` is alive and (where /proc tells) a ``devnet up`` supervisor."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # another user's process: not ours to report or to stop
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        words = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc/self").exists()  # no /proc here: trust the live pid
+    return b"devnet" in words and b"up" in words
+
+
+def running_supervisor(directory: Path) -> int | None:
+    """The pid of the ``devnet up`` supervisor running from ``directory``, if one is.
+
+    A pid file left by a supervisor that was killed (or a pid reused by another process) is
+    ignored.
+    """
+    try:
+        text = (directory / PID_FILE).read_text(encoding="ascii").strip()
+        pid = int(text)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return pid if pid > 0 and _is_devnet_process(pid) else None
+
+
+def claim_pid_file(directory: Path) -> None:
+    """Record this process as the devnet's supervisor in ``directory/devnet.pid``.
+
+    Raises:
+        DevnetRunningError: another live supervisor holds it.
+        ConfigError: the file cannot be written.
+    """
+    from ledger.fileio import FileExistsRefused, write_atomic
+
+    path = directory / PID_FILE
+    for _ in range(2):
+        try:
+            write_atomic(path, f"{os.getpid()}\n", replace=False)
+            return
+        except FileExistsRefused:
+            other = running_supervisor(directory)
+            if other is not None and other != os.getpid():
+                raise DevnetRunningError(
+                    f"a devnet is already running from {directory} (pid {other}): "
+                    "`ledger devnet down`"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its supervisor is gone
+        except FileWriteError as exc:
+            raise ConfigError(exc.diagnostics()) from None
+    raise DevnetRunningError(f"{path} keeps reappearing: is another devnet starting?")
+
+
+def release_pid_file(directory: Path) -> None:
+    """Remove ``directory/devnet.pid`` if it names this process."""
+    path = directory / PID_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text(encoding="ascii").strip()) == os.getpid():
+            path.unlink()
+
+
+def nodes_ready(net: Devnet, *, timeout: float = 1.0) -> bool:
+    """Whether every node answers ``/readyz`` with 200 right now."""
+    from ledger.client import LedgerClient
+
+    for _, url in net.urls:
+        try:
+            with LedgerClient(url, timeout=timeout) as client:
+                if not client.ready():
+                    return False
+        except Exception:  # any answer but "ready" means not ready yet
+            return False
+    return True
+
+
+def ready_line(net: Devnet, *, relative_to: Path | None = None) -> str:
+    """The one line that says the devnet is up: node URLs, token file, trust policy."""
+
+    def shown(path: Path) -> str:
+        if relative_to is not None:
+            with contextlib.suppress(ValueError):
+                return str(path.relative_to(relative_to.absolute()))
+        return str(path)
+
+    urls = " ".join(url for _, url in net.urls)
+    return (
+        f"devnet ready: {urls}; token file {shown(net.token_file)}; "
+        f"trust policy {shown(net.policy_file)}"
+    )
+
+
+def stop_supervisor(directory: Path, *, timeout: float) -> int | None:
+    """Stop the devnet running from ``directory``: SIGTERM to its supervisor, which stops its
+    nodes; SIGKILL after ``timeout`` seconds (the nodes then get SIGTERM from the kernel, see
+    :func:`_die_with_parent`). Returns the supervisor's pid, or None if none was running."""
+    pid = running_supervisor(directory)
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _is_devnet_process(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        if running_supervisor(directory) is None:
+            (directory / PID_FILE).unlink()
+    return pid
+
+
 def node_command(config_file: Path) -> list[str]:
     """The command that runs one node: this interpreter, ``-m ledger.cli node --config F``.
 
@@ -251,6 +428,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def exit_with_parent() -> bool:
+    """Ask the kernel to send this process SIGTERM when its parent dies (Linux; elsewhere a
+    no-op). Used by a foreground ``devnet up``: when ``make devnet`` or the shell running it is
+    killed, even by SIGKILL, the supervisor still stops its nodes.
+
+    Returns False if the parent is already gone (the caller should stop at once).
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        _die_with_parent()
+    return parent != 1 and os.getppid() == parent
 
 
 @dataclass
@@ -292,6 +482,10 @@ class Supervisor:
     def _emit(self, name: str, line: str) -> None:
         with self._lock:
             self._emit_fn(name, line)
+
+    def say(self, line: str) -> None:
+        """Emit one of the supervisor's own lines (name ``devnet``), between the nodes' lines."""
+        self._emit("devnet", line)
 
     def _pump(self, name: str, stream: IO[bytes]) -> None:
         with stream:

@@ -5,8 +5,12 @@ A change travels as a small JSON file between the operators of the institutions:
     ledger validators propose --genesis genesis.json --node URL --rotate v2 \\
         --vkeys-file v2-new.vkeys --effective-height 1200 --out change.json
     ledger validators approve change.json --key v1.key      # each of a quorum, in turn
-    ledger validators submit change.json --node URL --token ADMIN_TOKEN
+    ledger validators submit change.json --node URL --admin-token-file admin-token
     ledger validators policy-chain --node URL --genesis genesis.json --out chain.txt
+
+``--node`` may be left out when ``$LEDGER_NODE`` is set. The operator (admin) token is read from
+``--admin-token-file``, ``$LEDGER_ADMIN_TOKEN_FILE`` or ``$LEDGER_ADMIN_TOKEN``, never from an
+argument, which ``ps`` and the shell history would show.
 
 ``propose`` builds the unsigned change against the node's *current* validator set, which it
 takes from the node's policy chain after verifying that chain from the local genesis (so a
@@ -26,9 +30,9 @@ import base64
 import binascii
 import functools
 import json
-import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any, Final, ParamSpec, TypeVar
@@ -77,8 +81,25 @@ def _http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None
             return response.status, response.read(limit + 1)[:limit]
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(64 * 1024)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _CliError(f"cannot reach {url}: {exc}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, OSError):
+            reason = reason.strerror or type(reason).__name__
+        text = str(reason)
+        raise _CliError(
+            f"cannot reach the node at {_base(url)}: {text[:1].lower()}{text[1:]}"
+        ) from None
+    except TimeoutError:
+        raise _CliError(
+            f"the node at {_base(url)} did not answer within {_TIMEOUT_SECONDS:g} s"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise _CliError(f"cannot reach the node at {_base(url)}: {exc}") from None
+
+
+def _base(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def fetch_policy_chain(node: str, *, genesis_path: str | None) -> PolicyChain:
@@ -91,7 +112,7 @@ def fetch_policy_chain(node: str, *, genesis_path: str | None) -> PolicyChain:
     """
     status, body = _http(node.rstrip("/") + "/v1/policy-chain")
     if status != 200:
-        raise _CliError(f"GET /v1/policy-chain answered {status}: {body[:200]!r}")
+        raise _CliError(f"GET /v1/policy-chain answered {status}: {_error_text(body)}")
     chain = parse_policy_chain(body)
     verify_policy_chain(chain)
     if genesis_path is not None:
@@ -109,8 +130,10 @@ def _read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read(_MAX_CHANGE_FILE)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _CliError(f"cannot read {what} {path}: {exc}") from None
+    except OSError as exc:
+        raise _CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise _CliError(f"cannot read {what} {path}: it is not UTF-8 text") from None
 
 
 def read_change_file(path: str) -> ValidatorSetChange:
@@ -183,7 +206,8 @@ def validators_group() -> None:
 @validators_group.command("propose")
 @click.option("--genesis", "genesis_path", required=True, metavar="FILE",
               help="The chain's genesis (the node's policy chain is verified from it).")
-@click.option("--node", required=True, metavar="URL", help="A node of the chain.")
+@click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
+              help="A node of the chain.")
 @click.option("--add", "add_vkeys", metavar="VKEYS_FILE", help="Add this validator.")
 @click.option("--remove", "remove_name", metavar="NAME", help="Remove this validator.")
 @click.option("--rotate", "rotate_name", metavar="NAME",
@@ -194,7 +218,7 @@ def validators_group() -> None:
                    "will carry the change).")
 @click.option("--out", "out_path", required=True, metavar="FILE", help="Change file to write.")
 @_exit_on_errors
-def propose(genesis_path: str, node: str, add_vkeys: str | None, remove_name: str | None,
+def propose(genesis_path: str, node: str | None, add_vkeys: str | None, remove_name: str | None,
             rotate_name: str | None, vkeys_file: str | None, effective_height: int,
             out_path: str) -> None:
     """Write an unsigned change of the node's current validator set."""
@@ -203,7 +227,9 @@ def propose(genesis_path: str, node: str, add_vkeys: str | None, remove_name: st
         raise click.UsageError("give exactly one of --add, --remove, --rotate")
     if (rotate_name is None) != (vkeys_file is None):
         raise click.UsageError("--vkeys-file goes with --rotate (and only with it)")
-    chain = fetch_policy_chain(node, genesis_path=genesis_path)
+    from ledger.client import resolve_node
+
+    chain = fetch_policy_chain(resolve_node(node), genesis_path=genesis_path)
     roster = _current_roster(chain)
     if add_vkeys is not None:
         op = ChangeOp.add(_info_from_vkeys(add_vkeys))
@@ -241,38 +267,58 @@ def approve(change_file: str, key_file: str) -> None:
 
 @validators_group.command("submit")
 @click.argument("change_file")
-@click.option("--node", required=True, metavar="URL", help="A node of the chain.")
-@click.option("--token", default=None, metavar="TOKEN",
-              help="Operator (admin) bearer token; default $LEDGER_ADMIN_TOKEN.")
+@click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
+              help="A node of the chain.")
+@click.option("--admin-token-file", envvar="LEDGER_ADMIN_TOKEN_FILE", show_envvar=True,
+              metavar="FILE",
+              help="File holding the operator (admin) token; without it the token is taken from "
+                   "$LEDGER_ADMIN_TOKEN.")
 @_exit_on_errors
-def submit(change_file: str, node: str, token: str | None) -> None:
-    """Submit an approved change to a node (it gossips it to the others)."""
-    token = token or os.environ.get("LEDGER_ADMIN_TOKEN")
-    if not token:
-        raise click.UsageError("give --token or set LEDGER_ADMIN_TOKEN")
+def submit(change_file: str, node: str | None, admin_token_file: str | None) -> None:
+    """Submit an approved change to a node (it gossips it to the others).
+
+    Sends POST /v1/admin/validator-changes with the operator token of a [[clients]] entry that
+    has admin = true.
+    """
+    from ledger.client import resolve_node, resolve_token
+
+    url = resolve_node(node)
+    token = resolve_token(admin_token_file, token_env="LEDGER_ADMIN_TOKEN",
+                          file_env="LEDGER_ADMIN_TOKEN_FILE", option="--admin-token-file")
     change = read_change_file(change_file)
     body = json.dumps({"change": base64.b64encode(change.encode()).decode("ascii")})
-    status, answer = _http(node.rstrip("/") + "/v1/admin/validator-changes",
+    status, answer = _http(url.rstrip("/") + "/v1/admin/validator-changes",
                            data=body.encode(), headers={
                                "Authorization": f"Bearer {token}",
                                "Content-Type": "application/json"}, limit=64 * 1024)
     if status == 422:
-        text = answer[:300].decode(errors="replace")
-        raise VerificationError(f"the node refused the change: {text}")
+        raise VerificationError(f"the node refused the change: {_error_text(answer)}")
     if status != 202:
-        raise _CliError(f"the node answered {status}: {answer[:300].decode(errors='replace')}")
+        raise _CliError(f"the node answered {status}: {_error_text(answer)}")
     click.echo(f"change {change.change_id.hex()[:16]} pending, effective at height "
                f"{change.effective_height}")
 
 
+def _error_text(answer: bytes) -> str:
+    """The message of an error body ``{"error": {"code", "message"}}``, or its first bytes."""
+    try:
+        error = json.loads(answer)["error"]
+        return f"{error['code']}: {error['message']}"[:300]
+    except (ValueError, KeyError, TypeError):
+        return answer[:300].decode(errors="replace").replace("\n", " ")
+
+
 @validators_group.command("policy-chain")
-@click.option("--node", required=True, metavar="URL", help="A node of the chain.")
+@click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
+              help="A node of the chain.")
 @click.option("--genesis", "genesis_path", default=None, metavar="FILE",
               help="Check that the chain starts from this genesis.")
 @click.option("--out", "out_path", required=True, metavar="FILE", help="File to write.")
 @_exit_on_errors
-def policy_chain(node: str, genesis_path: str | None, out_path: str) -> None:
+def policy_chain(node: str | None, genesis_path: str | None, out_path: str) -> None:
     """Fetch and verify the node's policy chain (for ledger verify --policy-chain)."""
-    chain = fetch_policy_chain(node, genesis_path=genesis_path)
+    from ledger.client import resolve_node
+
+    chain = fetch_policy_chain(resolve_node(node), genesis_path=genesis_path)
     write_text_atomic(out_path, chain.format())
     click.echo(f"wrote {out_path}: {len(chain.links)} validator-set changes")

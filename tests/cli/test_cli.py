@@ -15,8 +15,9 @@ from notes.ground import BASE_TIME, ORIGIN, make_ground, validator
 from notes.tampering import INDEX, TAMPERINGS, drop_two_cosignatures
 
 from ledger.cli import EXIT_ERROR, EXIT_INVALID, EXIT_OK, main
+from ledger.crypto import ValidatorKeys
 from ledger.note import Verifier
-from ledger.prover import LocalLog
+from ledger.prover import LocalLog, trust_policy
 from ledger.storage.memory import MemoryStore
 
 GROUND = make_ground()
@@ -112,6 +113,9 @@ def test_verify_rejects_every_tampering_with_exit_1_and_a_reason(
     files["proof"].write_text(tamper(RECEIPT))
     result = verify(files, "--digest", DIGEST.hex())
     assert_clean_failure(result, EXIT_INVALID)
+    # The CLI words a failed inclusion proof for a person: the digest is not the leaf.
+    if reason == "not in the checkpointed tree":
+        reason = "does not match leaf"
     assert result.stderr.startswith("invalid: ") and reason in result.stderr
 
 
@@ -124,7 +128,61 @@ def test_verify_rejects_a_quorum_short_by_one(files: dict[str, Path]) -> None:
 
 
 def test_verify_rejects_another_document(files: dict[str, Path]) -> None:
-    assert_clean_failure(verify(files, "--digest", GROUND.digests[0].hex()), EXIT_INVALID)
+    result = verify(files, "--digest", GROUND.digests[0].hex())
+    assert_clean_failure(result, EXIT_INVALID)
+    assert f"digest {GROUND.digests[0].hex()} does not match leaf {INDEX}" in result.stderr
+    assert "not the one anchored" in result.stderr
+
+
+def test_verify_finds_file_tlog_proof_beside_the_document(tmp_path: Path) -> None:
+    document = tmp_path / "contract.pdf"
+    document.write_bytes(b"%PDF-1.7 umowa 3/2026")
+    digest = hashlib.sha256(document.read_bytes()).digest()
+    log = LocalLog(MemoryStore(), validators=[validator(i) for i in range(1, 5)])
+    log.append([digest])
+    log.checkpoint(timestamp=BASE_TIME)
+    (tmp_path / "policy").write_text(log.trust_policy())
+    result = run("verify", "--policy", str(tmp_path / "policy"), str(document))
+    assert_clean_failure(result, EXIT_ERROR)  # no receipt yet: says which file it looked for
+    assert f"cannot read receipt {document}.tlog-proof" in result.stderr
+    Path(f"{document}.tlog-proof").write_text(log.prove(digest))
+    result = run("verify", "--policy", str(tmp_path / "policy"), str(document))
+    assert result.exit_code == EXIT_OK, result.output
+    assert f"receipt:      {document}.tlog-proof" in result.stdout
+    # With --digest there is no FILE to put .tlog-proof after.
+    assert_clean_failure(
+        run("verify", "--policy", str(tmp_path / "policy"), "--digest", digest.hex()), EXIT_ERROR
+    )
+
+
+def test_verify_against_another_ledgers_policy_names_the_keys_and_the_cause(
+    files: dict[str, Path],
+) -> None:
+    other = [
+        ValidatorKeys(
+            name=f"elsewhere-{i}", origin="ledger.example.org/other", seed=bytes([i]) * 32
+        )
+        for i in range(1, 5)
+    ]
+    files["policy"].write_text(trust_policy(other))
+    result = verify(files, "--digest", DIGEST.hex())
+    assert_clean_failure(result, EXIT_INVALID)
+    message = result.stderr
+    assert "signed by none of the keys in this trust policy" in message
+    assert "'ledger.example.org/other'" in message and "'elsewhere-1'" in message  # expected
+    assert f"'{ORIGIN}'" in message  # found
+    assert "Likely cause: the trust policy belongs to another ledger" in message
+
+
+def test_verify_against_a_policy_with_the_same_names_but_other_keys(
+    files: dict[str, Path],
+) -> None:
+    # A devnet initialised again: same origin and validator names, new keys.
+    again = [validator(i, tag="initialised again") for i in range(1, 5)]
+    files["policy"].write_text(trust_policy(again))
+    result = verify(files, "--digest", DIGEST.hex())
+    assert_clean_failure(result, EXIT_INVALID)
+    assert "the names are the same but the keys differ" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -162,6 +220,20 @@ def test_verify_malformed_inputs_exit_2(
 )
 def test_verify_bad_digest_arguments_exit_2(files: dict[str, Path], extra: tuple[str, ...]) -> None:
     assert_clean_failure(verify(files, *extra), EXIT_ERROR)
+
+
+def test_usage_errors_are_one_line_naming_the_command(files: dict[str, Path]) -> None:
+    for args in (["verify", "--no-such-option"], ["anchor"], ["keys", "generate"], ["nope"]):
+        result = run(*args)
+        assert_clean_failure(result, EXIT_ERROR)
+        assert result.stderr.startswith("error: ledger"), result.stderr
+
+
+def test_version_is_the_package_version() -> None:
+    from ledger import __version__
+
+    result = run("--version")
+    assert result.exit_code == EXIT_OK and result.stdout == f"ledger {__version__}\n"
 
 
 def test_verify_unreadable_policy_or_proof_exit_2(files: dict[str, Path]) -> None:
@@ -255,3 +327,39 @@ def test_installed_console_script_verifies_offline(files: dict[str, Path]) -> No
     )
     assert bad.returncode == EXIT_INVALID
     assert bad.stderr.startswith("invalid: ") and "Traceback" not in bad.stderr
+
+
+def test_receipt_files_are_never_replaced_by_a_later_receipt(tmp_path: Path) -> None:
+    # Issue 11 item 3: a receipt proves the earliest moment; a later one never replaces it.
+    from ledger.cli import _save_receipt
+    from ledger.policy import parse_policy
+
+    ground, document = tmp_path / "ground", tmp_path / "decyzja.txt"
+    document.write_bytes(b"Decyzja 4/2026\n")
+    assert run("log", "init", str(ground), "--origin", ORIGIN).exit_code == EXIT_OK
+    assert run("log", "append", str(ground), str(document)).exit_code == EXIT_OK
+    receipt = Path(f"{document}.tlog-proof")
+    assert run("log", "prove", str(ground), str(document)).exit_code == EXIT_OK
+    early = receipt.read_text()
+    run("log", "append", str(ground), "--digest", "11" * 32)  # a later checkpoint, size 2
+    again = run("log", "prove", str(ground), str(document))
+    assert again.exit_code == EXIT_OK and receipt.read_text() == early
+    assert again.stdout.startswith(f"kept {receipt}: it already proves this file (index 0, tree "
+                                   "size 1, no later than ")
+    late_path = tmp_path / "late.tlog-proof"
+    assert run("log", "prove", str(ground), str(document), "--out", str(late_path)).exit_code == 0
+    late = late_path.read_text()
+    assert "\n2\n" in late and late != early
+    # A later receipt on disk is replaced by an earlier one, and that is said.
+    policy = parse_policy((ground / "trust-policy").read_text())
+    digest = hashlib.sha256(document.read_bytes()).digest()
+    outcome, message = _save_receipt(late_path, early, digest, policy, force=False)
+    assert outcome == "replaced" and late_path.read_text() == early
+    assert "with an earlier receipt (index 0, tree size 1" in message
+    # Garbage on disk is kept, reported; --force replaces it.
+    receipt.write_text("garbage\n")
+    refused = run("log", "prove", str(ground), str(document))
+    assert_clean_failure(refused, EXIT_ERROR)
+    assert receipt.read_text() == "garbage\n" and "--force" in refused.stderr
+    forced = run("log", "prove", str(ground), str(document), "--force")
+    assert forced.exit_code == EXIT_OK and receipt.read_text().startswith("c2sp.org/tlog-proof")

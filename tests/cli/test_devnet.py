@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.devnets import LEDGER, clean_env, detached_devnet, ledger, node_pids, wait_gone
 from ledger.cli import EXIT_ERROR, EXIT_OK, main
 from ledger.config import hash_token, load_genesis, load_node_config, trust_policy
 from ledger.crypto import read_key_file
@@ -66,6 +68,20 @@ def test_init_refuses_an_existing_devnet_and_bad_sizes(tmp_path: Path) -> None:
         init_devnet(tmp_path / "y", nodes=4, base_port=65534, genesis_time_ms=0)
     result = CliRunner().invoke(main, ["devnet", "init", "--dir", str(tmp_path)])
     assert result.exit_code == EXIT_ERROR and "already holds a devnet" in result.stderr
+
+
+def test_init_makes_every_directory_0700_even_under_umask_000(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        init_devnet(tmp_path / "net", nodes=1, genesis_time_ms=0)
+    finally:
+        os.umask(old)
+    d = tmp_path / "net"
+    for sub in (d, d / "keys", d / "nodes", d / "data"):
+        assert mode(sub) == 0o700, sub
+    assert mode(d / "client-token") == 0o600
+    assert mode(d / "keys" / "validator-1.key") == 0o600
+    assert not any(stat.S_IMODE(p.stat().st_mode) & 0o002 for p in d.rglob("*"))  # none o+w
 
 
 # ------------------------------------------------------------------------------ supervisor
@@ -164,9 +180,8 @@ def test_supervisor_reports_a_command_that_cannot_start() -> None:
 def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
     base = free_base_port(4)
     d = tmp_path / "net"
-    ledger = [sys.executable, "-m", "ledger.cli"]
     up = subprocess.Popen(
-        [*ledger, "devnet", "up", "--dir", str(d), "--base-port", str(base), "--grace", "10"],
+        [*LEDGER, "devnet", "up", "--dir", str(d), "--base-port", str(base), "--grace", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -175,7 +190,7 @@ def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{base + 1}"
         deadline = time.monotonic() + 90
         while True:
-            ready = subprocess.run([*ledger, "status", "--node", url], capture_output=True)
+            ready = subprocess.run([*LEDGER, "status", "--node", url], capture_output=True)
             if b"ready:      yes" in ready.stdout:
                 break
             assert time.monotonic() < deadline, ready.stdout + ready.stderr
@@ -186,14 +201,14 @@ def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
             doc.write_text(f"document {i}\n")
             docs.append(doc)
         anchored = subprocess.run(
-            [*ledger, "anchor", "--node", url, "--token-file", str(d / "client-token"),
+            [*LEDGER, "anchor", "--node", url, "--token-file", str(d / "client-token"),
              "--policy", str(d / "trust-policy"), "--timeout", "60", *map(str, docs)],
             capture_output=True, timeout=90,
         )  # fmt: skip
         assert anchored.returncode == 0, anchored.stderr
         for doc in docs:
             verified = subprocess.run(
-                [*ledger, "verify", "--policy", str(d / "trust-policy"),
+                [*LEDGER, "verify", "--policy", str(d / "trust-policy"),
                  "--proof", f"{doc}.tlog-proof", str(doc)],
                 capture_output=True,
             )  # fmt: skip
@@ -202,7 +217,7 @@ def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             fetched = subprocess.run(
-                [*ledger, "proof", hashlib.sha256(b"document 0\n").hexdigest(),
+                [*LEDGER, "proof", hashlib.sha256(b"document 0\n").hexdigest(),
                  "--node", f"http://127.0.0.1:{base + 3}", "--policy", str(d / "trust-policy")],
                 capture_output=True,
             )  # fmt: skip
@@ -211,12 +226,13 @@ def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert fetched.returncode == 0, fetched.stderr
         assert fetched.stdout.startswith(b"c2sp.org/tlog-proof@v1\n")
-        no_token = subprocess.run(
-            [*ledger, "anchor", "--node", url, "--token", "wrong", str(docs[0])],
+        (tmp_path / "fresh.txt").write_text("not anchored yet\n")
+        wrong = subprocess.run(
+            [*LEDGER, "anchor", "--node", url, str(tmp_path / "fresh.txt")],
             capture_output=True,
-            env={k: v for k, v in os.environ.items() if k != "LEDGER_TOKEN"},
+            env=clean_env(LEDGER_TOKEN="wrong"),
         )
-        assert no_token.returncode == EXIT_ERROR and b"401" in no_token.stderr
+        assert wrong.returncode == EXIT_ERROR and b"401" in wrong.stderr
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
@@ -224,3 +240,138 @@ def test_devnet_up_anchors_verifies_and_stops_cleanly(tmp_path: Path) -> None:
     assert up.returncode == 0, log
     for i in range(1, 5):
         assert f"validator-{i} exited (status 0)" in log, log
+
+
+# -------------------------------------------------- up --detach, down, make devnet (slow)
+
+
+def _one_error_line(stderr: str) -> str:
+    """The one line we print; make adds its own "make: *** ..." line after a failed recipe."""
+    assert "Traceback" not in stderr, stderr
+    ours = [line for line in stderr.splitlines() if line and not line.startswith("make")]
+    assert len(ours) == 1, stderr
+    return ours[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_detached_devnet_refuses_a_second_one_and_stops_with_down(tmp_path: Path) -> None:
+    with detached_devnet(tmp_path) as net:
+        log = (net.directory / "devnet.log").read_text()
+        pids = node_pids(log)
+        assert len(pids) == 4, log
+        assert "devnet ready: " + " ".join(net.urls) in log
+        assert "token file" in log and "trust policy" in log
+        again = ledger("devnet", "up", "--detach", "--dir", str(net.directory))
+        assert again.returncode == EXIT_ERROR
+        assert "a devnet is already running from" in _one_error_line(again.stderr)
+        # Another directory on the same ports: refused before it writes anything.
+        other = tmp_path / "other"
+        clash = ledger("devnet", "up", "--dir", str(other), "--base-port", str(net.base_port))
+        assert clash.returncode == EXIT_ERROR
+        assert _one_error_line(clash.stderr) == (
+            f"error: port {net.base_port} is in use: is a devnet already running? "
+            "`ledger devnet down`"
+        )
+        assert not other.exists()
+        status = ledger("status", env=clean_env(LEDGER_NODE=net.urls[2]))
+        assert status.returncode == EXIT_OK and "ready:      yes" in status.stdout
+    # detached_devnet ran `ledger devnet down`: every node is gone, and down again is harmless.
+    assert wait_gone(pids) == []
+    assert not (net.directory / "devnet.pid").exists()
+    again = ledger("devnet", "down", "--dir", str(net.directory))
+    assert again.returncode == EXIT_OK and "no devnet is running" in again.stdout
+
+
+def _make(*args: str) -> list[str]:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    venv = Path(sys.prefix)
+    if not (venv / "bin" / "python").exists():
+        pytest.skip("not running inside a virtual environment")
+    # -o: never rebuild the environment from inside a test; VENV: the one running the tests.
+    return [make, "-C", str(REPO), f"VENV={venv}", "-o", f"{venv}/.installed-test", *args]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start_make_devnet(tmp_path: Path, directory: Path, port: int) -> tuple[
+    subprocess.Popen[bytes], Path, list[int]
+]:
+    out = tmp_path / f"make-{directory.name}.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            _make("devnet", f"DEVNET_DIR={directory}", f"DEVNET_PORT={port}"),
+            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+            env=clean_env(),
+        )
+    deadline = time.monotonic() + 120
+    while "devnet ready:" not in out.read_text(errors="replace"):
+        assert proc.poll() is None, out.read_text(errors="replace")
+        assert time.monotonic() < deadline, out.read_text(errors="replace")
+        time.sleep(0.2)
+    pids = node_pids(out.read_text(errors="replace"))
+    assert len(pids) == 4
+    return proc, out, pids
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_make_devnet_twice_the_second_exits_with_one_line_and_ctrl_c_stops_every_node(
+    tmp_path: Path,
+) -> None:
+    port = free_base_port(4)
+    directory = tmp_path / "devnet"
+    proc, out, pids = _start_make_devnet(tmp_path, directory, port)
+    try:
+        second = subprocess.run(
+            _make("devnet", f"DEVNET_DIR={directory}", f"DEVNET_PORT={port}"),
+            capture_output=True, text=True, timeout=60, env=clean_env(),
+        )
+        assert second.returncode != 0
+        assert _one_error_line(second.stderr + second.stdout).startswith(
+            "error: a devnet is already running from"
+        )
+        elsewhere = subprocess.run(
+            _make("devnet", f"DEVNET_DIR={tmp_path / 'b'}", f"DEVNET_PORT={port}"),
+            capture_output=True, text=True, timeout=60, env=clean_env(),
+        )
+        assert elsewhere.returncode != 0
+        assert _one_error_line(elsewhere.stderr + elsewhere.stdout) == (
+            f"error: port {port} is in use: is a devnet already running? `ledger devnet down`"
+        )
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group (make and its
+        # child alike).
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert wait_gone(pids) == [], out.read_text(errors="replace")
+    assert "Traceback" not in out.read_text(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_signalling_only_the_make_process_still_stops_every_node(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # SIGTERM: make passes it on to its child. SIGKILL: make dies at once, and the supervisor
+    # learns it from the kernel (parent-death signal) and stops the nodes itself.
+    port = free_base_port(4)
+    proc, out, pids = _start_make_devnet(tmp_path, tmp_path / "devnet", port)
+    try:
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert wait_gone(pids) == [], out.read_text(errors="replace")
+    deadline = time.monotonic() + 60
+    while (tmp_path / "devnet" / "devnet.pid").exists():  # the supervisor finished its stop
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

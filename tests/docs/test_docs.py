@@ -7,6 +7,10 @@
 2. Every relative link between the docs resolves to a file, and a ``#fragment`` on a Markdown
    target names one of its headings (GitHub's anchor rules).
 
+3. Shell commands are shown in ```sh blocks (which tests/docs/test_doc_commands.py runs), not in
+   fences without a language that the doc-execution test would skip; and `ledger` is run one
+   way only after set-up (`. .venv/bin/activate`, then `ledger`).
+
 The extraction is tested too (a made-up command and a made-up option are reported), so that a
 parser that silently finds nothing cannot make the first property pass vacuously.
 """
@@ -291,3 +295,53 @@ def test_the_link_check_catches_a_missing_file_and_anchor(tmp_path: Path) -> Non
 )
 def test_heading_anchors_follow_github(heading: str, anchor: str) -> None:
     assert _slug(heading) == anchor
+
+
+# ----------------------------------------------------------- shell commands in ```sh blocks
+#
+# The doc-execution test runs ```sh blocks only, so a command shown in a fence without a
+# language would escape it. Such a block must be ```sh (run, or marked not-run) or, for output
+# to read, ```text. Transcripts that show a `$ ` prompt before each command are recognisably
+# not for pasting and may stay as they are.
+
+_COMMAND_LINE = re.compile(
+    r"^\s*(?:(?:ledger|make|curl|python3?|sudo|sh|bash|export|printf|echo|cd|cp|mkdir)\s|\.venv/bin/)"
+)
+#: Documents another engineer is converting to the convention (xfail until then, not strict).
+_PENDING = {"eod.md": "the EOD engineer rewrites docs/eod.md to the doc-execution convention"}
+
+
+def unmarked_command_blocks(text: str, name: str) -> list[str]:
+    """Fenced blocks without a language that show shell commands (as ``name:line``)."""
+    from docs.harness import parse_blocks
+
+    found = []
+    for block in parse_blocks(text):
+        if block.language == "" and any(_COMMAND_LINE.match(x) for x in block.text.splitlines()):
+            found.append(f"{name}:{block.line}")
+    return found
+
+
+@pytest.mark.parametrize("doc", _docs(), ids=lambda p: p.name)
+def test_shell_commands_are_shown_in_sh_blocks(doc: Path, request: pytest.FixtureRequest) -> None:
+    if doc.name in _PENDING and doc.parent == DOCS:
+        request.applymarker(pytest.mark.xfail(reason=_PENDING[doc.name], strict=False))
+    problems = unmarked_command_blocks(doc.read_text("utf-8"), doc.name)
+    assert not problems, "commands in blocks without ```sh (the doc test would skip them): " + (
+        ", ".join(problems)
+    )
+
+
+def test_the_unmarked_block_check_catches_a_bare_command() -> None:
+    doc = (
+        "```\nledger anchor x.pdf\n```\n\n```\n$ ledger db check --config n.toml\nok\n```\n\n"
+        "```text\nledger anchor x.pdf\n```\n\n```\nledger/cli.py   the CLI\n```\n"
+    )
+    assert unmarked_command_blocks(doc, "x.md") == ["x.md:2"]
+
+
+def test_one_way_to_run_ledger_after_set_up() -> None:
+    # README and docs say `. .venv/bin/activate`, then plain `ledger`: never a second spelling.
+    for doc in _docs():
+        text = doc.read_text("utf-8")
+        assert ".venv/bin/ledger" not in text, doc.name

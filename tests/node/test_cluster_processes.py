@@ -143,7 +143,8 @@ class Devnet:
 
 
 def anchor_files(net: Devnet, node: int, files: list[Path]) -> None:
-    result = ledger_cli("anchor", "--node", net.urls[node], "--token", net.token,
+    result = ledger_cli("anchor", "--node", net.urls[node],
+                        "--token-file", str(net.root / "client-token"),
                         "--timeout", "60", *map(str, files))
     assert result.returncode == 0, (result.stdout, result.stderr, net.log(node))
 

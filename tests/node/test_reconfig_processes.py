@@ -77,14 +77,17 @@ def test_devnet_key_rotation_with_cli(tmp_path: Path) -> None:
         # Two approvals are not a quorum of four: the node refuses (exit 1, "invalid").
         for i in (0, 2):
             _ok("validators", "approve", str(change), "--key", str(configs[i].key_file))
+        admin_token = tmp_path / "admin-token"
+        admin_token.write_text(ADMIN_TOKEN + "\n")
         refused = ledger_cli("validators", "submit", str(change), "--node", net.urls[0],
-                             "--token", ADMIN_TOKEN)
+                             "--admin-token-file", str(admin_token))
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         _ok("validators", "approve", str(change), "--key", str(configs[3].key_file))
         denied = ledger_cli("validators", "submit", str(change), "--node", net.urls[0],
-                            "--token", net.token)  # an anchoring client, not an operator
+                            "--admin-token-file", str(net.root / "client-token"))  # not an operator
         assert denied.returncode == 2 and "403" in denied.stderr
-        _ok("validators", "submit", str(change), "--node", net.urls[0], "--token", ADMIN_TOKEN)
+        _ok("validators", "submit", str(change), "--node", net.urls[0],
+            "--admin-token-file", str(admin_token))
 
         # Drive the chain to E on every node (X follows with its old key from E on).
         k = 0
