@@ -16,6 +16,7 @@ traceback. The library below never reads a clock: commands pass the time in.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, ParamSpec, Typ
 import click
 
 from ledger import __version__
+from ledger.consensus.validators import MAX_VALIDATORS
 from ledger.crypto import ValidatorKeys, read_key_file, write_key_file
 from ledger.errors import LedgerError, MalformedError, VerificationError
 from ledger.policy import parse_policy
@@ -455,7 +457,6 @@ def _echo_vkeys(keys: ValidatorKeys) -> None:
 _POLICY_FILE: Final = "trust-policy"
 _KEYS_DIR: Final = "keys"
 _STORE_DIR: Final = "store"
-_MAX_VALIDATORS: Final = 99  # plus the log signature: the 100 signatures of a note
 
 
 @main.group("log")
@@ -467,7 +468,7 @@ def log_group() -> None:
 @click.argument("directory")
 @click.option("--origin", required=True, help="Log origin, e.g. ledger.example.org/test.")
 @click.option(
-    "--validators", "count", type=click.IntRange(1, _MAX_VALIDATORS), default=4, show_default=True
+    "--validators", "count", type=click.IntRange(1, MAX_VALIDATORS), default=4, show_default=True
 )
 @click.option("--name-prefix", default="validator-", show_default=True)
 @_errors_to_exit
@@ -581,8 +582,8 @@ def _write_text(path: Path, text: str, *, replace: bool = True) -> None:
 # ================================================================================================
 
 if TYPE_CHECKING:
-    from ledger.config import Genesis
     from ledger.devnet import Devnet
+    from ledger.genesis import Genesis
     from ledger.policy import Policy
 
 _ANCHOR_BATCH: Final = 1_000
@@ -639,7 +640,8 @@ def genesis_group() -> None:
 @_errors_to_exit
 def genesis_init(chain_id: str, origin: str, out_path: str, force: bool) -> None:
     """Start a genesis draft (JSON) with no validators yet."""
-    from ledger.config import GenesisDraft, format_genesis, write_text_atomic
+    from ledger.config import write_text_atomic
+    from ledger.genesis import GenesisDraft, format_genesis
 
     if Path(out_path).exists() and not force:
         _fail(EXIT_ERROR, f"{out_path} already exists (use --force to replace it)")
@@ -663,7 +665,8 @@ def genesis_add_validator(
     genesis_path: str, vkeys_file: str, name: str | None, url: str | None
 ) -> None:
     """Add one validator's public keys to a genesis draft."""
-    from ledger.config import format_genesis, load_genesis_draft, parse_vkeys, write_text_atomic
+    from ledger.config import write_text_atomic
+    from ledger.genesis import format_genesis, load_genesis_draft, parse_vkeys
 
     draft = load_genesis_draft(genesis_path)
     text = _read_bytes(vkeys_file, what="vkeys file", limit=64 * 1024).decode("utf-8", "replace")
@@ -688,8 +691,9 @@ def genesis_add_validator(
 @_errors_to_exit
 def genesis_finalize(genesis_path: str, time_text: str | None, policy_out: str | None) -> None:
     """Freeze a genesis draft, write its trust policy and print the genesis hash."""
-    from ledger.config import format_genesis, load_genesis_draft, trust_policy, write_text_atomic
-    from ledger.prover import fault_tolerance
+    from ledger.config import write_text_atomic
+    from ledger.consensus.validators import fault_tolerance
+    from ledger.genesis import format_genesis, load_genesis_draft, trust_policy
 
     draft = load_genesis_draft(genesis_path)
     genesis = draft.finalize(
@@ -712,24 +716,61 @@ def genesis_finalize(genesis_path: str, time_text: str | None, policy_out: str |
 @_errors_to_exit
 def genesis_show(genesis_path: str) -> None:
     """Print a final genesis and its hash, to compare with the other institutions."""
-    from ledger.config import load_genesis
+    from ledger.genesis import load_genesis
 
     _echo_genesis(load_genesis(genesis_path))
 
 
 def _echo_genesis(genesis: Genesis) -> None:
-    from ledger.prover import fault_tolerance, quorum_threshold
+    from ledger.consensus.validators import fault_tolerance, quorum
 
     click.echo(f"chain id:     {genesis.chain_id}")
     click.echo(f"origin:       {genesis.origin}")
     click.echo(f"genesis time: {_utc_ms(genesis.genesis_time)} ({genesis.genesis_time} ms)")
     click.echo(
         f"validators:   {genesis.n} (tolerates f = {fault_tolerance(genesis.n)}, "
-        f"quorum {quorum_threshold(genesis.n)})"
+        f"quorum {quorum(genesis.n)})"
     )
     for v in genesis.validators:
         click.echo(f"  {v.name}  {v.url or '(no URL)'}")
     click.echo(f"genesis hash: {genesis.genesis_hash()}")
+
+
+# --------------------------------------------------------------------------------- config
+
+
+@main.group("config")
+def config_group() -> None:
+    """Change a node's config file (a running node picks up [peers] changes by itself)."""
+
+
+@config_group.command("add-peer")
+@click.option("--config", "config_path", required=True, metavar="FILE", help="Node config (TOML).")
+@click.argument("name")
+@click.argument("url")
+@_errors_to_exit
+def config_add_peer(config_path: str, name: str, url: str) -> None:
+    """Add (or move) peer NAME at URL in the [peers] table of FILE.
+
+    For a validator that joined the set by a change: every other node needs its URL. A running
+    node reads the new [peers] within seconds (or at once on SIGHUP); nothing else changes.
+    """
+    from ledger.config import Peer, format_node_config, load_node_config, write_text_atomic
+    from ledger.genesis import check_url
+
+    path = Path(config_path)
+    config = load_node_config(path)
+    if name == config.name:
+        _fail(EXIT_ERROR, f"{name} is the node of {path} itself")
+    peer = Peer(name=name, url=check_url(url, where="URL"))
+    peers = [p for p in config.peers if p.name != name]
+    known = [p.name for p in config.peers]
+    peers.insert(known.index(name) if name in known else len(peers), peer)
+    updated = dataclasses.replace(config, peers=tuple(peers))
+    load_check = format_node_config(updated, relative_to=path.parent.absolute())
+    write_text_atomic(path, load_check)
+    load_node_config(path)  # it reads back
+    click.echo(f"{path}: peer {name} at {peer.url}")
 
 
 # ----------------------------------------------------------------------------------- node
@@ -788,8 +829,12 @@ def _node_url(node_url: str | None) -> str:
 @main.command("status")
 @_node_option
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True)
+@click.option("--wait-ready", "wait_ready", type=click.FloatRange(0, 86_400), default=None,
+              metavar="SECONDS",
+              help="Wait up to SECONDS for the node to be ready (reachable, caught up, voting); "
+                   "exit 1 if it is not by then.")
 @_errors_to_exit
-def status_command(node_url: str | None, timeout: float) -> None:
+def status_command(node_url: str | None, timeout: float, wait_ready: float | None) -> None:
     """Show a node's readiness, consensus status, latest checkpoint and key metrics."""
     import json
 
@@ -798,10 +843,17 @@ def status_command(node_url: str | None, timeout: float) -> None:
     from ledger.note import parse_note
 
     with LedgerClient(_node_url(node_url), timeout=timeout) as client:
-        try:
-            ready = client.ready()
-        except TransportError as exc:
-            _fail(EXIT_ERROR, exc.diagnostics())
+        deadline = time.monotonic() + (wait_ready or 0)
+        while True:
+            try:
+                ready = client.ready()
+            except TransportError as exc:
+                if wait_ready is None or time.monotonic() > deadline:
+                    _fail(EXIT_ERROR, exc.diagnostics())
+                ready = False
+            if ready or wait_ready is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         click.echo(f"node:       {client.base_url}")
         click.echo(f"ready:      {'yes' if ready else 'no'}")
         try:
@@ -833,6 +885,8 @@ def status_command(node_url: str | None, timeout: float) -> None:
             for name, value in samples:
                 shown = str(int(value)) if value.is_integer() else f"{value:.6g}"
                 click.echo(f"  {name} {shown}")
+    if wait_ready is not None and not ready:
+        _fail(EXIT_INVALID, f"the node was not ready within {wait_ready:g} s")
 
 
 # --------------------------------------------------------------------------------- devnet
@@ -1517,7 +1571,8 @@ def _db_location(
     config_path: str | None, data_dir: str | None, genesis_path: str | None
 ) -> tuple[Path, Genesis | None]:
     """The data directory and genesis named by --config, or by --data-dir [--genesis]."""
-    from ledger.config import load_genesis, load_node_config
+    from ledger.config import load_node_config
+    from ledger.genesis import load_genesis
 
     if (config_path is None) == (data_dir is None):
         _fail(EXIT_ERROR, "give exactly one of --config FILE or --data-dir DIR")

@@ -65,7 +65,6 @@ from pathlib import Path
 from typing import Final
 
 from ledger.checkpoint import open_checkpoint, parse_checkpoint_body
-from ledger.config import Genesis
 from ledger.consensus.block import GENESIS_PREV_HASH, Block, expected_time
 from ledger.consensus.messages import (
     CommitCertificate,
@@ -80,6 +79,7 @@ from ledger.errors import (
     StorageError,
     VerificationError,
 )
+from ledger.genesis import Genesis
 from ledger.note import parse_note
 from ledger.policy import Policy
 from ledger.storage.base import TreeHead

@@ -6,6 +6,7 @@ directory, so that ``ledger devnet up`` (and ``make devnet``) start it from a fr
     D/genesis.json            final genesis (chain id, origin, validators with their URLs)
     D/trust-policy            c2sp.org/tlog-policy derived from the genesis (for ledger verify)
     D/client-token            a random bearer token for anchoring (mode 0600)
+    D/admin-token             a random operator token (validator-set changes; mode 0600)
     D/keys/validator-N.key    each validator's key file (directory 0700, files 0600)
     D/nodes/validator-N.toml  each node's config; it stores only the token's SHA-256
     D/data/validator-N/       each node's store (created by the node)
@@ -46,20 +47,18 @@ from pathlib import Path
 from typing import IO, Final
 
 from ledger.config import (
+    LOCAL_TIMEOUTS,
     ClientToken,
-    GenesisDraft,
-    GenesisValidator,
     NodeConfig,
     Peer,
-    format_genesis,
     format_node_config,
     hash_token,
-    trust_policy,
     write_text_atomic,
 )
 from ledger.crypto import ValidatorKeys, write_key_file
 from ledger.errors import ConfigError
 from ledger.fileio import FileWriteError, make_private_dir
+from ledger.genesis import GenesisDraft, ValidatorInfo, format_genesis, trust_policy
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -92,6 +91,7 @@ MAX_DEVNET_NODES: Final = 64
 GENESIS_FILE: Final = "genesis.json"
 POLICY_FILE: Final = "trust-policy"
 TOKEN_FILE: Final = "client-token"
+ADMIN_TOKEN_FILE: Final = "admin-token"
 KEYS_DIR: Final = "keys"
 NODES_DIR: Final = "nodes"
 DATA_DIR: Final = "data"
@@ -147,6 +147,10 @@ class Devnet:
     def token_file(self) -> Path:
         return self.directory / TOKEN_FILE
 
+    @property
+    def admin_token_file(self) -> Path:
+        return self.directory / ADMIN_TOKEN_FILE
+
 
 def init_devnet(
     directory: Path,
@@ -187,13 +191,17 @@ def init_devnet(
     draft = GenesisDraft(
         chain_id=chain_id,
         origin=origin,
-        validators=tuple(GenesisValidator.from_keys(k, url=urls[k.name]) for k in keys),
+        validators=tuple(ValidatorInfo.from_keys(k, url=urls[k.name]) for k in keys),
     )
     genesis = draft.finalize(genesis_time=genesis_time_ms)
 
     token = secrets.token_urlsafe(32)
     write_text_atomic(directory / TOKEN_FILE, token + "\n", mode=0o600)
     client = ClientToken(name="devnet", token_sha256=hash_token(token))
+    admin_token = secrets.token_urlsafe(32)
+    write_text_atomic(directory / ADMIN_TOKEN_FILE, admin_token + "\n", mode=0o600)
+    operator = ClientToken(name="devnet-operator", token_sha256=hash_token(admin_token),
+                           admin=True)
     configs: list[tuple[str, Path]] = []
     for i, k in enumerate(keys):
         key_file = directory / KEYS_DIR / f"{k.name}.key"
@@ -209,7 +217,8 @@ def init_devnet(
             genesis_file=directory / GENESIS_FILE,
             genesis=genesis,
             peers=tuple(Peer(name=v.name, url=urls[v.name]) for v in keys if v.name != k.name),
-            clients=(client,),
+            clients=(client, operator),
+            timeouts=LOCAL_TIMEOUTS,  # one machine: a lost round costs under a second
         )
         write_text_atomic(config_file, format_node_config(config, relative_to=config_file.parent))
         configs.append((k.name, config_file))
@@ -229,7 +238,8 @@ def load_devnet(directory: Path) -> Devnet:
     Raises:
         ConfigError: no genesis in ``directory``, or a node config that does not load.
     """
-    from ledger.config import load_genesis, load_node_config
+    from ledger.config import load_node_config
+    from ledger.genesis import load_genesis
 
     directory = directory.absolute()
     genesis = load_genesis(directory / GENESIS_FILE)

@@ -38,7 +38,7 @@ preventing or forging a quorum.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -221,6 +221,19 @@ class Policy:
             out.append(_join("group", group.name, k, *group.members))
         out.append(f"quorum {self.quorum}")
         return "\n".join(out) + "\n"
+
+
+def policy_text(policy: Policy, *, comments: Sequence[str]) -> str:
+    """A trust policy file: ``#`` comment lines, then ``policy`` (:meth:`Policy.format`).
+
+    Raises:
+        MalformedError: the text does not read back as ``policy`` (a bug of the formatter or
+            the parser: a policy we publish must read back as itself).
+    """
+    text = "".join(f"# {line}\n" for line in comments) + policy.format()
+    if parse_policy(text) != policy:
+        raise MalformedError("the trust policy does not read back as itself")
+    return text
 
 
 def _join(*items: str | None) -> str:

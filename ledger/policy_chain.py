@@ -68,7 +68,6 @@ from ledger.policy import Policy
 from ledger.receipt import VerifiedReceipt, parse_receipt, verify_receipt
 
 if TYPE_CHECKING:
-    from ledger.config import Genesis
     from ledger.consensus.block import Block
 
 __all__ = [
@@ -78,7 +77,6 @@ __all__ = [
     "ChainLink",
     "PolicyChain",
     "PolicyPeriod",
-    "genesis_roster",
     "parse_policy_chain",
     "policy_chain_from_blocks",
     "verify_policy_chain",
@@ -140,19 +138,6 @@ class PolicyPeriod:
     effective_height: int
     roster: ValidatorRoster
     policy: Policy
-
-
-def genesis_roster(genesis: Genesis) -> ValidatorRoster:
-    """The roster of a genesis (:class:`ledger.config.Genesis`), in its proposer order.
-
-    Raises:
-        ConfigError: cannot happen for a valid genesis (same rules).
-    """
-    return ValidatorRoster(members=[
-        ValidatorInfo(name=v.name, consensus_key=v.consensus_key, log_vkey=v.log_vkey,
-                      cosigner_vkey=v.cosigner_vkey)
-        for v in genesis.validators
-    ])
 
 
 def policy_chain_from_blocks(

@@ -24,42 +24,20 @@ from ledger.checkpoint import (
     parse_checkpoint_body,
     sign_checkpoint,
 )
+from ledger.consensus.reconfig import ValidatorInfo, ValidatorRoster
+from ledger.consensus.validators import fault_tolerance, quorum
 from ledger.crypto import ValidatorKeys
-from ledger.errors import MalformedError, NotFoundError
+from ledger.errors import ConfigError, MalformedError, NotFoundError
 from ledger.merkle.hashing import HASH_SIZE
 from ledger.note import parse_note
+from ledger.policy import policy_text
 from ledger.receipt import build_receipt
 from ledger.storage.base import Store
 
 __all__ = [
     "LocalLog",
-    "fault_tolerance",
-    "quorum_threshold",
     "trust_policy",
 ]
-
-
-def fault_tolerance(n: int) -> int:
-    """f = floor((n - 1) / 3): the Byzantine validators n validators tolerate (n >= 3f + 1).
-
-    Raises:
-        MalformedError: ``n`` < 1.
-    """
-    if n < 1:
-        raise MalformedError("at least one validator is needed")
-    return (n - 1) // 3
-
-
-def quorum_threshold(n: int) -> int:
-    """k = n - f: cosignatures a checkpoint needs; 2f + 1 when n = 3f + 1.
-
-    For other n this is Tendermint's "more than two thirds" (k = floor(2n / 3) + 1), and the
-    policy's f = n - k equals :func:`fault_tolerance`, so the receipt time bound uses the same f.
-
-    Raises:
-        MalformedError: ``n`` < 1.
-    """
-    return n - fault_tolerance(n)
 
 
 def _check_validators(validators: Sequence[ValidatorKeys]) -> str:
@@ -77,30 +55,24 @@ def _check_validators(validators: Sequence[ValidatorKeys]) -> str:
 
 
 def trust_policy(validators: Sequence[ValidatorKeys]) -> str:
-    """The c2sp.org/tlog-policy text that trusts these validators.
-
-    Every validator's log key is listed (any one may sign the checkpoint as the log), every
-    validator's cosigner key is a witness, and the quorum is ``group validators <k> ...`` with
-    k = :func:`quorum_threshold`.
+    """The c2sp.org/tlog-policy text that trusts these validators: the policy of their roster
+    (:meth:`ledger.consensus.ValidatorRoster.policy`, the one builder of trust policies) with a
+    comment header.
 
     Raises:
         MalformedError: no validators, mixed origins, or duplicate names or keys.
     """
     origin = _check_validators(validators)
     n = len(validators)
-    lines = [
-        f"# Trust policy for the ledger {origin}",
-        f"# {n} validators tolerate f = {fault_tolerance(n)} faults; "
-        f"a checkpoint needs {quorum_threshold(n)} cosignatures.",
-        "",
-    ]
-    lines += [f"log {v.log_vkey}" for v in validators]
-    lines.append("")
-    lines += [f"witness {v.name} {v.cosigner_vkey}" for v in validators]
-    lines.append("")
-    lines.append(f"group validators {quorum_threshold(n)} " + " ".join(v.name for v in validators))
-    lines.append("quorum validators")
-    return "\n".join(lines) + "\n"
+    try:
+        roster = ValidatorRoster(members=[ValidatorInfo.from_keys(v) for v in validators])
+    except ConfigError as exc:
+        raise MalformedError(exc.diagnostics()) from None
+    return policy_text(roster.policy(), comments=(
+        f"Trust policy for the ledger {origin}",
+        f"{n} validators tolerate f = {fault_tolerance(n)} faults; "
+        f"a checkpoint needs {quorum(n)} cosignatures.",
+    ))
 
 
 class LocalLog:

@@ -39,7 +39,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
-from ledger.config import load_genesis, parse_vkeys, write_text_atomic
+from ledger.config import write_text_atomic
 from ledger.consensus.reconfig import (
     MAX_CHANGE_BYTES,
     ChangeOp,
@@ -51,10 +51,10 @@ from ledger.consensus.reconfig import (
 )
 from ledger.crypto import read_key_file
 from ledger.errors import ConfigError, LedgerError, MalformedError, VerificationError
+from ledger.genesis import load_genesis, parse_vkeys
 from ledger.policy_chain import (
     MAX_CHAIN_SIZE,
     PolicyChain,
-    genesis_roster,
     parse_policy_chain,
     verify_policy_chain,
 )
@@ -117,9 +117,27 @@ def fetch_policy_chain(node: str, *, genesis_path: str | None) -> PolicyChain:
     verify_policy_chain(chain)
     if genesis_path is not None:
         genesis = load_genesis(genesis_path)
-        if chain.chain_id != genesis.chain_id or chain.genesis != genesis_roster(genesis):
+        if chain.chain_id != genesis.chain_id or chain.genesis != genesis.roster():
             raise VerificationError("the node's policy chain does not start from this genesis")
     return chain
+
+
+def _node_height(node: str) -> int:
+    """The node's last committed height (``GET /v1/status``).
+
+    Raises:
+        _CliError: the node cannot be reached, answers an error or no height.
+    """
+    status, body = _http(node.rstrip("/") + "/v1/status")
+    if status != 200:
+        raise _CliError(f"GET /v1/status answered {status}: {_error_text(body)}")
+    try:
+        height = json.loads(body)["height"]
+    except (ValueError, KeyError, TypeError):
+        height = None
+    if not isinstance(height, int) or isinstance(height, bool) or height < 0:
+        raise _CliError(f"{node}/v1/status did not say its height")
+    return height
 
 
 def _current_roster(chain: PolicyChain) -> ValidatorRoster:
@@ -213,23 +231,32 @@ def validators_group() -> None:
 @click.option("--rotate", "rotate_name", metavar="NAME",
               help="Give this validator the keys of --vkeys-file.")
 @click.option("--vkeys-file", "vkeys_file", metavar="FILE", help="New keys for --rotate.")
-@click.option("--effective-height", "effective_height", required=True, type=int,
+@click.option("--effective-height", "effective_height", type=click.IntRange(2),
               help="First height decided by the new set (at least 2 above the block that "
                    "will carry the change).")
+@click.option("--effective-in", "effective_in", type=click.IntRange(3, 100_000),
+              help="Instead of --effective-height: this many heights after the node's "
+                   "current one (enough to collect the approvals and reach a block).")
 @click.option("--out", "out_path", required=True, metavar="FILE", help="Change file to write.")
 @_exit_on_errors
 def propose(genesis_path: str, node: str | None, add_vkeys: str | None, remove_name: str | None,
-            rotate_name: str | None, vkeys_file: str | None, effective_height: int,
-            out_path: str) -> None:
+            rotate_name: str | None, vkeys_file: str | None, effective_height: int | None,
+            effective_in: int | None, out_path: str) -> None:
     """Write an unsigned change of the node's current validator set."""
     chosen = [x for x in (add_vkeys, remove_name, rotate_name) if x is not None]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --add, --remove, --rotate")
     if (rotate_name is None) != (vkeys_file is None):
         raise click.UsageError("--vkeys-file goes with --rotate (and only with it)")
+    if (effective_height is None) == (effective_in is None):
+        raise click.UsageError("give exactly one of --effective-height, --effective-in")
     from ledger.client import resolve_node
 
-    chain = fetch_policy_chain(resolve_node(node), genesis_path=genesis_path)
+    url = resolve_node(node)
+    chain = fetch_policy_chain(url, genesis_path=genesis_path)
+    if effective_in is not None:
+        effective_height = _node_height(url) + effective_in
+    assert effective_height is not None
     roster = _current_roster(chain)
     if add_vkeys is not None:
         op = ChangeOp.add(_info_from_vkeys(add_vkeys))

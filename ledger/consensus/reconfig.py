@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 
-from ledger.consensus.validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE, ValidatorSet
+from ledger.consensus.validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE, ValidatorSet, quorum
 from ledger.crypto import (
     SIG_TYPE_COSIGNATURE_V1,
     SIG_TYPE_ED25519,
@@ -106,6 +106,14 @@ class OpKind(enum.IntEnum):
 # --- identities and rosters ---------------------------------------------------------------
 
 
+def _vkey(name: str, role: str, text: str) -> Verifier:
+    try:
+        return Verifier.from_vkey(text)
+    except MalformedError as exc:
+        raise ConfigError(f"validator {name!r}: {role} vkey: {exc.diagnostics()}") from None
+
+
+
 @dataclass(frozen=True, kw_only=True)
 class ValidatorInfo:
     """The public identity of one validator: what a roster, a policy and a change carry.
@@ -123,6 +131,10 @@ class ValidatorInfo:
     consensus_key: bytes
     log_vkey: str
     cosigner_vkey: str
+    #: Where the validator's node is reached, as the genesis file names it: a hint for peers,
+    #: not part of the identity (never encoded, hashed, signed or compared; the genesis
+    #: checks it, :func:`ledger.genesis.check_url`).
+    url: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -130,10 +142,10 @@ class ValidatorInfo:
             for text in (self.name, self.log_vkey, self.cosigner_vkey):
                 if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
                     raise MalformedError(f"validator field longer than {MAX_TEXT_BYTES} bytes")
-            log = Verifier.from_vkey(self.log_vkey)
-            cosigner = Verifier.from_vkey(self.cosigner_vkey)
         except MalformedError as exc:
             raise ConfigError(f"validator {self.name!r}: {exc.diagnostics()}") from None
+        log = _vkey(self.name, "log", self.log_vkey)
+        cosigner = _vkey(self.name, "cosigner", self.cosigner_vkey)
         if self.name == "none":
             raise ConfigError("validator name 'none' is reserved by tlog-policy")
         if type(self.consensus_key) is not bytes or len(self.consensus_key) != PUBLIC_KEY_SIZE:
@@ -143,17 +155,19 @@ class ValidatorInfo:
         if cosigner.sig_type != SIG_TYPE_COSIGNATURE_V1:
             raise ConfigError(f"validator {self.name!r}: cosigner vkey must have type 0x04")
         if cosigner.name != self.name:
-            raise ConfigError(f"validator {self.name!r}: cosigner vkey is named {cosigner.name!r}")
+            raise ConfigError(f"validator {self.name!r}: cosigner vkey is named {cosigner.name!r}, "
+                              "expected the validator name")
 
     @classmethod
-    def from_keys(cls, keys: ValidatorKeys) -> ValidatorInfo:
-        """The public identity of a validator key file (:class:`ledger.crypto.ValidatorKeys`).
+    def from_keys(cls, keys: ValidatorKeys, *, url: str | None = None) -> ValidatorInfo:
+        """The public identity of a validator key file (:class:`ledger.crypto.ValidatorKeys`),
+        with ``url`` as its node's address.
 
         Raises:
-            ConfigError: see the class (cannot happen for a valid key file).
+            ConfigError: cannot happen for a valid key file.
         """
         return cls(name=keys.name, consensus_key=keys.consensus_key.public_key,
-                   log_vkey=keys.log_vkey, cosigner_vkey=keys.cosigner_vkey)
+                   log_vkey=keys.log_vkey, cosigner_vkey=keys.cosigner_vkey, url=url)
 
     @property
     def log_verifier(self) -> Verifier:
@@ -234,8 +248,8 @@ class ValidatorRoster:
 
     def policy(self) -> Policy:
         """The C2SP trust policy of this roster: every log key a ``log``, every cosigner key a
-        ``witness``, quorum ``group validators <n - f> <names>`` (as
-        :meth:`ledger.config.Genesis.policy` for the genesis roster)."""
+        ``witness``, quorum ``group validators <n - f> <names>``. The one builder of trust
+        policies: the genesis's, the proving ground's and each period's after a change."""
         n = len(self.members)
         return Policy(
             logs=tuple(Log(verifier=m.log_verifier) for m in self.members),
@@ -245,7 +259,7 @@ class ValidatorRoster:
             groups=(
                 Group(
                     name="validators",
-                    threshold=n - (n - 1) // 3,
+                    threshold=quorum(n),
                     members=tuple(m.name for m in self.members),
                 ),
             ),

@@ -19,12 +19,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ledger.errors import ConfigError
+from ledger.note import MAX_SIGNATURES
 
 #: An Ed25519 public key is 32 bytes (RFC 8032 section 5.1.5).
 PUBLIC_KEY_SIZE = 32
 
-#: Upper bound on the number of validators (keeps certificates and vote maps bounded).
-MAX_VALIDATORS = 256
+#: Upper bound on the number of validators. A checkpoint note carries one log signature plus
+#: one cosignature per validator, and a note holds at most
+#: :data:`ledger.note.MAX_SIGNATURES` (100) signatures; it also bounds certificates and vote
+#: maps. The one limit every layer uses.
+MAX_VALIDATORS = MAX_SIGNATURES - 1
+
+
+def fault_tolerance(n: int) -> int:
+    """f: the Byzantine validators ``n`` validators tolerate, the largest f with n >= 3f + 1.
+
+    Raises:
+        ConfigError: ``n`` < 1.
+    """
+    if n < 1:
+        raise ConfigError("at least one validator is needed")
+    return (n - 1) // 3
+
+
+def quorum(n: int) -> int:
+    """k = n - f: matching messages (votes, cosignatures, approvals) a decision needs; 2f + 1
+    when n = 3f + 1, and floor(2n / 3) + 1 for every n (module docstring). The one threshold
+    of consensus, checkpoints and trust policies.
+
+    Raises:
+        ConfigError: ``n`` < 1.
+    """
+    return n - fault_tolerance(n)
 
 
 @dataclass(frozen=True)
@@ -60,13 +86,13 @@ class ValidatorSet:
 
     @property
     def f(self) -> int:
-        """The number of Byzantine validators tolerated: the largest f with n >= 3f + 1."""
-        return (self.n - 1) // 3
+        """The number of Byzantine validators tolerated (:func:`fault_tolerance`)."""
+        return fault_tolerance(self.n)
 
     @property
     def quorum(self) -> int:
-        """Matching messages needed for a decision: ``2f + 1`` when ``n = 3f + 1``."""
-        return (2 * self.n) // 3 + 1
+        """Matching messages needed for a decision (:func:`quorum`)."""
+        return quorum(self.n)
 
     @property
     def weak_quorum(self) -> int:

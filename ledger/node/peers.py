@@ -99,6 +99,11 @@ class PeerTransport(Protocol):
         """Start a fetch; its answer goes to ``host.fetched``."""
         ...
 
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """The peers (name -> base URL) are now ``peers``: links to new ones start, links to
+        dropped ones stop, a changed URL is used from the next request."""
+        ...
+
     def unsent(self) -> bool:
         """Whether items are still queued for a peer that answered recently."""
         ...
@@ -113,6 +118,7 @@ class _Queue:
         self.wakeup = asyncio.Event()
         self.dropped = 0
         self.live = False
+        self.task: asyncio.Task[None] | None = None
 
     def put(self, kind: int, payload: bytes) -> None:
         self.items.append((kind, payload))
@@ -152,16 +158,36 @@ class HttpTransport:
 
     def start(self, host: TransportHost) -> None:
         self._host = host
-        timeout = aiohttp.ClientTimeout(total=self._timeout)
         for name in self._urls:
-            self._sessions[name] = aiohttp.ClientSession(
-                timeout=timeout, connector=aiohttp.TCPConnector(limit=4))
-            self._spawn(self._worker(self._queues[name]))
+            self._open_link(name)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _open_link(self, name: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        self._sessions[name] = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=4))
+        queue = self._queues.setdefault(name, _Queue(name))
+        queue.task = self._spawn(self._worker(queue))
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        self._urls.update(peers)
+        for name in [n for n in self._queues if n not in peers]:
+            queue = self._queues.pop(name)
+            del self._urls[name]
+            if queue.task is not None:
+                queue.task.cancel()
+            session = self._sessions.pop(name, None)
+            if session is not None:
+                self._spawn(session.close())
+        if self._host is not None:
+            for name in peers:
+                if name not in self._sessions:
+                    self._open_link(name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -190,7 +216,6 @@ class HttpTransport:
     async def _worker(self, queue: _Queue) -> None:
         host, session = self._host, self._sessions[queue.name]
         assert host is not None
-        url = f"{self._urls[queue.name]}/peer/v1/messages"
         backoff = 0.1
         while True:
             await queue.wakeup.wait()
@@ -199,6 +224,7 @@ class HttpTransport:
                 items = queue.take()
                 try:
                     data = host.seal(items)
+                    url = f"{self._urls[queue.name]}/peer/v1/messages"
                     async with session.post(url, data=data, headers={
                             "Content-Type": "application/octet-stream"}) as response:
                         if response.status != 204:
@@ -371,3 +397,6 @@ class MemoryTransport:
 
     def unsent(self) -> bool:
         return bool(self._pending)
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        self._peers = list(peers)

@@ -23,26 +23,32 @@ sender down instead of letting the backlog grow.
 **The clock** is the system clock in milliseconds, plus a skew that only tests set
 (``ledger node --unsafe-clock-skew-ms``): every consensus time and cosignature timestamp
 comes from it, read once per event.
+
+**Peers** are read again from the config file when it changes (checked every
+:data:`CONFIG_CHECK_SECONDS`) or on SIGHUP: an operator adds the ``[peers]`` entry of a
+validator that joins by a change without restarting the node. Nothing else of the file is
+re-read while the node runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
-from ledger.config import NodeConfig
+from ledger.config import NodeConfig, load_node_config
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.crypto import ValidatorKeys, read_key_file
 from ledger.errors import ConfigError
 from ledger.node.peers import FetchAnswer, HttpTransport, PeerTransport
-from ledger.policy_chain import genesis_roster
 from ledger.replica import (
     Action,
     AnchorStatus,
@@ -68,6 +74,8 @@ log = logging.getLogger("ledger.node")
 
 #: Verified envelopes waiting for delivery at most; beyond, delivery is inline (backpressure).
 MAX_INBOX_ENVELOPES: Final = 64
+#: How often the node looks whether its config file changed (for ``[peers]``).
+CONFIG_CHECK_SECONDS: Final = 2.0
 #: On SIGTERM, how long the node keeps serving (consensus, peers, waiting requests) after it
 #: stopped taking anchors, so that waiting requests get their receipts and peers our gossip.
 SHUTDOWN_GRACE_SECONDS: Final = 5.0
@@ -83,12 +91,19 @@ class SystemClock:
         return int(time.time() * 1000) + self.skew_ms
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def replica_config(config: NodeConfig, keys: Sequence[ValidatorKeys]) -> ReplicaConfig:
     """The replica of a node config holding ``keys`` (the configured one first)."""
     genesis = config.genesis
     return ReplicaConfig(
         chain_id=genesis.chain_id, origin=genesis.origin, genesis_time=genesis.genesis_time,
-        roster=genesis_roster(genesis), keys=tuple(keys),
+        roster=genesis.roster(), keys=tuple(keys),
         peers=tuple(p.name for p in config.peers),
         timeouts=config.consensus_timeouts(),
         max_batch=min(config.batch.max_batch_digests, MAX_BLOCK_DIGESTS),
@@ -135,6 +150,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._watcher: asyncio.Future[None] | None = None
         self._halt_event = asyncio.Event()
         from ledger.node.metrics import NodeMetrics  # the metrics read the node back
 
@@ -196,6 +212,8 @@ class Node:
                                reuse_address=True)
         await site.start()
         self.transport.start(self)
+        if self.config.source is not None:
+            self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
         self.perform(actions)
         log.info("node %s serving on %s at height %d (follower until caught up)",
                  self.keys.name, self.url, store.last_height())
@@ -234,12 +252,45 @@ class Node:
             return
         self._stopping = True
         self._halt_event.set()  # waiting requests answer now (202), not at their deadline
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.transport.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.replica is not None and self._store_arg is None:
             self.replica.store.close()
         log.info("node %s stopped", self.keys.name)
+
+    # -- peers from the config file -------------------------------------------------------------
+
+    async def _watch_config(self, source: Path) -> None:
+        seen = _mtime(source)
+        while True:
+            await asyncio.sleep(CONFIG_CHECK_SECONDS)
+            now = _mtime(source)
+            if now != seen:
+                seen = now
+                self.reload_peers()
+
+    def reload_peers(self) -> None:
+        """Read ``[peers]`` again from the config file and use them (module docstring); a file
+        that does not load is reported and changes nothing."""
+        source = self.config.source
+        if source is None or self.replica is None:
+            return
+        try:
+            peers = load_node_config(source).peers
+        except ConfigError as exc:
+            log.warning("config %s not reloaded: %s", source, exc.diagnostics())
+            return
+        if peers == self.config.peers:
+            return
+        self.config = dataclasses.replace(self.config, peers=peers)
+        urls = self.config.peer_urls()
+        self.transport.set_peers(urls)
+        self.replica.set_peers(list(urls))
+        log.info("node %s: peers reloaded from %s: %s", self.keys.name, source,
+                 ", ".join(f"{n} {u}" for n, u in urls.items()))
 
     # -- executing actions -----------------------------------------------------------------------
 
@@ -384,9 +435,11 @@ async def run_node(config: NodeConfig, *, clock: SystemClock | None = None) -> N
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set,
+                signal.SIGHUP: node.reload_peers}
+    for sig, handler in handlers.items():
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
             pass

@@ -73,6 +73,11 @@ class Peers:
     def __iter__(self) -> Iterator[PeerState]:
         return iter(self.by_name.values())
 
+    def set(self, names: list[str]) -> None:
+        """The configured peers are now ``names``: new ones start unknown, the others keep
+        what we know of them."""
+        self.by_name = {n: self.by_name.get(n) or PeerState(name=n) for n in names}
+
     def heard(self, name: str, now: int, *, height: int | None = None) -> None:
         """A good exchange with ``name`` at ``now``; ``height``: its claimed committed height
         (the latest claim wins: a peer restored from a backup goes down)."""

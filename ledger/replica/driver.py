@@ -275,10 +275,14 @@ class Driver:
             self.fire(timeout, now)
 
     def idle(self) -> bool:
-        """Nothing to propose and nobody working on the next height: park the height."""
+        """Nothing to propose, nobody working on the next height and no committed
+        validator-set change waiting for its effective height (the chain moves on to it, even
+        with empty blocks, so that the switch does not wait for traffic): park the height."""
         core = self.core
         busy = core is not None and (self.traffic_height == core.height
-                                     or core.stats.highest_seen_height >= core.height)
+                                     or core.stats.highest_seen_height >= core.height
+                                     or self.validators.history.latest.start_height
+                                     > core.height)
         return not (len(self.mempool) or self.changes or not self.cosigning or busy)
 
     def fire(self, timeout: ScheduleTimeout, now: int) -> None:

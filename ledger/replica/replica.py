@@ -172,7 +172,7 @@ class Replica:
             senders = self.driver.validators.senders(self.store.last_height())
             envelope = open_envelope(data, chain_id=self.config.chain_id, senders=senders)
             name = senders[envelope.sender]
-            if name not in self.sync.peers.by_name:  # our own key: a loop-back, or a clone
+            if name == self.name:  # our own key: a loop-back, or a clone of this validator
                 raise UnknownSenderError("envelope claims to come from this node itself")
         except LedgerError:
             self.driver.stats.peer_invalid += 1
@@ -223,6 +223,10 @@ class Replica:
             # committed (or one that expired) until it commits that block itself.
             self.driver.log.debug("validator-set change from %s not taken: %s", name,
                                   exc.diagnostics())
+
+    def set_peers(self, names: Sequence[str]) -> None:
+        """The node's configured peers changed (a validator joined, or one left)."""
+        self.sync.peers.set([n for n in names if n != self.name])
 
     def on_sent(self, peer: str, now: int) -> None:
         """The transport delivered an envelope to ``peer`` (a good exchange)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from ledger.config import LOCAL_TIMEOUTS
 from ledger.consensus import (
     GENESIS_PREV_HASH,
     Block,
@@ -50,12 +51,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SIM_ORIGIN", "SIM_TIMEOUTS", "SimConfig", "World", "validator_keys"]
 
-#: Timeouts used in simulation: shorter than production so a run needs fewer events, still
-#: well above the calm network's delay bound so that rounds succeed after GST.
-SIM_TIMEOUTS = TimeoutConfig(
-    propose=800, propose_delta=200, prevote=400, prevote_delta=200,
-    precommit=400, precommit_delta=200, commit=300,
-)
+#: Timeouts used in simulation: the local cluster's (:data:`ledger.config.LOCAL_TIMEOUTS`),
+#: well above the calm network's delay bound so that rounds succeed after GST, with a 300 ms
+#: batch window between heights.
+SIM_TIMEOUTS = replace(LOCAL_TIMEOUTS.consensus(), commit=300)
 #: The log origin of the simulated chain.
 SIM_ORIGIN = "sim.example.org/log"
 

@@ -53,18 +53,19 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from chaos.proxy import FaultProxy, LinkFaults
 from ledger.checkpoint import open_checkpoint
 from ledger.client import LedgerClient
-from ledger.config import Peer, Timeouts, format_node_config, load_genesis, load_node_config
+from ledger.config import LOCAL_TIMEOUTS, Peer, format_node_config, load_node_config
 from ledger.consensus import Decision, Proposal, ValidatorSet, Vote, verify_certificate
 from ledger.consensus.messages import decode_block, decode_certificate, decode_message
 from ledger.devnet import free_base_port, init_devnet
 from ledger.errors import LedgerError
+from ledger.genesis import load_genesis
 from ledger.merkle.hashing import leaf_hash
 from ledger.merkle.proof import verify_consistency, verify_inclusion
 from ledger.policy import Policy
@@ -75,11 +76,7 @@ __all__ = ["ChaosOptions", "Report", "run_chaos"]
 N: Final = 4
 F: Final = 1
 #: Short consensus timeouts (rounds of a dead proposer cost little) and a bounded anchor wait.
-TIMEOUTS: Final = Timeouts(
-    propose_ms=800, propose_delta_ms=200, prevote_ms=400, prevote_delta_ms=200,
-    precommit_ms=400, precommit_delta_ms=200, commit_ms=0, peer_request_ms=2000,
-    anchor_wait_ms=15_000,
-)
+TIMEOUTS: Final = replace(LOCAL_TIMEOUTS, anchor_wait_ms=15_000)
 #: Client socket timeout: longer than the node's anchor wait, so a 202 arrives before it.
 CLIENT_TIMEOUT: Final = 20.0
 #: Every healed link keeps this: a few peer POSTs are replayed all run long.

@@ -18,10 +18,11 @@ from click.testing import CliRunner
 
 from cli.devnets import LEDGER, clean_env, detached_devnet, ledger, node_pids, wait_gone
 from ledger.cli import EXIT_ERROR, EXIT_OK, main
-from ledger.config import hash_token, load_genesis, load_node_config, trust_policy
+from ledger.config import hash_token, load_node_config
 from ledger.crypto import read_key_file
 from ledger.devnet import Supervisor, free_base_port, init_devnet
 from ledger.errors import ConfigError
+from ledger.genesis import load_genesis, trust_policy
 
 
 def mode(path: Path) -> int:
@@ -50,8 +51,11 @@ def test_init_writes_keys_genesis_policy_configs_and_token(tmp_path: Path) -> No
         assert read_key_file(key_file).consensus_key.public_key == v.consensus_key
         assert all(p.url.startswith("http://127.0.0.1:74") for p in config.peers)
         assert len(config.peers) == 3
-        [client] = config.clients
+        client, operator = config.clients
         assert client.token_sha256 == hash_token(token) and not client.revoked
+        assert not client.admin and operator.admin  # the admin token: validator-set changes
+        admin = (d / "admin-token").read_text().strip()
+        assert operator.token_sha256 == hash_token(admin) and mode(d / "admin-token") == 0o600
         text = (d / "nodes" / f"{v.name}.toml").read_text()
         assert token not in text and str(tmp_path) not in text  # hash only, relative paths
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from ledger.cli import EXIT_ERROR, EXIT_OK, main
-from ledger.config import load_genesis, trust_policy
+from ledger.genesis import load_genesis, trust_policy
 from ledger.policy import parse_policy
 
 

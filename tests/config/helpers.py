@@ -5,18 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ledger.config import (
-    ClientToken,
-    Genesis,
-    GenesisDraft,
-    GenesisValidator,
-    NodeConfig,
-    Peer,
-    format_genesis,
-    format_node_config,
-    hash_token,
-)
+from ledger.config import ClientToken, NodeConfig, Peer, format_node_config, hash_token
 from ledger.crypto import ValidatorKeys
+from ledger.genesis import Genesis, GenesisDraft, ValidatorInfo, format_genesis
 
 ORIGIN = "ledger.example.org/test"
 CHAIN_ID = "test-chain"
@@ -36,7 +27,7 @@ def url(i: int) -> str:
 
 def make_genesis(n: int = 4, *, with_urls: bool = True) -> Genesis:
     validators = tuple(
-        GenesisValidator.from_keys(keys(i), url=url(i) if with_urls else None)
+        ValidatorInfo.from_keys(keys(i), url=url(i) if with_urls else None)
         for i in range(1, n + 1)
     )
     draft = GenesisDraft(chain_id=CHAIN_ID, origin=ORIGIN, validators=validators)

@@ -12,10 +12,11 @@ import pytest
 
 from config.helpers import CHAIN_ID, GENESIS_TIME, ORIGIN, keys, make_genesis
 from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
-from ledger.config import (
+from ledger.errors import ConfigError, VerificationError
+from ledger.genesis import (
     Genesis,
     GenesisDraft,
-    GenesisValidator,
+    ValidatorInfo,
     format_genesis,
     format_vkeys,
     load_genesis,
@@ -24,7 +25,6 @@ from ledger.config import (
     parse_vkeys,
     trust_policy,
 )
-from ledger.errors import ConfigError, VerificationError
 from ledger.note import open_note
 from ledger.policy import parse_policy
 from ledger.prover import trust_policy as prover_trust_policy
@@ -67,11 +67,11 @@ def test_validator_order_does_not_change_the_hash() -> None:
 def _changed_genesis(field: str) -> Genesis:
     g = make_genesis()
     first = g.validators[0]
-    other = GenesisValidator.from_keys(keys(1, tag="other"), url=first.url)
+    other = ValidatorInfo.from_keys(keys(1, tag="other"), url=first.url)
     changes: dict[str, Any] = {
         "chain_id": {"chain_id": CHAIN_ID + "x"},
         "genesis_time": {"genesis_time": GENESIS_TIME + 1},
-        "validators+1": {"validators": (*g.validators, GenesisValidator.from_keys(keys(5)))},
+        "validators+1": {"validators": (*g.validators, ValidatorInfo.from_keys(keys(5)))},
         "validators-1": {"validators": g.validators[1:]},
         "url": {"validators": (dataclasses.replace(first, url=None), *g.validators[1:])},
         "log_vkey": {
@@ -99,7 +99,7 @@ def _changed_genesis(field: str) -> Genesis:
             origin=ORIGIN + "2",
             genesis_time=g.genesis_time,
             validators=tuple(
-                GenesisValidator.from_keys(keys(i, origin=ORIGIN + "2"), url=v.url)
+                ValidatorInfo.from_keys(keys(i, origin=ORIGIN + "2"), url=v.url)
                 for i, v in enumerate(g.validators, start=1)
             ),
         )
@@ -214,7 +214,7 @@ def test_missing_and_oversized_genesis_files(tmp_path: Path) -> None:
 def test_draft_and_final_are_not_interchangeable(tmp_path: Path) -> None:
     path = tmp_path / "g.json"
     draft = GenesisDraft(chain_id=CHAIN_ID, origin=ORIGIN).with_validator(
-        GenesisValidator.from_keys(keys(1))
+        ValidatorInfo.from_keys(keys(1))
     )
     path.write_text(format_genesis(draft))
     assert load_genesis_draft(path) == draft
@@ -227,10 +227,10 @@ def test_draft_and_final_are_not_interchangeable(tmp_path: Path) -> None:
 
 def test_draft_refuses_a_second_validator_of_the_same_name() -> None:
     draft = GenesisDraft(chain_id=CHAIN_ID, origin=ORIGIN).with_validator(
-        GenesisValidator.from_keys(keys(1))
+        ValidatorInfo.from_keys(keys(1))
     )
     with pytest.raises(ConfigError, match="listed twice"):
-        draft.with_validator(GenesisValidator.from_keys(keys(1, tag="new")))
+        draft.with_validator(ValidatorInfo.from_keys(keys(1, tag="new")))
 
 
 def test_finalize_needs_a_validator() -> None:
@@ -244,7 +244,7 @@ def test_finalize_needs_a_validator() -> None:
 def test_vkeys_round_trip_through_the_keys_generate_format() -> None:
     k = keys(3)
     text = f"wrote v3.key (mode 0600)\n{format_vkeys(k)}"
-    assert parse_vkeys(text, url="https://v3.example.org") == GenesisValidator.from_keys(
+    assert parse_vkeys(text, url="https://v3.example.org") == ValidatorInfo.from_keys(
         k, url="https://v3.example.org"
     )
 

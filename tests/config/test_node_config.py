@@ -16,13 +16,12 @@ from ledger.config import (
     DEFAULT_MAX_BATCH_DIGESTS,
     BatchLimits,
     Timeouts,
-    format_genesis,
     load_node_config,
-    validator_for_keys,
 )
 from ledger.config import _toml_str as toml_str
 from ledger.consensus import TimeoutConfig
 from ledger.errors import ConfigError
+from ledger.genesis import format_genesis, validator_for_keys
 
 
 def test_written_config_loads_back_equal(tmp_path: Path) -> None:
@@ -128,8 +127,7 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("empty data dir", MINIMAL.replace('"data"', '""'), "node.data_dir must be a non-empty"),
     ("bad log level", MINIMAL + 'log_level = "loud"\n', "node.log_level must be one of"),
     ("bad public url", MINIMAL + 'public_url = "127.0.0.1:1"\n', "node.public_url"),
-    ("name not in genesis", MINIMAL.replace("validator-1", "validator-9"), "node.name"),
-    ("peer not in genesis", MINIMAL + '[peers]\n"mallory" = "http://x:1"\n', 'peers."mallory"'),
+    ("peer name invalid", MINIMAL + '[peers]\n"bad name" = "http://x:1"\n', 'peers."bad name"'),
     ("peer is self", MINIMAL + '[peers]\n"validator-1" = "http://x:1"\n', "this node itself"),
     ("peer url", MINIMAL + '[peers]\n"validator-2" = "x:1"\n', "not an http(s) URL"),
     ("peer not string", MINIMAL + '[peers]\n"validator-2" = 5\n', "must be a URL string"),
@@ -206,3 +204,17 @@ def test_toml_strings_round_trip(value: str) -> None:
 def test_toml_writer_refuses_lone_surrogates() -> None:
     with pytest.raises(ConfigError, match="surrogate"):
         toml_str("a\ud800b")
+
+
+def test_a_validator_that_joins_by_a_change_has_a_config(tmp_path: Path) -> None:
+    # Its name is in no genesis; the genesis validators are its peers (at their genesis URLs),
+    # and a peer that joined later is listed after them.
+    (tmp_path / "genesis.json").write_text(format_genesis(make_genesis(4)))
+    (tmp_path / "node.toml").write_text(
+        MINIMAL.replace('name = "validator-1"', 'name = "validator-9"')
+        + '[peers]\n"validator-8" = "http://127.0.0.1:7108"\n')
+    config = load_node_config(tmp_path / "node.toml")
+    assert config.name == "validator-9"
+    names = [p.name for p in config.peers]
+    assert names[-1] == "validator-8"
+    assert set(names[:-1]) == {v.name for v in config.genesis.validators}

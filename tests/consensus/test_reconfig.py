@@ -216,10 +216,10 @@ def test_roster_refuses_shared_keys_mixed_origins_and_bad_identities() -> None:
 
 
 def test_roster_policy_is_the_genesis_style_trust_policy() -> None:
-    from ledger.config import Genesis, GenesisValidator
+    from ledger.genesis import Genesis, ValidatorInfo
 
     genesis = Genesis(chain_id=CHAIN, origin=ORIGIN, genesis_time=0,
-                      validators=tuple(GenesisValidator.from_keys(k) for k in KEYS[:4]))
+                      validators=tuple(ValidatorInfo.from_keys(k) for k in KEYS[:4]))
     assert GENESIS.policy() == genesis.policy()
     assert GENESIS.origin == ORIGIN
 

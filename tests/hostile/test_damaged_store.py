@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from node.harness import auth, client_session, digest, make_cluster, run
 
-from ledger.config import format_genesis, format_node_config
+from ledger.config import format_node_config
 from ledger.crypto import write_key_file
+from ledger.genesis import format_genesis
 
 LMDB_PAGE = 4096
 

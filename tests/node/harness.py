@@ -11,23 +11,23 @@ import asyncio
 import hashlib
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from ledger.config import (
+    LOCAL_TIMEOUTS,
     BatchLimits,
     ClientToken,
-    Genesis,
-    GenesisValidator,
     NodeConfig,
     Peer,
     Timeouts,
     hash_token,
 )
 from ledger.crypto import ValidatorKeys
+from ledger.genesis import Genesis, ValidatorInfo
 from ledger.node import Node
 from ledger.storage.base import Store
 from ledger.storage.memory import MemoryStore
@@ -38,11 +38,7 @@ TOKEN = "good-token-0123456789"
 REVOKED_TOKEN = "revoked-token-0123456789"
 
 #: Short consensus timeouts: a lost round costs well under a second on loopback.
-FAST_TIMEOUTS = Timeouts(
-    propose_ms=600, propose_delta_ms=200, prevote_ms=300, prevote_delta_ms=200,
-    precommit_ms=300, precommit_delta_ms=200, commit_ms=0, peer_request_ms=2000,
-    anchor_wait_ms=60_000,
-)
+FAST_TIMEOUTS = replace(LOCAL_TIMEOUTS, anchor_wait_ms=60_000)
 
 
 def digest(i: int, salt: str = "") -> bytes:
@@ -130,7 +126,7 @@ def make_cluster(
     ports = [s.getsockname()[1] for s in socks if s is not None]
     genesis = Genesis(
         chain_id=CHAIN_ID, origin=ORIGIN, genesis_time=1_700_000_000_000,
-        validators=tuple(GenesisValidator.from_keys(k) for k in keys),
+        validators=tuple(ValidatorInfo.from_keys(k) for k in keys),
     )
     names = [v.name for v in genesis.validators]  # genesis order (sorted by name)
     by_name = dict(zip([k.name for k in keys], ports, strict=True))

@@ -21,12 +21,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ledger.config import Timeouts, format_node_config, load_node_config
+from ledger.config import LOCAL_TIMEOUTS, format_node_config, load_node_config
 from ledger.devnet import free_base_port
 from ledger.note import parse_note
 
@@ -34,11 +35,7 @@ pytestmark = pytest.mark.slow
 
 N = 4
 #: Short consensus timeouts so that rounds of a dead proposer cost little.
-TIMEOUTS = Timeouts(
-    propose_ms=800, propose_delta_ms=200, prevote_ms=400, prevote_delta_ms=200,
-    precommit_ms=400, precommit_delta_ms=200, commit_ms=0, peer_request_ms=2000,
-    anchor_wait_ms=30_000,
-)
+TIMEOUTS = replace(LOCAL_TIMEOUTS, anchor_wait_ms=30_000)
 
 
 def ledger_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -49,10 +46,11 @@ def ledger_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 
 
 def http(method: str, url: str, body: Any = None, token: str | None = None,
-         timeout: float = 40) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
+         timeout: float = 40, data: bytes | None = None) -> tuple[int, Any]:
+    if body is not None:
+        data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
+    if body is not None:
         request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -77,9 +75,9 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> Non
 
 
 class Devnet:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, base_port: int | None = None) -> None:
         self.root = root
-        base = free_base_port(N)
+        base = free_base_port(N) if base_port is None else base_port
         result = ledger_cli("devnet", "init", "--dir", str(root), "--nodes", str(N),
                             "--base-port", str(base))
         assert result.returncode == 0, result.stderr
@@ -100,6 +98,16 @@ class Devnet:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
+
+    def data_dir(self, i: int) -> Path:
+        return load_node_config(self.configs[i]).data_dir
+
+    def terminate(self, i: int) -> None:
+        proc = self.procs[i]
+        assert proc is not None
+        proc.terminate()
+        proc.wait(timeout=20)
+        self.procs[i] = None
 
     def kill9(self, i: int) -> None:
         proc = self.procs[i]

@@ -26,7 +26,6 @@ from ledger.errors import VerificationError
 from ledger.node import Node
 from ledger.note import Signature, Verifier, parse_note
 from ledger.policy_chain import (
-    genesis_roster,
     parse_policy_chain,
     policy_chain_from_blocks,
     verify_policy_chain,
@@ -112,7 +111,7 @@ def test_key_rotation_on_running_cluster(tmp_path: Path) -> None:
 
                 height = max(cluster.node(i).store.last_height() for i in range(4))  # type: ignore[union-attr]
                 effective = height + 4
-                roster = genesis_roster(genesis)
+                roster = genesis.roster()
                 unsigned = ValidatorSetChange.create(
                     chain_id=genesis.chain_id, effective_height=effective, prev=roster,
                     ops=[ChangeOp.rotate(old.consensus_key.public_key,

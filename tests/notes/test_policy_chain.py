@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
 from ledger.cli import main
-from ledger.config import Genesis, GenesisValidator, trust_policy
 from ledger.consensus import (
     GENESIS_PREV_HASH,
     Block,
@@ -32,13 +31,13 @@ from ledger.consensus import (
 )
 from ledger.crypto import ValidatorKeys
 from ledger.errors import MalformedError, VerificationError
+from ledger.genesis import Genesis, trust_policy
 from ledger.merkle.hashing import leaf_hashes
 from ledger.merkle.memory import InMemoryTree
 from ledger.merkle.proof import inclusion_proof
 from ledger.policy import parse_policy
 from ledger.policy_chain import (
     PolicyChain,
-    genesis_roster,
     parse_policy_chain,
     policy_chain_from_blocks,
     verify_policy_chain,
@@ -53,8 +52,8 @@ V = {i: validator(i) for i in range(1, 6)}  # v1..v4 genesis, v5 joins
 V2_NEW = ValidatorKeys(name="v2.example.org", origin=ORIGIN,
                        seed=hashlib.sha256(b"rotated v2").digest())
 GENESIS = Genesis(chain_id=CHAIN, origin=ORIGIN, genesis_time=0,
-                  validators=tuple(GenesisValidator.from_keys(V[i]) for i in range(1, 5)))
-ROSTER0 = genesis_roster(GENESIS)
+                  validators=tuple(ValidatorInfo.from_keys(V[i]) for i in range(1, 5)))
+ROSTER0 = GENESIS.roster()
 
 
 def consensus(keys: ValidatorKeys) -> Ed25519Signer:
@@ -189,7 +188,7 @@ def test_boundaries_and_heights_must_move_forward() -> None:
 
 def test_chain_must_start_from_the_pinned_trust_policy() -> None:
     other = Genesis(chain_id=CHAIN, origin=ORIGIN, genesis_time=0,
-                    validators=tuple(GenesisValidator.from_keys(V[i]) for i in (1, 2, 3, 5)))
+                    validators=tuple(ValidatorInfo.from_keys(V[i]) for i in (1, 2, 3, 5)))
     with pytest.raises(VerificationError, match="trust policy"):
         verify_receipt_with_chain(receipt(3, 8, [V[1], V[2], V[3]]), CHAIN_FILE, DIGESTS[3],
                                   genesis_policy=other.policy())

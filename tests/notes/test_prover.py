@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ledger.checkpoint import parse_checkpoint_body
+from ledger.consensus.validators import fault_tolerance
+from ledger.consensus.validators import quorum as quorum_threshold
 from ledger.errors import MalformedError, NotFoundError
 from ledger.note import parse_note
 from ledger.policy import parse_policy
-from ledger.prover import LocalLog, fault_tolerance, quorum_threshold, trust_policy
+from ledger.prover import LocalLog, trust_policy
 from ledger.receipt import verify_receipt
 from ledger.storage.memory import MemoryStore
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
-from ledger.config import Genesis, GenesisDraft, GenesisValidator
 from ledger.consensus import (
     GENESIS_PREV_HASH,
     Block,
@@ -39,6 +38,7 @@ from ledger.consensus.reconfig import (
     ValidatorSetChange,
 )
 from ledger.crypto import ValidatorKeys
+from ledger.genesis import Genesis, GenesisDraft
 from ledger.storage import LmdbStore
 from ledger.storage.base import BlockRecord
 
@@ -63,7 +63,7 @@ def make_genesis(keys: list[ValidatorKeys]) -> Genesis:
     draft = GenesisDraft(
         chain_id=CHAIN_ID,
         origin=ORIGIN,
-        validators=tuple(GenesisValidator.from_keys(k) for k in keys),
+        validators=tuple(ValidatorInfo.from_keys(k) for k in keys),
     )
     return draft.finalize(genesis_time=GENESIS_TIME)
 

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from ledger.config import format_genesis
 from ledger.dbtools import backup, backup_store, check_database, restore
 from ledger.errors import CorruptionError, StorageError
+from ledger.genesis import format_genesis
 from ledger.storage import LmdbStore
 
 from .chain import MAP_SIZE, Chain, build_store, digests

@@ -18,11 +18,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ledger.cli import main
-from ledger.config import GenesisDraft, GenesisValidator, format_genesis, load_node_config
+from ledger.config import load_node_config
 from ledger.consensus import Ed25519Signer
 from ledger.dbtools import check_database
 from ledger.devnet import init_devnet
 from ledger.errors import CorruptionError, StorageError
+from ledger.genesis import GenesisDraft, ValidatorInfo, format_genesis
 from ledger.storage import LmdbStore
 from ledger.storage._tiles import OFFSETS
 
@@ -215,7 +216,7 @@ def test_other_genesis_is_refused(built: tuple[Path, Path, Chain]) -> None:
     other = GenesisDraft(
         chain_id="ops-test",
         origin="ledger.example.org/ops-test",
-        validators=tuple(GenesisValidator.from_keys(k) for k in validator_keys(4, b"other")),
+        validators=tuple(ValidatorInfo.from_keys(k) for k in validator_keys(4, b"other")),
     ).finalize(genesis_time=1_732_240_800_000)
     with pytest.raises(CorruptionError, match=r"block 1: .*right genesis"):
         check_database(data, other)
