@@ -206,6 +206,16 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _free_name(stem: str, suffix: str) -> Path:
+    """``stem + suffix``, or ``stem.2 + suffix`` ... if taken: an existing file is never
+    replaced, and the step is already recorded when the name is chosen."""
+    candidate, n = Path(stem + suffix), 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{stem}.{n}{suffix}")
+    return candidate
+
+
 def _pinned_policy(path: str | None) -> Policy | None:
     return None if path is None else parse_policy(_read(path, limit=1 << 20))
 
@@ -501,7 +511,9 @@ def register_command(
     quiet: bool,
 ) -> None:
     """Register an item FILE (rejestracja przesyłki, RPW) and write its official receipt
-    (urzędowe poświadczenie rejestracji) for the sender."""
+    (urzędowe poświadczenie rejestracji) for the sender (default RPW-N-YEAR.receipt.json)."""
+    if receipt_out is not None and receipt_out.exists():
+        raise ConfigError(f"{receipt_out} exists; choose another file or remove it first")
     with _office() as office:
         register, _, receipt = office.register(
             _hash_file(file),
@@ -513,7 +525,7 @@ def register_command(
             sender_ref=sender_ref,
             case=case,
         )
-    target = receipt_out or Path(register.replace("/", "-") + ".receipt.json")
+    target = receipt_out or _free_name(register.replace("/", "-"), ".receipt.json")
     _write_json(target, receipt)
     click.echo(register if quiet else f"registered {register}; official receipt {target}")
 

@@ -373,7 +373,11 @@ class OfficeStore:
         except OSError as exc:
             raise ConfigError(f"cannot create {dest}: {exc.strerror}") from None
         try:
-            with self.transaction():
+            # The write lock is taken on a second connection: SQLite's backup reads through
+            # this one, which must not be inside a transaction itself.
+            lock = sqlite3.connect(self.root / DB_FILE, isolation_level=None, timeout=30.0)
+            try:
+                lock.execute("BEGIN IMMEDIATE")
                 (dest / KEYS_DIR).mkdir(mode=0o700)
                 for key in sorted((self.root / KEYS_DIR).glob("*.key")):
                     _write_private(dest / KEYS_DIR / key.name, key.read_text(encoding="utf-8"))
@@ -383,6 +387,11 @@ class OfficeStore:
                     self._conn.backup(target)
                 finally:
                     target.close()
+            finally:
+                lock.close()
+        except sqlite3.Error as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise StorageError(f"cannot back up the office store: {exc}") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

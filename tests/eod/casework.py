@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ POSITIONS: dict[str, tuple[str, str, tuple[Role, ...]]] = {
     "kanc-1": ("SEK", "Kancelaria ogólna", (Role.REGISTRY,)),
     "dyr": ("D", "Dyrektor", (Role.ASSIGN, Role.ACCEPT, Role.SIGN, Role.APPROVE_PAYMENT)),
     "ref-fk": ("FK", "Referent ds. zamówień", (Role.OFFICER, Role.ASSIGN)),
-    "ref-2": ("FK", "Referent", (Role.OFFICER,)),
+    "ref-2": ("FK", "Referent", (Role.OFFICER, Role.ASSIGN)),
     "kier-sp": ("SP7", "Kierownik gospodarczy", (Role.SUBSTANTIVE, Role.ACCEPT)),
+    "kier-or": ("OR", "Kierownik Referatu Organizacyjnego", (Role.ACCEPT, Role.OFFICER)),
+    "sekr": ("OR", "Sekretarz", (Role.ACCEPT,)),
+    "ksieg-sek": ("SEK", "Księgowa sekretariatu", (Role.ACCOUNTS,)),
     "ksieg-1": ("FK", "Księgowa", (Role.ACCOUNTS,)),
     "ksieg-2": ("FK", "Starsza księgowa", (Role.ACCOUNTS,)),
     "gk": ("FK", "Główna księgowa", (Role.CHIEF_ACCOUNTANT,)),
@@ -108,7 +112,8 @@ def cost_case(setup: Setup, *, until: EventType | None = None) -> str:
         sender_ref="FV/2024/03/117",
     )
     clock.tick()
-    office.assign(register, actor="dyr", to="ref-fk", deadline="2024-03-15")
+    deadline = office.calendar.date_of(clock.now) + timedelta(days=14)
+    office.assign(register, actor="dyr", to="ref-fk", deadline=deadline.isoformat())
     clock.tick()
     case, _ = office.open_case(register, actor="ref-fk", unit="FK", jrwa_class="3026", kind="cost")
     clock.tick()
