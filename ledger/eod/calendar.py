@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ledger.eod.holidays import is_working_day
+from ledger.eod.holidays import FIRST_YEAR, LAST_YEAR, is_working_day
 from ledger.eod.model import Category
 from ledger.errors import MalformedError
 
@@ -66,22 +66,27 @@ DEEMED_DELIVERY_DAYS: Final = 14
 APPEAL_DAYS: Final = 14
 _DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ZONE_NAME: Final = re.compile(r"[A-Za-z0-9._+-]+(?:/[A-Za-z0-9._+-]+)*")
-#: datetime cannot show seconds past 9999-12-31; such a time is printed as a number.
-_MAX_SHOWN: Final = 253402300799
+#: The calendar shows times up to 9999-12-29 (so that any zone's local date stays in year
+#: 9999); a later time is printed as a number and refused by every calendar rule.
+_MAX_SHOWN: Final = 253402300799 - 2 * 86400
 
 
 def parse_date(text: str, *, what: str = "date") -> date:
-    """A calendar date written ``YYYY-MM-DD`` (``2024-02-30`` is refused).
+    """A calendar date written ``YYYY-MM-DD`` (``2024-02-30`` is refused), in the years the
+    holiday calendar covers.
 
     Raises:
-        MalformedError: another shape, or no such day.
+        MalformedError: another shape, no such day, or a year outside 1990-9998.
     """
     if not isinstance(text, str) or not _DATE.fullmatch(text):
         raise MalformedError(f"{what} {text!r} is not a date YYYY-MM-DD")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise MalformedError(f"{what} {text} is not a day of the calendar") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise MalformedError(f"{what} {text} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
+    return day
 
 
 def _load_zone(name: str) -> ZoneInfo:
@@ -118,7 +123,7 @@ class OfficeCalendar:
             MalformedError: a time outside what a calendar can show (before 1970 or after 9999).
         """
         if not 0 <= ts <= _MAX_SHOWN:
-            raise MalformedError(f"time {ts} is outside the calendar (1970-9999)")
+            raise MalformedError(f"time {ts} is outside the calendar (1970 to 9999-12-29)")
         return datetime.fromtimestamp(ts, tz=UTC).astimezone(self._zone)
 
     def date_of(self, ts: int) -> date:
@@ -184,7 +189,10 @@ class OfficeCalendar:
             return None
         if category.text == "Bc":
             return closed
-        return self.start_of_year(self.year_of(closed) + 1 + category.years)
+        year = self.year_of(closed) + 1 + category.years
+        if year > 9999:
+            raise MalformedError(f"the retention period of category {category.text} ends after 9999")
+        return self.start_of_year(year)
 
 
 # ------------------------------------------------------------------------ the KPA terms

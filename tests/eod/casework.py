@@ -13,8 +13,8 @@ from notes.ground import validator
 
 from ledger.crypto import Ed25519Key
 from ledger.eod.anchor import LocalLogAnchorer
-from ledger.eod.model import EventType, Role
 from ledger.eod.jrwa import default_jrwa_text
+from ledger.eod.model import EventType, Role
 from ledger.eod.office import Office
 from ledger.eod.paths import default_paths_text
 from ledger.eod.pki import SigningIdentity
