@@ -191,7 +191,9 @@ class OfficeCalendar:
             return closed
         year = self.year_of(closed) + 1 + category.years
         if year > 9999:
-            raise MalformedError(f"the retention period of category {category.text} ends after 9999")
+            raise MalformedError(
+                f"the retention period of category {category.text} ends after 9999"
+            )
         return self.start_of_year(year)
 
 
