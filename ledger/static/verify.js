@@ -2982,8 +2982,8 @@
       en: "Receipt (.tlog-proof) or audit-trail bundle (.json)",
     },
     receipt_hint: {
-      pl: "Wiązkę ścieżki audytu (ledger-eod-trail/v1) strona rozpoznaje sama.",
-      en: "The page recognises an audit-trail bundle (ledger-eod-trail/v1) by itself.",
+      pl: "Wiązkę ścieżki audytu (ledger-eod-trail/v2) strona rozpoznaje sama.",
+      en: "The page recognises an audit-trail bundle (ledger-eod-trail/v2) by itself.",
     },
     office_key_label: {
       pl: "Odcisk klucza CA urzędu (tylko ścieżka audytu, opcjonalnie)",
