@@ -54,6 +54,11 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 
 CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # official receipts without --receipt-out land here
 POSITIONS = [
     ("kanc", "SEK", ["registry"]),
     ("dyr", "D", ["assign", "approve-payment"]),
