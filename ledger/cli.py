@@ -34,7 +34,7 @@ import click
 from ledger import __version__
 from ledger.consensus.validators import MAX_VALIDATORS
 from ledger.crypto import ValidatorKeys, read_key_file, write_key_file
-from ledger.errors import LedgerError, MalformedError, VerificationError
+from ledger.errors import ConfigError, LedgerError, MalformedError, VerificationError
 from ledger.policy import parse_policy
 from ledger.receipt import MAX_RECEIPT_SIZE, verify_receipt
 
@@ -1719,8 +1719,37 @@ def db_restore(
     )
 
 
-from ledger.eod.cli import eod_group  # noqa: E402  (the EOD workflow client, issue 5)
+# ------------------------------------------------------------------------------------ eod
+# The EOD workflow client (ledger/eod) talks to the ledger only through its anchoring
+# interface and never imports the storage layer; its offline demo ledger (`ledger eod --ground
+# DIR`) is a proving ground opened here and handed in behind that same interface.
+from ledger.eod.anchor import Anchorer  # noqa: E402
+from ledger.eod.cli import eod_group, use_ground  # noqa: E402
 
+
+@contextmanager
+def _eod_ground(root: Path, clock: Callable[[], int]) -> Iterator[Anchorer]:
+    """A proving ground (``ledger log init``) as the EOD client's anchorer.
+
+    Raises:
+        ConfigError: ``root`` is not a proving ground.
+    """
+    from ledger.eod.anchor import LocalLogAnchorer
+    from ledger.prover import LocalLog
+    from ledger.storage.lmdb_store import LmdbStore
+
+    key_files = sorted((root / _KEYS_DIR).glob("*.key"))
+    if not key_files or not (root / _STORE_DIR).is_dir():
+        raise ConfigError(f"{root} is not a proving ground; run 'ledger log init {root}'")
+    validators = [read_key_file(path) for path in key_files]
+    store = LmdbStore.open(str(root / _STORE_DIR))
+    try:
+        yield LocalLogAnchorer(LocalLog(store, validators=validators), clock=clock)
+    finally:
+        store.close()
+
+
+use_ground(_eod_ground)
 main.add_command(eod_group)
 
 

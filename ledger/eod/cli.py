@@ -1,10 +1,12 @@
 """``ledger eod ...``: the EOD workflow client's commands, a thin click layer over
 :class:`ledger.eod.office.Office` and :mod:`ledger.eod.trail`.
 
-Global options select the office's data dir and the ledger: ``--node URL --token T`` (a
-validator node's public API) or ``--ground DIR`` (a local proving ground, ``ledger log init``,
-for offline demos). Exit status as for every ``ledger`` command: 0 success; 1 a trail or receipt
-that does not verify; 2 a refused step, bad input or any other error, with one line on stderr.
+Global options select the office's data dir and the ledger: ``--node URL`` with
+``--token-file FILE`` (a validator node's public API; env ``LEDGER_NODE``, ``LEDGER_TOKEN``) or
+``--ground DIR`` (an offline demo ledger, ``ledger log init``, which the top-level CLI opens
+and hands in through :func:`use_ground`). Exit status as for every ``ledger`` command: 0
+success; 1 a trail or receipt that does not verify; 2 a refused step, bad input or any other
+error, with one line on stderr.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
 from ledger.eod.anchor import Anchorer, ClientAnchorer
+from ledger.eod.calendar import DEFAULT_ZONE, OfficeCalendar
+from ledger.eod.jrwa import JrwaDictionary, default_jrwa_text
 from ledger.eod.model import ROLE_TERMS, EventType, Role
 from ledger.eod.office import Office
+from ledger.eod.paths import PathBook, default_paths_text
 from ledger.eod.pki import SigningIdentity, fingerprint
+from ledger.eod.records import OfficeRecord
 from ledger.eod.rules import WorkflowError
 from ledger.eod.store import OfficeStore
 from ledger.eod.trail import (
@@ -38,14 +43,21 @@ from ledger.eod.trail import (
 from ledger.errors import ConfigError, LedgerError, MalformedError, VerificationError
 from ledger.policy import Policy, parse_policy
 
-__all__ = ["eod_group"]
+__all__ = ["GroundOpener", "eod_group", "use_ground"]
 
 _EXIT_INVALID: Final = 1
 _EXIT_ERROR: Final = 2
 _CHUNK: Final = 1 << 20
+_MAX_TEXT_FILE: Final = 1 << 20
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Opens an offline demo ledger directory as an :class:`Anchorer` whose cosignatures use the
+#: given clock. Provided by the top-level CLI (which may import the storage layer; this
+#: package does not).
+GroundOpener = Callable[[Path, Callable[[], int]], AbstractContextManager[Anchorer]]
+_GROUND: list[GroundOpener] = []
 
 _STEPS: Final = {
     "substantive": EventType.SUBSTANTIVE_CHECK,
@@ -54,6 +66,15 @@ _STEPS: Final = {
     "countersign": EventType.COUNTERSIGNED,
     "approve": EventType.APPROVED_FOR_PAYMENT,
 }
+_UNPINNED_POLICY: Final = (
+    "WARNING: no --policy given: checked only against the trust policy inside the file, which "
+    "anyone could have written; pin the ledger's published policy with --policy FILE"
+)
+
+
+def use_ground(opener: GroundOpener) -> None:
+    """Give ``ledger eod --ground DIR`` its demo ledger (called once by ``ledger.cli``)."""
+    _GROUND[:] = [opener]
 
 
 def _errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -81,21 +102,20 @@ class _Settings:
     data_dir: Path
     node: str | None
     token: str | None
+    token_file: Path | None
     ground: Path | None
-    at: int | None
+    at_text: str | None
 
-    def clock(self) -> int:
-        return self.at if self.at is not None else int(time.time())
-
-
-def _parse_time(text: str, *, what: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise MalformedError(f"{what} {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    def read_token(self) -> str | None:
+        if self.token_file is None:
+            return self.token
+        try:
+            text = self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.token_file}: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"{self.token_file} holds no token")
+        return text
 
 
 def _settings() -> _Settings:
@@ -104,19 +124,30 @@ def _settings() -> _Settings:
     return settings
 
 
+def _clocks(settings: _Settings, calendar: OfficeCalendar) -> tuple[Callable[[], int], int | None]:
+    """The office clock and the declared time: ``--at`` sets the clock of an offline demo
+    ground; against a node it is a declared time, recorded next to the proven one."""
+    if settings.at_text is None:
+        return (lambda: int(time.time())), None
+    at = calendar.parse_time(settings.at_text, what="--at")
+    if settings.ground is not None:
+        return (lambda: at), None
+    return (lambda: int(time.time())), at
+
+
 @contextmanager
-def _anchorer(settings: _Settings) -> Iterator[Anchorer | None]:
+def _anchorer(settings: _Settings, clock: Callable[[], int]) -> Iterator[Anchorer | None]:
     if settings.node is not None and settings.ground is not None:
         raise ConfigError("give --node or --ground, not both")
     if settings.ground is not None:
-        from ledger.eod.ground import open_ground
-
-        with open_ground(settings.ground, clock=settings.clock) as anchorer:
+        if not _GROUND:
+            raise ConfigError("--ground needs the ledger command line (ledger eod --ground DIR)")
+        with _GROUND[0](settings.ground, clock) as anchorer:
             yield anchorer
     elif settings.node is not None:
         from ledger.client import LedgerClient
 
-        with LedgerClient(settings.node, token=settings.token) as client:
+        with LedgerClient(settings.node, token=settings.read_token()) as client:
             yield ClientAnchorer(client)
     else:
         yield None
@@ -128,8 +159,10 @@ def _office() -> Iterator[Office]:
     with ExitStack() as stack:
         store = OfficeStore.open(settings.data_dir)
         stack.callback(store.close)
-        anchorer = stack.enter_context(_anchorer(settings))
-        yield Office(store, anchorer, clock=settings.clock)
+        probe = Office(store, None, clock=lambda: 0)
+        clock, declared = _clocks(settings, probe.calendar)
+        anchorer = stack.enter_context(_anchorer(settings, clock))
+        yield Office(store, anchorer, clock=clock, declared=declared)
 
 
 def _hash_file(path: str) -> bytes:
@@ -143,7 +176,7 @@ def _hash_file(path: str) -> bytes:
     return h.digest()
 
 
-def _read(path: str, *, limit: int) -> bytes:
+def _read(path: str | Path, *, limit: int) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
@@ -154,25 +187,54 @@ def _read(path: str, *, limit: int) -> bytes:
     return data
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
+def _read_text(path: str | Path) -> str:
     try:
-        path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        return _read(path, limit=_MAX_TEXT_FILE).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedError(f"{path} is not UTF-8 text") from None
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Write a new file; an existing one is never replaced silently."""
+    text = json.dumps(obj, ensure_ascii=False, indent=1) + "\n"
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; choose another file or remove it first") from None
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _free_name(stem: str, suffix: str) -> Path:
+    """``stem + suffix``, or ``stem.2 + suffix`` ... if taken: an existing file is never
+    replaced, and the step is already recorded when the name is chosen."""
+    candidate, n = Path(stem + suffix), 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{stem}.{n}{suffix}")
+    return candidate
 
 
 def _pinned_policy(path: str | None) -> Policy | None:
     return None if path is None else parse_policy(_read(path, limit=1 << 20))
 
 
-def _done(office: Office, what: str, hash_: bytes) -> None:
+def _done(what: str, hash_: bytes) -> None:
     click.echo(f"{what}; event {hash_.hex()[:16]} anchored")
 
 
 _as = click.option(
-    "--as", "actor", required=True, metavar="POSITION", help="The acting position (stanowisko)."
+    "--as",
+    "actor",
+    required=True,
+    metavar="POSITION",
+    help="The acting position (stanowisko), never a person.",
 )
 _ref = click.argument("ref", metavar="CASE")
+_quiet = click.option(
+    "--quiet", "-q", is_flag=True, help="Print only the new number (for scripts)."
+)
 
 # ---------------------------------------------------------------------------- the group
 
@@ -186,66 +248,190 @@ _ref = click.argument("ref", metavar="CASE")
     type=click.Path(file_okay=False, path_type=Path),
     help="The office's own store (events, receipts, keys); env LEDGER_EOD_DATA.",
 )
-@click.option("--node", envvar="LEDGER_NODE", metavar="URL", help="A validator node's API.")
-@click.option("--token", envvar="LEDGER_TOKEN", help="Bearer token for anchoring at --node.")
+@click.option(
+    "--node", envvar="LEDGER_NODE", metavar="URL", help="A validator node's API; env LEDGER_NODE."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the bearer token for anchoring at --node (or env LEDGER_TOKEN).",
+)
+@click.option("--token", envvar="LEDGER_TOKEN", hidden=True)
 @click.option(
     "--ground",
     type=click.Path(file_okay=False, path_type=Path),
-    help="A local proving ground (ledger log init) instead of --node, for offline demos.",
+    help="An offline demo ledger (ledger log init DIR) instead of --node.",
 )
 @click.option(
     "--at",
     "at_text",
     metavar="TIME",
-    help="Record this ISO 8601 time instead of the clock (demos and tests).",
+    help="With --ground: the demo's clock (ISO 8601; without an offset, office local time). "
+    "With --node: a declared time of the step, kept next to the proven one and flagged in "
+    "the trail when outside it.",
 )
 @click.pass_context
 def eod_group(
     ctx: click.Context,
     data_dir: Path,
     node: str | None,
+    token_file: Path | None,
     token: str | None,
     ground: Path | None,
     at_text: str | None,
 ) -> None:
-    """Electronic document workflow (EOD/EZD) on the ledger: register, assign (dekretacja),
-    open cases, accept, sign, dispatch, archive; export and verify audit trails.
+    """Electronic document workflow (EOD/EZD) on the ledger: rejestracja przesyłki, dekretacja,
+    założenie sprawy, akceptacja, podpis, wysyłka, archiwum, brakowanie; export and verify audit
+    trails (metryka sprawy).
 
     Documents stay in the office: only SHA-256 digests of documents and of signed event
-    records reach the ledger.
+    records reach the ledger. Times are the office's (its time zone, set at init); the
+    ledger proves each step's time from both sides.
     """
-    try:
-        at = _parse_time(at_text, what="--at") if at_text is not None else None
-    except MalformedError as exc:
-        raise click.BadParameter(exc.diagnostics()) from None
-    ctx.obj = _Settings(data_dir=data_dir, node=node, token=token, ground=ground, at=at)
+    ctx.obj = _Settings(
+        data_dir=data_dir,
+        node=node,
+        token=token,
+        token_file=token_file,
+        ground=ground,
+        at_text=at_text,
+    )
 
 
 @eod_group.command("init")
 @click.option("--office", "office_id", required=True, help="Office id, e.g. cuw-gdansk.")
-@click.option("--name", required=True, help="The office's name (nazwa urzędu/jednostki).")
+@click.option("--name", required=True, help="The office's name (nazwa urzędu, jednostki).")
+@click.option(
+    "--zone",
+    default=DEFAULT_ZONE,
+    show_default=True,
+    help="The office's time zone (IANA name): register years, deadlines, retention.",
+)
 @click.option("--policy", "policy_path", metavar="FILE", help="The ledger's trust policy to pin.")
+@click.option(
+    "--paths", "paths_path", metavar="FILE", help="Acceptance paths (TOML); default: the seed's."
+)
+@click.option(
+    "--jrwa", "jrwa_path", metavar="FILE", help="The office's JRWA (TOML); default: the seed list."
+)
 @_errors
-def init_command(office_id: str, name: str, policy_path: str | None) -> None:
-    """Set up the office's data dir and its CA key (lokalne centrum certyfikacji).
+def init_command(
+    office_id: str,
+    name: str,
+    zone: str,
+    policy_path: str | None,
+    paths_path: str | None,
+    jrwa_path: str | None,
+) -> None:
+    """Set up the office's data dir, its CA key (lokalne centrum certyfikacji) and its signed
+    office record (id, name, time zone).
 
     The trust policy is pinned from --policy, else taken from --ground or --node.
     """
     settings = _settings()
+    calendar = OfficeCalendar(zone)
+    paths_text = _read_text(paths_path) if paths_path else default_paths_text()
+    PathBook.from_toml(paths_text)
+    jrwa_text = _read_text(jrwa_path) if jrwa_path else default_jrwa_text()
+    JrwaDictionary.from_toml(jrwa_text)
     if policy_path is not None:
-        policy_text = _read(policy_path, limit=1 << 20).decode("utf-8", "replace")
+        policy_text = _read_text(policy_path)
     else:
-        with _anchorer(settings) as anchorer:
+        clock, _ = _clocks(settings, calendar)
+        with _anchorer(settings, clock) as anchorer:
             if anchorer is None:
                 raise ConfigError("give --policy FILE, --ground DIR or --node URL")
             policy_text = anchorer.policy()
     parse_policy(policy_text)
     ca = SigningIdentity.generate("ca")
+    record = OfficeRecord.sign(office=office_id, name=name, zone=zone, ca=ca.key)
     OfficeStore.create(
-        settings.data_dir, office=office_id, name=name, ca=ca, policy_text=policy_text
+        settings.data_dir,
+        record=record,
+        ca=ca,
+        policy_text=policy_text,
+        paths_text=paths_text,
+        jrwa_text=jrwa_text,
     ).close()
-    click.echo(f"office {office_id} set up in {settings.data_dir}")
+    click.echo(f"office {office_id} set up in {settings.data_dir} (time zone {zone})")
     click.echo(f"office CA key: {fingerprint(ca.key.public_key)} (publish it for auditors)")
+
+
+@eod_group.command("office-key")
+@_errors
+def office_key_command() -> None:
+    """Print the office CA key's fingerprint (publish it; auditors pin it with --office-key)."""
+    with _office() as office:
+        click.echo(fingerprint(office.record.ca_public_key))
+
+
+@eod_group.command("jrwa")
+@click.option("--class", "jrwa_class", help="Show one class.")
+@_errors
+def jrwa_command(jrwa_class: str | None) -> None:
+    """List the office's subject file list (jednolity rzeczowy wykaz akt) with categories."""
+    with _office() as office:
+        classes = (
+            [office.jrwa.lookup(jrwa_class)]
+            if jrwa_class
+            else [office.jrwa.classes[k] for k in sorted(office.jrwa.classes)]
+        )
+        for c in classes:
+            other = f" (inne komórki: {c.other.text})" if c.other is not None else ""
+            click.echo(f"{c.symbol}  {c.category.text:<5} {c.title}{other}")
+
+
+@eod_group.command("paths")
+@_errors
+def paths_command() -> None:
+    """List the office's acceptance paths (ścieżki akceptacji) per document kind and unit."""
+    from ledger.eod.model import EVENT_TERMS
+
+    with _office() as office:
+        for path in office.paths.paths:
+            steps = " → ".join(
+                f"{EVENT_TERMS[s.event][1]} [{s.role.value}"
+                + (
+                    f", {'unit of the case' if s.unit == 'case' else 'unit ' + s.unit}]"
+                    if s.unit
+                    else "]"
+                )
+                for s in path.steps
+            )
+            click.echo(f"{path.kind} (unit {path.unit}): {steps or '-'}")
+
+
+@eod_group.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@_errors
+def backup_command(dest: Path) -> None:
+    """Write a consistent copy of the office store into DEST (kopia zapasowa); DEST must not
+    exist. Restore it with 'ledger eod --data-dir NEW restore DEST'."""
+    settings = _settings()
+    store = OfficeStore.open(settings.data_dir)
+    try:
+        store.backup(dest)
+        cases = len(store.cases())
+    finally:
+        store.close()
+    click.echo(f"backed up {settings.data_dir} to {dest}: {cases} cases")
+
+
+@eod_group.command("restore")
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+@_errors
+def restore_command(source: Path) -> None:
+    """Restore a backup SOURCE into the (empty) --data-dir and check every case in it: each
+    event's certificate, receipt, checkpoint and workflow rule."""
+    settings = _settings()
+    store = OfficeStore.restore(source, settings.data_dir)
+    try:
+        cases, events = Office(store, None, clock=lambda: 0).check_all()
+    finally:
+        store.close()
+    click.echo(
+        f"restored {source} into {settings.data_dir}: {cases} cases, {events} events check out"
+    )
 
 
 # ----------------------------------------------------------------------------- keys
@@ -258,7 +444,7 @@ def keys_group() -> None:
 
 @keys_group.command("issue")
 @click.argument("position")
-@click.option("--unit", required=True, help="Unit symbol (symbol komórki), e.g. FK.")
+@click.option("--unit", required=True, help="Unit symbol (symbol komórki organizacyjnej), e.g. FK.")
 @click.option("--title", required=True, help="Position title (stanowisko), never a name.")
 @click.option(
     "--role",
@@ -302,12 +488,15 @@ def keys_list() -> None:
     type=click.Choice(["incoming", "outgoing", "internal"]),
     default="incoming",
     show_default=True,
+    help="incoming = przesyłka wpływająca (RPW); outgoing = wychodząca; internal = pismo "
+    "wewnętrzne.",
 )
 @click.option("--kind", type=click.Choice(["letter", "invoice"]), default="letter")
 @click.option("--attachments", type=click.IntRange(0, 10_000), default=0)
 @click.option("--sender-ref", help="The letter's own reference (znak pisma nadawcy).")
 @click.option("--case", "case", metavar="CASE", help="Register straight into an open case.")
 @click.option("--receipt-out", type=click.Path(dir_okay=False, path_type=Path))
+@_quiet
 @_errors
 def register_command(
     file: str,
@@ -319,8 +508,12 @@ def register_command(
     sender_ref: str | None,
     case: str | None,
     receipt_out: Path | None,
+    quiet: bool,
 ) -> None:
-    """Register an item FILE (rejestracja przesyłki, RPW) and write its official receipt."""
+    """Register an item FILE (rejestracja przesyłki, RPW) and write its official receipt
+    (urzędowe poświadczenie rejestracji) for the sender (default RPW-N-YEAR.receipt.json)."""
+    if receipt_out is not None and receipt_out.exists():
+        raise ConfigError(f"{receipt_out} exists; choose another file or remove it first")
     with _office() as office:
         register, _, receipt = office.register(
             _hash_file(file),
@@ -332,24 +525,25 @@ def register_command(
             sender_ref=sender_ref,
             case=case,
         )
-    target = receipt_out or Path(register.replace("/", "-") + ".receipt.json")
+    target = receipt_out or _free_name(register.replace("/", "-"), ".receipt.json")
     _write_json(target, receipt)
-    click.echo(f"registered {register}; official receipt {target}")
+    click.echo(register if quiet else f"registered {register}; official receipt {target}")
 
 
 @eod_group.command("assign")
 @_ref
 @_as
-@click.option("--to", required=True, metavar="POSITION", help="Who becomes responsible.")
+@click.option("--to", required=True, metavar="POSITION", help="The position made responsible.")
 @click.option("--method", help="How to handle it (sposób załatwienia).")
-@click.option("--deadline", metavar="YYYY-MM-DD", help="By when (termin).")
+@click.option("--deadline", metavar="YYYY-MM-DD", help="By when (termin): the end of that day.")
 @_errors
 def assign_command(ref: str, actor: str, to: str, method: str | None, deadline: str | None) -> None:
     """Assign an item or case (dekretacja). Only the original assigner may change the method
-    or the deadline."""
+    or the deadline; an assignment further down (dekretacja wtórna) may set a deadline of its
+    own, no later than the one above it."""
     with _office() as office:
         recorded = office.assign(ref, actor=actor, to=to, method=method, deadline=deadline)
-        _done(office, f"assigned {ref} to {to}", recorded.event.hash)
+        _done(f"assigned {ref} to {to}", recorded.event.hash)
 
 
 @eod_group.command("open-case")
@@ -357,32 +551,48 @@ def assign_command(ref: str, actor: str, to: str, method: str | None, deadline: 
 @_as
 @click.option("--unit", required=True, help="Unit symbol (symbol komórki organizacyjnej).")
 @click.option("--class", "jrwa_class", required=True, help="JRWA class (symbol z wykazu akt).")
-@click.option("--category", required=True, help="Archival category: A, Bc, B<n>, BE<n>.")
-@click.option("--cost", is_flag=True, help="A cost document (invoice) case.")
+@click.option(
+    "--kind", default="letter", show_default=True, help="Document kind of the acceptance paths."
+)
+@click.option("--cost", is_flag=True, help="A cost document (dokument kosztowy): --kind cost.")
+@click.option(
+    "--category",
+    help="Archival category if not the JRWA class's: A, Bc, B<n>, BE<n> (with --category-reason).",
+)
+@click.option("--category-reason", help="Why the category differs from the class's.")
 @click.option("--sign", help="Use this existing case sign instead of the next number.")
+@_quiet
 @_errors
 def open_case_command(
     item: str | None,
     actor: str,
     unit: str,
     jrwa_class: str,
-    category: str,
+    kind: str,
     cost: bool,
+    category: str | None,
+    category_reason: str | None,
     sign: str | None,
+    quiet: bool,
 ) -> None:
-    """Open a case (założenie sprawy) for ITEM (a register number) or on its own, and give it
-    its case sign (znak sprawy) UNIT.CLASS.N.YEAR."""
+    """Open a case (założenie sprawy) for ITEM (a register number) or on its own, in a class
+    of the office's JRWA, and give it its case sign (znak sprawy) UNIT.CLASS.N.YEAR and its
+    acceptance path (ścieżka akceptacji)."""
     with _office() as office:
         case, recorded = office.open_case(
             item,
             actor=actor,
             unit=unit,
             jrwa_class=jrwa_class,
+            kind="cost" if cost else kind,
             category=category,
-            cost=cost,
+            category_reason=category_reason,
             sign=sign,
         )
-        _done(office, f"opened case {case}", recorded.event.hash)
+        if quiet:
+            click.echo(case)
+        else:
+            _done(f"opened case {case}", recorded.event.hash)
 
 
 @eod_group.command("attach")
@@ -392,23 +602,23 @@ def open_case_command(
 @click.option("--kind", default="attachment", show_default=True, help="contract, order, ...")
 @_errors
 def attach_command(ref: str, file: str, actor: str, kind: str) -> None:
-    """Attach a document FILE to a case by its digest (dołączenie dokumentu)."""
+    """Attach a document FILE to a case by its digest (dołączenie dokumentu, załącznik)."""
     with _office() as office:
         recorded = office.attach(ref, _hash_file(file), actor=actor, kind=kind)
-        _done(office, f"attached {kind} to {ref}", recorded.event.hash)
+        _done(f"attached {kind} to {ref}", recorded.event.hash)
 
 
 @eod_group.command("submit")
 @_ref
 @click.argument("file")
 @_as
-@click.option("--levels", type=click.IntRange(1, 9), default=1, show_default=True)
 @_errors
-def submit_command(ref: str, file: str, actor: str, levels: int) -> None:
-    """Submit a draft FILE for acceptance (projekt do akceptacji) at LEVELS levels."""
+def submit_command(ref: str, file: str, actor: str) -> None:
+    """Submit a draft FILE for acceptance (projekt do akceptacji), for the levels of the
+    case's acceptance path."""
     with _office() as office:
-        recorded = office.submit(ref, _hash_file(file), actor=actor, levels=levels)
-        _done(office, f"submitted a draft in {ref}", recorded.event.hash)
+        recorded = office.submit(ref, _hash_file(file), actor=actor)
+        _done(f"submitted a draft in {ref}", recorded.event.hash)
 
 
 @eod_group.command("accept")
@@ -443,7 +653,7 @@ def accept_command(
             )
         else:
             recorded = office.accept(ref, actor=actor, level=level)
-        _done(office, f"{recorded.event.record.type.value} in {ref}", recorded.event.hash)
+        _done(f"{recorded.event.record.type.value} in {ref}", recorded.event.hash)
 
 
 @eod_group.command("reject")
@@ -455,7 +665,7 @@ def reject_command(ref: str, actor: str, reason: str) -> None:
     """Reject the pending draft (odrzucenie, zwrot do poprawy)."""
     with _office() as office:
         recorded = office.reject(ref, actor=actor, reason=reason)
-        _done(office, f"rejected the draft in {ref}", recorded.event.hash)
+        _done(f"rejected the draft in {ref}", recorded.event.hash)
 
 
 @eod_group.command("sign")
@@ -467,7 +677,7 @@ def sign_command(ref: str, file: str, actor: str) -> None:
     """Record the signature (podpis) of the accepted draft; FILE is the signed document."""
     with _office() as office:
         recorded = office.sign(ref, _hash_file(file), actor=actor)
-        _done(office, f"signed in {ref}", recorded.event.hash)
+        _done(f"signed in {ref}", recorded.event.hash)
 
 
 @eod_group.command("dispatch")
@@ -482,7 +692,7 @@ def dispatch_command(ref: str, actor: str, channel: str, file: str | None) -> No
         register, recorded = office.dispatch(
             ref, actor=actor, channel=channel, document=_hash_file(file) if file else None
         )
-        _done(office, f"dispatched {ref} as {register}", recorded.event.hash)
+        _done(f"dispatched {ref} as {register}", recorded.event.hash)
 
 
 @eod_group.command("record-receipt")
@@ -496,21 +706,22 @@ def record_receipt_command(ref: str, file: str, actor: str, kind: str) -> None:
     doręczenia) by the hash of its signed XML, byte-exact."""
     with _office() as office:
         recorded = office.record_receipt(ref, _hash_file(file), actor=actor, kind=kind)
-        _done(office, f"recorded {kind} in {ref}", recorded.event.hash)
+        _done(f"recorded {kind} in {ref}", recorded.event.hash)
 
 
 @eod_group.command("deliver")
 @_ref
 @_as
 @click.option("--deemed", is_flag=True, help="Deemed delivered (doręczenie zastępcze).")
-@click.option("--notice", metavar="TIME", help="Time of the first notice (awizo), ISO 8601.")
+@click.option("--notice", metavar="YYYY-MM-DD", help="Day of the first notice (awizo).")
+@click.option("--date", "on", metavar="YYYY-MM-DD", help="Day of delivery (default: today).")
 @_errors
-def deliver_command(ref: str, actor: str, deemed: bool, notice: str | None) -> None:
-    """Record the delivery (doręczenie), or the deemed delivery 14 days after the notice."""
+def deliver_command(ref: str, actor: str, deemed: bool, notice: str | None, on: str | None) -> None:
+    """Record the delivery (doręczenie), or the deemed delivery with the lapse of the 14th day
+    after the first notice (KPA art. 44); the timeline shows the 14-day appeal period."""
     with _office() as office:
-        when = _parse_time(notice, what="--notice") if notice is not None else None
-        recorded = office.deliver(ref, actor=actor, deemed=deemed, notice=when)
-        _done(office, f"delivered {ref}", recorded.event.hash)
+        recorded = office.deliver(ref, actor=actor, deemed=deemed, notice=notice, on=on)
+        _done(f"delivered {ref}", recorded.event.hash)
 
 
 @eod_group.command("close")
@@ -518,9 +729,20 @@ def deliver_command(ref: str, actor: str, deemed: bool, notice: str | None) -> N
 @_as
 @_errors
 def close_command(ref: str, actor: str) -> None:
-    """Close the case (zakończenie sprawy)."""
+    """Close the case (zakończenie sprawy); by the case officer (prowadzący sprawę)."""
     with _office() as office:
-        _done(office, f"closed {ref}", office.close(ref, actor=actor).event.hash)
+        _done(f"closed {ref}", office.close(ref, actor=actor).event.hash)
+
+
+@eod_group.command("reopen")
+@_ref
+@_as
+@click.option("--reason", required=True, help="Why the case is reopened.")
+@_errors
+def reopen_command(ref: str, actor: str, reason: str) -> None:
+    """Reopen a closed case (wznowienie sprawy) before it goes to the office archive."""
+    with _office() as office:
+        _done(f"reopened {ref}", office.reopen(ref, actor=actor, reason=reason).event.hash)
 
 
 @eod_group.command("archive")
@@ -528,9 +750,9 @@ def close_command(ref: str, actor: str) -> None:
 @_as
 @_errors
 def archive_command(ref: str, actor: str) -> None:
-    """Transfer the closed case to the office archive (archiwum zakładowe)."""
+    """Transfer the closed case to the office archive (archiwum zakładowe); not category Bc."""
     with _office() as office:
-        _done(office, f"archived {ref}", office.archive(ref, actor=actor).event.hash)
+        _done(f"archived {ref}", office.archive(ref, actor=actor).event.hash)
 
 
 @eod_group.command("destroy")
@@ -539,11 +761,13 @@ def archive_command(ref: str, actor: str) -> None:
 @click.option("--consent", required=True, help="The state archive director's consent reference.")
 @_errors
 def destroy_command(ref: str, actor: str, consent: str) -> None:
-    """Record the lawful destruction (brakowanie) after the retention period; never category A.
-    The trail is kept: the case stays provably 'existed, and was lawfully destroyed'."""
+    """Record the lawful destruction (brakowanie) after the retention period, counted from the
+    proven closing; never category A. Category Bc is destroyed in its own unit, every other
+    from the office archive. The trail is kept: the case stays provably 'existed, and was
+    lawfully destroyed'."""
     with _office() as office:
         recorded = office.destroy(ref, actor=actor, consent=consent)
-        _done(office, f"destroyed {ref}", recorded.event.hash)
+        _done(f"destroyed {ref}", recorded.event.hash)
 
 
 # ----------------------------------------------------------------- status and trails
@@ -553,7 +777,8 @@ def destroy_command(ref: str, actor: str, consent: str) -> None:
 @_ref
 @_errors
 def status_command(ref: str) -> None:
-    """Print the course of a case or item (przebieg sprawy), verified from the local store."""
+    """Print the course of a case or item (przebieg sprawy), verified from the local store;
+    refreshes its signed head (needs the ledger when the case has grown)."""
     with _office() as office:
         bundle = office.trail(ref)
     data = json.dumps(bundle, ensure_ascii=False).encode("utf-8")
@@ -565,7 +790,8 @@ def status_command(ref: str) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_errors
 def trail_command(ref: str, out: Path) -> None:
-    """Export the self-contained audit trail of a case (metryka sprawy) for an auditor."""
+    """Export the self-contained audit trail of a case (metryka sprawy) for an auditor, ending
+    with a fresh signed head, so a trail whose last events are dropped fails."""
     with _office() as office:
         bundle = office.trail(ref)
     _write_json(out, bundle)
@@ -581,7 +807,8 @@ def trail_command(ref: str, out: Path) -> None:
 def verify_trail_command(
     bundle: str, file: str | None, policy_path: str | None, office_key: str | None
 ) -> None:
-    """Verify an audit trail offline (kontrola metryki sprawy) and print its timeline.
+    """Verify an audit trail offline (kontrola metryki sprawy) and print its timeline, with
+    each step's proven interval.
 
     Exit 0 if valid, 1 with the reason if not, 2 if unreadable.
     """
@@ -591,6 +818,8 @@ def verify_trail_command(
         office_key=office_key,
         document=_hash_file(file) if file is not None else None,
     )
+    if policy_path is None:
+        click.echo(_UNPINNED_POLICY, err=True)
     click.echo(render_timeline(trail), nl=False)
 
 
@@ -610,9 +839,24 @@ def verify_receipt_command(
         office_key=office_key,
         document=_hash_file(file) if file is not None else None,
     )
-    stamp = datetime.fromtimestamp(result.document_receipt.time_bound, tz=UTC)
-    click.echo(f"valid: {result.office} ({result.office_name}) registered {result.register}")
+    if policy_path is None:
+        click.echo(_UNPINNED_POLICY, err=True)
+    office = result.office
+    fmt = office.calendar.format_time
+    name = (
+        office.name if result.ca_pinned else f"{office.name}; name not verified: pin --office-key"
+    )
+    click.echo(f"valid: {office.office} ({name}) registered {result.register}")
     click.echo(f"  case:       {result.case or '-'}")
     click.echo(f"  document:   {result.document.hex()}")
-    click.echo(f"  received:   no later than {stamp:%Y-%m-%d %H:%M:%S} UTC (ledger time bound)")
-    click.echo(f"  office key: {fingerprint(result.ca_public_key)}")
+    click.echo(
+        f"  received:   no later than {fmt(result.document_receipt.time_bound)} "
+        f"(ledger time bound; office time zone {office.zone})"
+    )
+    click.echo(
+        f"  office key: {fingerprint(office.ca_public_key)}"
+        + ("" if result.ca_pinned else " (from the file: compare it with the published one)")
+    )
+    click.echo(
+        f"  policy:     {'pinned' if result.policy_pinned else 'NOT pinned (see the warning)'}"
+    )

@@ -4,15 +4,18 @@ One record per step of an item's or a case's course (registration, assignment, e
 acceptance, ...). The record carries everything an auditor needs to judge the step, and nothing
 personal: the document appears only as its SHA-256 digest, positions by their identifiers::
 
-    {"case": "OR.0012.1.2024" | null,   case sign (znak sprawy), null until the case is opened
+    {"case": "OR.0012.1.2025" | null,   case sign (znak sprawy), null until the case is opened
      "data": {...},                     type-specific fields (see ledger.eod.rules)
+     "declared": <POSIX seconds> | null,  a time the user declares the act happened (--at)
      "document": "<64 hex>" | null,     SHA-256 of the document the step concerns
-     "format": "ledger-eod-event/v1",
+     "format": "ledger-eod-event/v2",
      "office": "<office id>",
      "position": "<position id>",       who acts (stanowisko), certified by the office CA
      "prev": "<64 hex>" | null,         hash of the previous event of this chain (null first)
+     "seen": {"size": n, "root": "<base64>"} | null,
+                                        the latest cosigned checkpoint the office had seen
      "seq": <n>,                        0, 1, 2, ... along the chain
-     "time": <POSIX seconds>,           when the office says it happened
+     "time": <POSIX seconds>,           the office clock when the step was recorded
      "type": "<event type>"}
 
 The actor signs ``SIGNING_DOMAIN || canonical(record)`` with the position's Ed25519 key; the
@@ -23,8 +26,12 @@ of the next event and the digest anchored in the ledger. Because the signature i
 hashed bytes, the ledger receipt also fixes the signature, and the previous-hash chain makes
 every change, removal, insertion or reordering of an earlier event visible.
 
-The ``time`` is the office's claim; the ledger receipt of the event hash adds a bound that the
-office cannot move: the event existed no later than the receipt's time bound.
+The ``time`` is the office's claim. Two facts the office cannot move bound it (ledger.eod.timing):
+the event names the root of the ``seen`` checkpoint, so it was made after that checkpoint was
+cosigned; and its ledger receipt shows it existed no later than the receipt's time bound. A
+``declared`` time is what a user says (an item received yesterday, registered today); it is
+kept next to the proven interval and flagged when it lies outside it, and no rule counts from
+it.
 """
 
 from __future__ import annotations
@@ -39,15 +46,36 @@ from ledger.eod import canonical
 from ledger.eod.model import EventType
 from ledger.errors import MalformedError
 
-__all__ = ["EVENT_FORMAT", "SIGNING_DOMAIN", "EventRecord", "SignedEvent", "parse_hex_digest"]
+__all__ = [
+    "EVENT_FORMAT",
+    "SIGNING_DOMAIN",
+    "EventRecord",
+    "Seen",
+    "SignedEvent",
+    "parse_hex_digest",
+]
 
-EVENT_FORMAT: Final = "ledger-eod-event/v1"
+EVENT_FORMAT: Final = "ledger-eod-event/v2"
 #: Domain separation of event signatures (see the module docstring).
 SIGNING_DOMAIN: Final = b"ledger/eod-event-signature/v1\n"
 _MAX_SEQ: Final = 1 << 40
 _FIELDS: Final = frozenset(
-    {"case", "data", "document", "format", "office", "position", "prev", "seq", "time", "type"}
+    {
+        "case",
+        "data",
+        "declared",
+        "document",
+        "format",
+        "office",
+        "position",
+        "prev",
+        "seen",
+        "seq",
+        "time",
+        "type",
+    }
 )
+_MAX_TIME: Final = (1 << 63) - 1
 
 
 def parse_hex_digest(text: object, *, what: str) -> bytes:
@@ -79,6 +107,35 @@ def _int(obj: Mapping[str, Any], key: str, limit: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Seen:
+    """A checkpoint an event names: the tree size and root of the ledger the office had seen."""
+
+    size: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.size <= _MAX_TIME or len(self.root) != 32:
+            raise MalformedError("a seen checkpoint is a tree size and a 32-byte root")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": base64.b64encode(self.root).decode("ascii"), "size": self.size}
+
+    @classmethod
+    def from_json(cls, obj: object) -> Seen:
+        """Parse ``{"root": "<base64>", "size": n}``.
+
+        Raises:
+            MalformedError: any other shape.
+        """
+        if not isinstance(obj, Mapping) or set(obj) != {"root", "size"}:
+            raise MalformedError("event field 'seen' must be {'root': ..., 'size': ...} or null")
+        size, root = obj["size"], obj["root"]
+        if isinstance(size, bool) or not isinstance(size, int) or not isinstance(root, str):
+            raise MalformedError("event field 'seen' must be {'root': ..., 'size': ...} or null")
+        return cls(size=size, root=b64decode_strict(root, what="seen checkpoint root"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class EventRecord:
     """The signed content of one event (see the module docstring). ``data`` is not mutated."""
 
@@ -91,6 +148,8 @@ class EventRecord:
     position: str
     time: int
     data: Mapping[str, Any] = field(default_factory=dict)
+    seen: Seen | None = None
+    declared: int | None = None
 
     def __post_init__(self) -> None:
         if self.prev is not None and len(self.prev) != 32:
@@ -109,11 +168,13 @@ class EventRecord:
         return {
             "case": self.case,
             "data": dict(self.data),
+            "declared": self.declared,
             "document": self.document.hex() if self.document is not None else None,
             "format": EVENT_FORMAT,
             "office": self.office,
             "position": self.position,
             "prev": self.prev.hex() if self.prev is not None else None,
+            "seen": self.seen.to_json() if self.seen is not None else None,
             "seq": self.seq,
             "time": self.time,
             "type": self.type.value,
@@ -148,6 +209,7 @@ class EventRecord:
             raise MalformedError("event fields 'office' and 'position' are required")
         prev = obj["prev"]
         document = obj["document"]
+        declared = None if obj["declared"] is None else _int(obj, "declared", _MAX_TIME)
         return cls(
             office=office,
             seq=_int(obj, "seq", _MAX_SEQ),
@@ -156,8 +218,10 @@ class EventRecord:
             case=_opt_str(obj, "case"),
             document=None if document is None else parse_hex_digest(document, what="document"),
             position=position,
-            time=_int(obj, "time", (1 << 63) - 1),
+            time=_int(obj, "time", _MAX_TIME),
             data=obj["data"],
+            seen=None if obj["seen"] is None else Seen.from_json(obj["seen"]),
+            declared=declared,
         )
 
 

@@ -47,6 +47,7 @@ class EventType(StrEnum):
     RECEIPT_RECORDED = "receipt-recorded"
     DELIVERED = "delivered"
     CLOSED = "closed"
+    REOPENED = "reopened"
     ARCHIVED = "archived"
     DESTROYED = "destroyed"
 
@@ -70,6 +71,7 @@ EVENT_TERMS: Final[dict[EventType, tuple[str, str]]] = {
     EventType.RECEIPT_RECORDED: ("official receipt recorded", "zapis poświadczenia UPP/UPO/UPD"),
     EventType.DELIVERED: ("delivery", "doręczenie"),
     EventType.CLOSED: ("case closed", "zakończenie sprawy"),
+    EventType.REOPENED: ("case reopened", "wznowienie sprawy"),
     EventType.ARCHIVED: ("archived", "przekazanie do archiwum zakładowego"),
     EventType.DESTROYED: ("destruction", "brakowanie"),
 }
@@ -113,7 +115,8 @@ DIRECTIONS: Final = tuple(REGISTER_PREFIX)
 #: UPD (... doręczenia). The ledger notarises the hash of the signed XML, byte-exact.
 RECEIPT_KINDS: Final = ("UPP", "UPO", "UPD")
 
-_CATEGORY: Final = re.compile(r"A|Bc|B([0-9]{1,3})|BE([0-9]{1,3})")
+#: The period n of B<n> and BE<n>: full years, written without leading zeros (B5, BE10, B50).
+_CATEGORY: Final = re.compile(r"A|Bc|B([1-9][0-9]{0,2})|BE([1-9][0-9]{0,2})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,9 +124,10 @@ class Category:
     """An archival category (kategoria archiwalna).
 
     ``A``: archival materials, kept forever and transferred to the state archive, never
-    destroyed. ``Bn``: destroyed after n full years. ``BEn``: like Bn, but the state archive
-    reviews it first (ekspertyza). ``Bc``: short-lived material, destroyed after use. Every
-    destruction (brakowanie) needs the state archive director's consent.
+    destroyed. ``Bn``: destroyed after n full years (1-999), through the office archive.
+    ``BEn``: like Bn, but the state archive reviews it first (ekspertyza). ``Bc``: short-lived
+    material, destroyed after use in the unit that made it, without passing through the office
+    archive. Every destruction (brakowanie) needs the state archive director's consent.
     """
 
     text: str
@@ -143,7 +147,10 @@ def parse_category(text: str) -> Category:
     """
     match = _CATEGORY.fullmatch(text)
     if match is None:
-        raise MalformedError(f"archival category {text!r} is not A, Bc, B<n> or BE<n>")
+        raise MalformedError(
+            f"archival category {text!r} is not A, Bc, B<n> or BE<n> (n = 1-999 years, no "
+            "leading zero)"
+        )
     if text == "A":
         return Category(text=text, years=None)
     if text == "Bc":

@@ -2,44 +2,71 @@
 
 Each step follows the same path (:meth:`Office._record`), inside one store transaction:
 
-1. load the chain (the item's or the case's events) and fold it through the rules;
-2. build the canonical record (seq, previous hash, case, document digest, position, time);
-3. **check it with** :func:`ledger.eod.rules.apply`: a refused step raises
-   :class:`~ledger.eod.rules.WorkflowError` here, before anything is signed or anchored;
-4. sign it with the position's key, anchor the event hash (and the document digest, the first
+1. load the chain (the item's or the case's events) and fold it through the rules, each event
+   with its proven time (its seen checkpoint and its receipt, both re-verified);
+2. ask the ledger for its latest cosigned checkpoint and verify it against the pinned policy:
+   the event will name it (``seen``), which proves it was made after it;
+3. read the office clock once: a reading more than :data:`~ledger.eod.timing.MAX_CLOCK_SKEW`
+   before the checkpoint's proven time is refused (a slow clock, or a backdated step);
+4. build the canonical record and **check it with** :func:`ledger.eod.rules.apply`: a refused
+   step raises :class:`~ledger.eod.rules.WorkflowError` here, before anything is signed or
+   anchored;
+5. sign it with the position's key, anchor the event hash (and the document digest, the first
    time it is seen) and verify each receipt against the office's pinned trust policy;
-5. store the event, the receipts and the new references, and commit.
+6. check the clock reading against the receipt's time bound: more than the tolerance ahead (a
+   fast clock) is refused; the anchored hash is then stored nowhere, so the chain is unchanged
+   and the next step, with a right clock, simply goes on;
+7. store the event, the receipts, the checkpoint and the new references, and commit.
 
 If anchoring fails, nothing is stored; the step can simply be repeated (it gets a new time and
 thus a new hash; an anchored but unused hash proves nothing and harms nothing).
 
-The clock is injected (``clock``), so tests replay a case with fixed times.
+The clock is injected (``clock``), so tests replay a case with fixed times or a fast office PC.
+``declared`` is a time the user states the act happened (``ledger eod --at`` against a node):
+it is recorded next to the proven one, flagged in the trail when outside the proven interval,
+and no rule counts from it.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from ledger.eod import canonical
 from ledger.eod.anchor import Anchorer
+from ledger.eod.calendar import OfficeCalendar, parse_date
 from ledger.eod.casesign import CaseSign, format_case_sign, parse_case_sign
-from ledger.eod.events import EventRecord, SignedEvent
-from ledger.eod.model import DIRECTIONS, REGISTER_PREFIX, EventType, Role
+from ledger.eod.events import EventRecord, Seen, SignedEvent
+from ledger.eod.jrwa import JrwaDictionary
+from ledger.eod.model import DIRECTIONS, REGISTER_PREFIX, EventType, Role, parse_category
+from ledger.eod.paths import COST_STEPS, PathBook, path_json
 from ledger.eod.pki import PositionCertificate, SigningIdentity, check_identifier, issue_certificate
-from ledger.eod.rules import COST_PATH, CaseState, WorkflowError, apply, fold
+from ledger.eod.records import OfficeRecord, TrailHead
+from ledger.eod.rules import CaseState, Facts, WorkflowError, apply, fold
 from ledger.eod.store import OfficeStore
+from ledger.eod.timing import MAX_CLOCK_SKEW, ProvenTime, VerifiedCheckpoint, verify_checkpoint
 from ledger.eod.trail import OFFICIAL_RECEIPT_FORMAT, TRAIL_FORMAT
-from ledger.errors import ConfigError, MalformedError, NotFoundError
+from ledger.errors import (
+    ConfigError,
+    LedgerError,
+    MalformedError,
+    NotFoundError,
+    VerificationError,
+)
 from ledger.policy import Policy, parse_policy
 from ledger.receipt import verify_receipt
 
-__all__ = ["Office", "Recorded"]
+__all__ = ["ClockRefused", "Office", "Recorded"]
 
 _CASE_COUNTER: Final = "case/{unit}/{cls}/{year}"
+_Prepared = tuple[Mapping[str, Any], bytes | None, str | None]
+
+
+class ClockRefused(WorkflowError):
+    """The office clock is too far outside the time the ledger proves; nothing was stored."""
+
+    code = "clock_refused"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,12 +82,23 @@ class Office:
     """One office's EOD client over its :class:`OfficeStore` and an :class:`Anchorer`."""
 
     def __init__(
-        self, store: OfficeStore, anchorer: Anchorer | None, *, clock: Callable[[], int]
+        self,
+        store: OfficeStore,
+        anchorer: Anchorer | None,
+        *,
+        clock: Callable[[], int],
+        declared: int | None = None,
     ) -> None:
         self.store = store
         self._anchorer = anchorer
         self._clock = clock
+        self._declared = declared
         self._policy: Policy | None = None
+        self._checkpoints: dict[tuple[int, bytes], VerifiedCheckpoint] = {}
+        self.record = OfficeRecord.from_json(canonical.loads(store.meta("record")))
+        self.calendar = OfficeCalendar(self.record.zone)
+        self.paths = PathBook.from_toml(store.meta("paths"))
+        self.jrwa = JrwaDictionary.from_toml(store.meta("jrwa"))
 
     @property
     def policy(self) -> Policy:
@@ -96,7 +134,47 @@ class Office:
         self.store.add_position(cert, identity)
         return cert
 
-    # ------------------------------------------------------------------ the common path
+    # ------------------------------------------------------------------- proven times
+
+    def _checkpoint(self, note: str) -> VerifiedCheckpoint:
+        verified = verify_checkpoint(note, self.policy)
+        self._checkpoints[(verified.size, verified.root)] = verified
+        return verified
+
+    def proven(self, event: SignedEvent) -> ProvenTime:
+        """An event's proven interval from its stored seen checkpoint and receipt.
+
+        Raises:
+            NotFoundError: the store lacks the checkpoint or the receipt.
+            VerificationError: either fails the pinned policy.
+        """
+        seen = event.record.seen
+        after: int | None = None
+        if seen is not None:
+            cached = self._checkpoints.get((seen.size, seen.root))
+            if cached is None:
+                note = self.store.checkpoint(seen.size, seen.root)
+                if note is None:
+                    raise NotFoundError(f"event {event.record.seq}: its seen checkpoint is missing")
+                cached = self._checkpoint(note)
+            after = cached.time
+        receipt = self.store.receipt(event.hash)
+        if receipt is None:
+            raise NotFoundError(f"event {event.record.seq} has no stored receipt")
+        before = verify_receipt(receipt, self.policy, event.hash).time_bound
+        return ProvenTime(after=after, before=before)
+
+    def _facts(self, event: SignedEvent, proven: ProvenTime) -> Facts:
+        positions = {c.position: c for c in self.store.certificates()}
+        return Facts(
+            cert=self.store.certificate(event.record.position),
+            calendar=self.calendar,
+            positions=positions,
+            proven=proven,
+        )
+
+    def _fold(self, events: list[SignedEvent]) -> CaseState:
+        return fold([(e, self._facts(e, self.proven(e))) for e in events])
 
     def chain(self, ref: str) -> tuple[str, list[SignedEvent], CaseState]:
         """A chain's id, events and folded state, by register number or case sign.
@@ -107,8 +185,42 @@ class Office:
         """
         chain = self.store.chain_of(ref)
         events = self.store.events(chain)
-        state = fold([(e, self.store.certificate(e.record.position)) for e in events])
-        return chain, events, state
+        return chain, events, self._fold(events)
+
+    # ------------------------------------------------------------------ the common path
+
+    def _need_anchorer(self) -> Anchorer:
+        if self._anchorer is None:
+            raise ConfigError("no ledger configured: give --node URL or --ground DIR")
+        return self._anchorer
+
+    def _seen(self, anchorer: Anchorer) -> VerifiedCheckpoint | None:
+        note = anchorer.checkpoint()
+        return None if note is None else self._checkpoint(note)
+
+    def _check_after(self, now: int, seen: VerifiedCheckpoint | None) -> None:
+        if seen is not None and now < seen.time - MAX_CLOCK_SKEW:
+            fmt = self.calendar.format_time
+            raise ClockRefused(
+                f"the office clock reads {fmt(now)}, more than {MAX_CLOCK_SKEW // 60} minutes "
+                f"before the ledger's latest checkpoint ({fmt(seen.time)}): the clock is slow or "
+                "the time is backdated; nothing was stored (a past time is declared with --at)"
+            )
+
+    def _check_before(self, now: int, bound: int) -> None:
+        if now > bound + MAX_CLOCK_SKEW:
+            fmt = self.calendar.format_time
+            ahead = (now - bound) // 60
+            raise ClockRefused(
+                f"the office clock reads {fmt(now)}, {ahead} minutes ahead of the ledger's time "
+                f"{fmt(bound)} (tolerance {MAX_CLOCK_SKEW // 60} minutes): set the clock right and "
+                "repeat the step; nothing was stored"
+            )
+        if self._declared is not None and self._declared > bound + MAX_CLOCK_SKEW:
+            raise ClockRefused(
+                f"the declared time {self.calendar.format_time(self._declared)} lies after the "
+                "ledger's time: a step cannot be declared in the future; nothing was stored"
+            )
 
     def _record(
         self,
@@ -118,47 +230,56 @@ class Office:
         actor: str,
         document: bytes | None = None,
         data: Mapping[str, Any] | None = None,
-        case: str | None = None,
         new_refs: Iterable[str] = (),
-        on_state: Callable[[CaseState], None] | None = None,
-        prepare: Callable[[CaseState], tuple[Mapping[str, Any], bytes | None, str | None]]
-        | None = None,
+        prepare: Callable[[CaseState, int], _Prepared] | None = None,
     ) -> Recorded:
-        if self._anchorer is None:
-            raise ConfigError("no ledger configured: give --node URL or --ground DIR")
+        anchorer = self._need_anchorer()
         with self.store.transaction():
             cert = self.store.certificate(actor)
             if chain is None:
                 state, events = CaseState(), []
             else:
                 events = self.store.events(chain)
-                state = fold([(e, self.store.certificate(e.record.position)) for e in events])
-            if on_state is not None:
-                on_state(state)
+                state = self._fold(events)
+            seen = self._seen(anchorer)
+            now = self._clock()
+            self._check_after(now, seen)
+            case = state.case
             if prepare is not None:
-                data, document, case = prepare(state)
+                data, document, case = prepare(state, now)
             record = EventRecord(
                 office=self.store.office,
                 seq=state.seq,
                 prev=state.head,
                 type=kind,
-                case=case if kind is EventType.CASE_OPENED else (case or state.case),
+                case=case,
                 document=document,
                 position=actor,
-                time=self._clock(),
+                time=now,
                 data=dict(data or {}),
+                seen=None if seen is None else Seen(size=seen.size, root=seen.root),
+                declared=self._declared,
             )
             event = record.sign(self.store.identity(actor).key)
-            new_state = apply(state, event, cert)  # refuses before anything is anchored
+            facts = dataclasses.replace(
+                self._facts(event, ProvenTime(after=None if seen is None else seen.time)),
+                cert=cert,
+            )
+            new_state = apply(state, event, facts)  # refuses before anything is anchored
             digests = [event.hash]
             if document is not None and self.store.receipt(document) is None:
                 digests.append(document)
-            receipts = self._anchorer.anchor(digests)
+            receipts = anchorer.anchor(digests)
             if len(receipts) != len(digests):
                 raise MalformedError("the ledger returned the wrong number of receipts")
+            verified = [
+                verify_receipt(r, self.policy, d) for d, r in zip(digests, receipts, strict=True)
+            ]
+            self._check_before(now, verified[0].time_bound)
             for digest, receipt in zip(digests, receipts, strict=True):
-                verify_receipt(receipt, self.policy, digest)
                 self.store.add_receipt(digest, receipt)
+            if seen is not None:
+                self.store.add_checkpoint(seen.size, seen.root, seen.note)
             chain_id = chain if chain is not None else event.hash.hex()
             self.store.add_event(chain_id, event)
             for ref in new_refs:
@@ -169,8 +290,8 @@ class Office:
                 self.store.add_ref(sign.original, chain_id)
             return Recorded(event=event, receipt=receipts[0], state=new_state)
 
-    def _year(self) -> int:
-        return datetime.fromtimestamp(self._clock(), tz=UTC).year
+    def _chain(self, ref: str) -> str:
+        return self.store.chain_of(ref)
 
     # --------------------------------------------------------------------------- steps
 
@@ -187,17 +308,18 @@ class Office:
         case: str | None = None,
     ) -> tuple[str, Recorded, dict[str, Any]]:
         """Rejestracja przesyłki: register an item; returns its register number, the step and
-        the official receipt (a JSON object for the sender, see docs/eod.md).
+        the official receipt (a JSON object for the sender, see docs/eod.md). The number runs
+        per year of the office's calendar (RPW/1/2025 from 1 January, 00:00 local).
 
         ``case``: register the item straight into an open case.
         """
         if direction not in DIRECTIONS:
             raise MalformedError(f"direction must be one of {', '.join(DIRECTIONS)}")
-        chain = self.store.chain_of(case) if case is not None else None
+        chain = self._chain(case) if case is not None else None
         numbers: list[str] = []
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
-            year = self._year()
+        def prepare(state: CaseState, now: int) -> _Prepared:
+            year = self.calendar.year_of(now)
             prefix = REGISTER_PREFIX[direction]
             register = f"{prefix}/{self.store.next_number(f'{prefix}/{year}')}/{year}"
             numbers.append(register)
@@ -213,11 +335,7 @@ class Office:
             return data, document, state.case
 
         recorded = self._record(
-            chain,
-            kind=EventType.REGISTERED,
-            actor=actor,
-            prepare=prepare,
-            new_refs=numbers,
+            chain, kind=EventType.REGISTERED, actor=actor, prepare=prepare, new_refs=numbers
         )
         register = numbers[0]
         return register, recorded, self._official_receipt(register, recorded)
@@ -231,15 +349,21 @@ class Office:
         method: str | None = None,
         deadline: str | None = None,
     ) -> Recorded:
-        """Dekretacja: name the position responsible, with method and deadline (optional)."""
+        """Dekretacja: name the position responsible, with method and deadline (optional), at
+        any level; a lower level may not change the method nor extend a deadline set above.
+
+        Raises:
+            MalformedError: ``deadline`` is not a calendar date.
+            NotFoundError: ``to`` is not a position of the office.
+        """
         data: dict[str, Any] = {"to": to}
         if method is not None:
             data["method"] = method
         if deadline is not None:
+            parse_date(deadline, what="deadline")
             data["deadline"] = deadline
-        return self._record(
-            self.store.chain_of(ref), kind=EventType.ASSIGNED, actor=actor, data=data
-        )
+        self.store.certificate(to)
+        return self._record(self._chain(ref), kind=EventType.ASSIGNED, actor=actor, data=data)
 
     def open_case(
         self,
@@ -248,23 +372,52 @@ class Office:
         actor: str,
         unit: str,
         jrwa_class: str,
-        category: str,
-        cost: bool = False,
+        kind: str = "letter",
+        category: str | None = None,
+        category_reason: str | None = None,
         sign: str | None = None,
     ) -> tuple[str, Recorded]:
-        """Założenie sprawy: open a case (from item ``ref`` or new) and give it its case sign.
+        """Założenie sprawy: open a case (from item ``ref`` or new) in a class of the office's
+        JRWA, give it its case sign and its acceptance path.
 
-        Without ``sign`` the next number of the unit's yearly case list for the class is used;
-        with it, an existing sign (a case carried over from paper) is parsed and must be free.
+        The category is the class's, unless ``category`` overrides it with a
+        ``category_reason``. Without ``sign`` the next number of the unit's yearly case list
+        for the class is used (the year of the office's calendar); with it, an existing sign (a
+        case carried over from paper) is parsed and must be free.
+
+        Raises:
+            NotFoundError: the class is not in the JRWA, or no path for the kind and unit.
+            MalformedError: an invalid category, or an override without a reason.
         """
-        chain = self.store.chain_of(ref) if ref is not None else None
+        listed = self.jrwa.lookup(jrwa_class)
+        chosen_category = listed.category
+        if category is not None:
+            chosen_category = parse_category(category)
+        if chosen_category != listed.category and not category_reason:
+            raise MalformedError(
+                f"category {chosen_category.text} differs from JRWA class {listed.symbol} "
+                f"({listed.title}): {listed.category.text}; give --category-reason"
+            )
+        if chosen_category == listed.category and category_reason:
+            raise MalformedError(
+                f"category {chosen_category.text} is the class's own; a reason is only for a "
+                "different one"
+            )
+        if sign is not None:
+            parsed = parse_case_sign(sign)
+            if parsed.jrwa_class != jrwa_class or parsed.unit != unit:
+                raise MalformedError(
+                    f"case sign {parsed.original} is not of unit {unit} and class {jrwa_class}"
+                )
+        path = self.paths.resolve(kind, unit)
+        chain = self._chain(ref) if ref is not None else None
         signs: list[CaseSign] = []
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
+        def prepare(state: CaseState, now: int) -> _Prepared:
             if sign is not None:
                 chosen = parse_case_sign(sign)
             else:
-                year = self._year()
+                year = self.calendar.year_of(now)
                 while True:
                     number = self.store.next_number(
                         _CASE_COUNTER.format(unit=unit, cls=jrwa_class, year=year)
@@ -281,7 +434,15 @@ class Office:
                     "(same unit, class, year and number)"
                 )
             signs.append(chosen)
-            return {"category": category, "cost": cost}, None, chosen.original
+            data: dict[str, Any] = {
+                "category": chosen_category.text,
+                "jrwa": listed.to_json(),
+                "kind": kind,
+                "path": path_json(path.steps),
+            }
+            if category_reason:
+                data["category_reason"] = category_reason
+            return data, None, chosen.original
 
         recorded = self._record(chain, kind=EventType.CASE_OPENED, actor=actor, prepare=prepare)
         return signs[0].original, recorded
@@ -289,55 +450,45 @@ class Office:
     def attach(self, ref: str, document: bytes, *, actor: str, kind: str) -> Recorded:
         """Dołączenie: attach a document (contract, order, ...) to a case by its digest."""
         return self._record(
-            self.store.chain_of(ref),
+            self._chain(ref),
             kind=EventType.ATTACHED,
             actor=actor,
             document=document,
             data={"kind": kind},
         )
 
-    def submit(self, ref: str, document: bytes, *, actor: str, levels: int = 1) -> Recorded:
-        """Projekt do akceptacji: submit a draft for ``levels`` levels of acceptance."""
+    def submit(self, ref: str, document: bytes, *, actor: str) -> Recorded:
+        """Projekt do akceptacji: submit a draft for the levels of the case's acceptance path."""
         return self._record(
-            self.store.chain_of(ref),
-            kind=EventType.SUBMITTED,
-            actor=actor,
-            document=document,
-            data={"levels": levels},
+            self._chain(ref), kind=EventType.SUBMITTED, actor=actor, document=document
         )
 
     def accept(self, ref: str, *, actor: str, level: int | None = None) -> Recorded:
         """Akceptacja: accept the pending draft at ``level`` (default: the next level)."""
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
+        def prepare(state: CaseState, now: int) -> _Prepared:
             chosen = level if level is not None else state.accepted + 1
             return {"level": chosen}, state.draft, state.case
 
-        return self._record(
-            self.store.chain_of(ref), kind=EventType.ACCEPTED, actor=actor, prepare=prepare
-        )
+        return self._record(self._chain(ref), kind=EventType.ACCEPTED, actor=actor, prepare=prepare)
 
     def reject(self, ref: str, *, actor: str, reason: str) -> Recorded:
         """Odrzucenie: return the pending draft with a reason."""
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
+        def prepare(state: CaseState, now: int) -> _Prepared:
             return {"reason": reason}, state.draft, state.case
 
-        return self._record(
-            self.store.chain_of(ref), kind=EventType.REJECTED, actor=actor, prepare=prepare
-        )
+        return self._record(self._chain(ref), kind=EventType.REJECTED, actor=actor, prepare=prepare)
 
     def sign(self, ref: str, document: bytes, *, actor: str) -> Recorded:
         """Podpis: sign the accepted draft; ``document`` is the signed file's digest."""
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
+        def prepare(state: CaseState, now: int) -> _Prepared:
             if state.draft is None:
                 raise WorkflowError("signature (podpis) before acceptance: no draft was submitted")
             return {"draft": state.draft.hex()}, document, state.case
 
-        return self._record(
-            self.store.chain_of(ref), kind=EventType.SIGNED, actor=actor, prepare=prepare
-        )
+        return self._record(self._chain(ref), kind=EventType.SIGNED, actor=actor, prepare=prepare)
 
     def cost_step(
         self,
@@ -349,12 +500,12 @@ class Office:
         note: str | None = None,
         document: bytes | None = None,
     ) -> Recorded:
-        """One step of the cost-document path (see :data:`ledger.eod.rules.COST_PATH`), on the
-        case's invoice (or ``document`` for a cost case opened without a registered invoice)."""
-        if step not in COST_PATH:
-            raise MalformedError(f"{step.value} is not a step of the cost-document path")
+        """One step of the case's cost-document path, on the case's invoice (or ``document``
+        for a cost case opened without a registered invoice)."""
+        if step not in COST_STEPS:
+            raise MalformedError(f"{step.value} is not a step of a cost-document path")
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
+        def prepare(state: CaseState, now: int) -> _Prepared:
             data: dict[str, Any] = {}
             if step is EventType.ACCOUNT_CODING:
                 if accounts is None:
@@ -364,7 +515,7 @@ class Office:
                 data["note"] = note
             return data, document or state.invoice, state.case
 
-        return self._record(self.store.chain_of(ref), kind=step, actor=actor, prepare=prepare)
+        return self._record(self._chain(ref), kind=step, actor=actor, prepare=prepare)
 
     def dispatch(
         self, ref: str, *, actor: str, channel: str, document: bytes | None = None
@@ -372,8 +523,8 @@ class Office:
         """Wysyłka: dispatch the signed document (default: the last one signed)."""
         numbers: list[str] = []
 
-        def prepare(state: CaseState) -> tuple[Mapping[str, Any], bytes | None, str | None]:
-            year = self._year()
+        def prepare(state: CaseState, now: int) -> _Prepared:
+            year = self.calendar.year_of(now)
             prefix = REGISTER_PREFIX["outgoing"]
             register = f"{prefix}/{self.store.next_number(f'{prefix}/{year}')}/{year}"
             numbers.append(register)
@@ -383,7 +534,7 @@ class Office:
             return {"channel": channel, "register": register}, chosen, state.case
 
         recorded = self._record(
-            self.store.chain_of(ref),
+            self._chain(ref),
             kind=EventType.DISPATCHED,
             actor=actor,
             prepare=prepare,
@@ -394,7 +545,7 @@ class Office:
     def record_receipt(self, ref: str, document: bytes, *, actor: str, kind: str) -> Recorded:
         """Record an official receipt (UPP, UPO or UPD) by the digest of its signed XML."""
         return self._record(
-            self.store.chain_of(ref),
+            self._chain(ref),
             kind=EventType.RECEIPT_RECORDED,
             actor=actor,
             document=document,
@@ -402,33 +553,54 @@ class Office:
         )
 
     def deliver(
-        self, ref: str, *, actor: str, deemed: bool = False, notice: int | None = None
+        self,
+        ref: str,
+        *,
+        actor: str,
+        deemed: bool = False,
+        notice: str | None = None,
+        on: str | None = None,
     ) -> Recorded:
-        """Doręczenie: delivered, or deemed delivered 14 days after the first notice."""
+        """Doręczenie: delivered (on the date ``on``, default today), or deemed delivered with
+        the lapse of the 14th day after the first notice (``notice``, a date).
+
+        Raises:
+            MalformedError: a deemed delivery without its notice date, or a bad date.
+        """
         data: dict[str, Any] = {"deemed": deemed}
         if deemed:
             if notice is None:
-                raise MalformedError("a deemed delivery needs the time of the first notice")
+                raise MalformedError("a deemed delivery needs the date of the first notice")
+            if on is not None:
+                raise MalformedError("a deemed delivery's date follows from its notice")
+            parse_date(notice, what="notice")
             data["notice"] = notice
-        return self._record(
-            self.store.chain_of(ref), kind=EventType.DELIVERED, actor=actor, data=data
-        )
+        else:
+            if notice is not None:
+                raise MalformedError("a notice date belongs to a deemed delivery (--deemed)")
+            if on is not None:
+                parse_date(on, what="delivery date")
+                data["date"] = on
+        return self._record(self._chain(ref), kind=EventType.DELIVERED, actor=actor, data=data)
 
     def close(self, ref: str, *, actor: str) -> Recorded:
         """Zakończenie sprawy."""
-        return self._record(self.store.chain_of(ref), kind=EventType.CLOSED, actor=actor)
+        return self._record(self._chain(ref), kind=EventType.CLOSED, actor=actor)
+
+    def reopen(self, ref: str, *, actor: str, reason: str) -> Recorded:
+        """Wznowienie sprawy: reopen a closed case (not yet archived), with the reason."""
+        return self._record(
+            self._chain(ref), kind=EventType.REOPENED, actor=actor, data={"reason": reason}
+        )
 
     def archive(self, ref: str, *, actor: str) -> Recorded:
         """Przekazanie do archiwum zakładowego."""
-        return self._record(self.store.chain_of(ref), kind=EventType.ARCHIVED, actor=actor)
+        return self._record(self._chain(ref), kind=EventType.ARCHIVED, actor=actor)
 
     def destroy(self, ref: str, *, actor: str, consent: str) -> Recorded:
         """Brakowanie: record the lawful destruction (never a deletion of the trail)."""
         return self._record(
-            self.store.chain_of(ref),
-            kind=EventType.DESTROYED,
-            actor=actor,
-            data={"consent": consent},
+            self._chain(ref), kind=EventType.DESTROYED, actor=actor, data={"consent": consent}
         )
 
     # ---------------------------------------------------------------- receipts, trails
@@ -440,7 +612,7 @@ class Office:
         cert = self.store.certificate(record.position)
         return {
             "format": OFFICIAL_RECEIPT_FORMAT,
-            "office": self._office_json(),
+            "office": self.record.to_json(),
             "register": register,
             "case": record.case,
             "document": record.document.hex(),
@@ -451,28 +623,69 @@ class Office:
             "policy": self.store.policy_text(),
         }
 
-    def _office_json(self) -> dict[str, Any]:
-        return {
-            "id": self.store.office,
-            "name": self.store.meta("name"),
-            "ca_public_key": _b64(self.store.identity("ca").key.public_key),
-        }
-
-    def trail(self, ref: str) -> dict[str, Any]:
-        """The self-contained audit-trail bundle of a case (format in :mod:`ledger.eod.trail`).
+    def head(self, ref: str) -> dict[str, Any]:
+        """The chain's signed, anchored head (count and last hash), refreshed when the chain
+        has grown since the last one: ``{"head": ..., "signature": ..., "receipt": ...}``.
 
         Raises:
-            NotFoundError: unknown case, or a receipt missing from the store.
+            ConfigError: the head must be refreshed and no ledger is configured.
+            ClockRefused: the office clock is off (nothing is stored).
         """
+        chain, events, _ = self.chain(ref)
+        stored = self.store.head(chain)
+        if stored is not None:
+            entry = canonical.loads(stored)
+            current = TrailHead.from_json({k: entry[k] for k in ("head", "signature")})
+            if current.count == len(events) and current.last == events[-1].hash:
+                return entry
+        anchorer = self._need_anchorer()
+        with self.store.transaction():
+            now = self._clock()
+            self._check_after(now, self._seen(anchorer))
+            head = TrailHead.sign(
+                office=self.store.office,
+                chain=events[0].hash,
+                case=next((e.record.case for e in reversed(events) if e.record.case), None),
+                count=len(events),
+                last=events[-1].hash,
+                time=now,
+                ca=self.store.identity("ca").key,
+            )
+            [receipt] = anchorer.anchor([head.hash])
+            self._check_before(now, verify_receipt(receipt, self.policy, head.hash).time_bound)
+            entry = {**head.to_json(), "receipt": receipt}
+            self.store.set_head(chain, canonical.encode(entry))
+        return entry
+
+    def trail(self, ref: str) -> dict[str, Any]:
+        """The self-contained audit-trail bundle of a case (format in :mod:`ledger.eod.trail`),
+        ending with a fresh signed head (see :meth:`head`).
+
+        Raises:
+            NotFoundError: unknown case, or a receipt or checkpoint missing from the store.
+        """
+        head = self.head(ref)
         _, events, _ = self.chain(ref)
-        positions = sorted({e.record.position for e in events})
+        named = {e.record.position for e in events}
+        named |= {
+            str(e.record.data["to"])
+            for e in events
+            if e.record.type is EventType.ASSIGNED and isinstance(e.record.data.get("to"), str)
+        }
         documents = sorted({e.record.document for e in events if e.record.document is not None})
         entries = []
+        checkpoints: dict[tuple[int, bytes], str] = {}
         for event in events:
             receipt = self.store.receipt(event.hash)
             if receipt is None:
                 raise NotFoundError(f"event {event.record.seq} has no stored receipt")
             entries.append({"event": event.to_json(), "receipt": receipt})
+            seen = event.record.seen
+            if seen is not None:
+                note = self.store.checkpoint(seen.size, seen.root)
+                if note is None:
+                    raise NotFoundError(f"event {event.record.seq}: its seen checkpoint is missing")
+                checkpoints[(seen.size, seen.root)] = note
         doc_entries = []
         for digest in documents:
             receipt = self.store.receipt(digest)
@@ -481,18 +694,35 @@ class Office:
         case = next((e.record.case for e in reversed(events) if e.record.case), None)
         return {
             "format": TRAIL_FORMAT,
-            "office": self._office_json(),
+            "office": self.record.to_json(),
             "case": case or ref,
             "policy": self.store.policy_text(),
-            "certificates": [self.store.certificate(p).to_json() for p in positions],
+            "certificates": [self.store.certificate(p).to_json() for p in sorted(named)],
+            "checkpoints": [checkpoints[k] for k in sorted(checkpoints)],
             "events": entries,
             "documents": doc_entries,
+            "head": head,
         }
+
+    def check_all(self) -> tuple[int, int]:
+        """Fold every case through the rules with its receipts re-verified (after a restore).
+
+        Returns (cases, events).
+
+        Raises:
+            LedgerError: the first case that does not check out, named.
+        """
+        cases = events = 0
+        for sign, chain in self.store.cases():
+            try:
+                stored = self.store.events(chain)
+                self._fold(stored)
+            except LedgerError as exc:
+                raise VerificationError(f"case {sign}: {exc.diagnostics()}") from None
+            cases += 1
+            events += len(stored)
+        return cases, events
 
 
 def _list_key(sign: CaseSign) -> str:
     return canonical.encode({"k": list(sign.list_key)}).decode("utf-8")
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")

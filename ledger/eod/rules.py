@@ -1,68 +1,85 @@
 """The workflow rules: which event may follow which, recorded by whom. Pure: no I/O, no clock.
 
 One function, :func:`apply`, takes the state of a chain (folded from its earlier events), the
-next signed event and its actor's position certificate, and returns the new state or raises
-:class:`WorkflowError` naming the rule that was broken. The office runs it **before** signing
-and anchoring anything (an out-of-order or unauthorised step never reaches the ledger); the
-auditor's offline verifier runs the very same function over a trail bundle, so a trail that
-breaks a rule fails verification with the same reason.
+next signed event and the :class:`Facts` it is judged by (its actor's position certificate, the
+office's certified positions, the office calendar and the event's proven time), and returns
+the new state or raises :class:`WorkflowError` naming the rule that was broken. The office runs
+it **before** signing and anchoring anything (an out-of-order or unauthorised step never
+reaches the ledger); the auditor's offline verifier runs the very same function over a trail
+bundle, and the browser page runs its JavaScript port (``ledger/static/verify.js``, tested
+against this module word for word), so a trail that breaks a rule fails everywhere with the
+same reason.
 
 A chain is the course of one matter: it starts with the registration of an item (rejestracja
 przesyłki) or directly with the opening of a case (założenie sprawy), and from the opening on
 every event carries the case sign. Rules, by event (roles in brackets):
 
 General: seq and prev continue the chain; the event's office and position are those of the
-certificate; the certificate was issued no later than the event; the position holds the role;
-times never go backwards; the case field is null before the opening and the case sign after it;
-nothing follows destruction; a closed case takes only receipts, deliveries and archiving; an
-archived case only destruction.
+certificate; the certificate was issued no later than the event; the position holds the role
+(for the steps of an acceptance path, the role and unit of the step, see below); times never go
+backwards; the case field is null before the opening and the case sign after it; nothing
+follows destruction; a closed case takes only receipts, deliveries, archiving, destruction and
+reopening; an archived case only destruction. Once the case is open, the steps of the case
+officer (attached, submitted, closed, reopened) are recorded by the case officer (prowadzący
+sprawę) only: the position that opened it, or the one it was assigned to since.
 
 - registered [registry]: the first event, or a further item registered into an open case;
   ``data``: direction (incoming/outgoing/internal), register (its register number), channel,
   kind ("letter" or "invoice"), attachments (count), sender_ref (the letter's own reference,
   optional); the document digest is required.
-- assigned, dekretacja [assign]: to (a position), method and deadline (optional). The first
-  assignment fixes the original assigner. A later one is made by the original assigner (who may
-  change method and deadline) or by the current assignee passing the matter down, who may
-  **not** change the method or the deadline (null = unchanged).
+- assigned, dekretacja [assign]: ``to`` (a position certified in the office), method and
+  deadline (optional; a calendar date, not already past in the office's zone). The first
+  assignment fixes the original assigner. A later one is made by the original assigner (who
+  may change method and deadline) or by the current assignee passing the matter down
+  (dekretacja wtórna), who may not change the method, and may set a deadline of its own level
+  no later than every deadline above it. After the opening, the assignee becomes the case
+  officer.
 - case-opened, założenie sprawy [officer]: only once; by the current assignee if assigned;
-  ``data``: category (A, Bc, Bn, BEn), cost (true for a cost document; required when the chain
-  started with an invoice). The sign itself is in the record's case field.
+  ``data``: kind (the document kind of the office's acceptance paths), path (the resolved
+  acceptance path, :mod:`ledger.eod.paths`), jrwa (``{class, title, category}`` from the
+  office's subject file list; the class is the sign's), category (the case's: the class's,
+  unless ``category_reason`` says why not). An invoice's case follows a cost path.
 - attached [officer]: an open case; a document digest; ``data.kind`` (contract, order, ...).
-- submitted / accepted / rejected / signed (projekt, akceptacja, podpis) [officer / accept /
-  accept / sign]: one draft at a time; ``submitted.data.levels`` acceptance levels (1-9); each
-  ``accepted.data.level`` is the next level, by a position that is neither the submitter nor an
-  earlier acceptor; a rejection returns the draft; ``signed`` needs every level accepted, and
-  its ``data.draft`` names the accepted draft's digest.
-- cost-document path (case opened with cost = true), strictly in this order, each by a
-  **different** position, each on the invoice's digest: substantive-check (kontrola
-  merytoryczna) [substantive], which needs at least one attachment (the contract or order);
-  formal-check (kontrola formalna i rachunkowa) [accounts]; account-coding (dekretacja
-  księgowa, ``data.accounts``) [accounts]; countersigned (kontrasygnata) [chief-accountant];
-  approved-for-payment (zatwierdzenie do wypłaty) [approve-payment].
+- submitted / accepted / rejected / signed (projekt, akceptacja, podpis) [officer / the step's
+  role / the step's role / sign]: one draft at a time, in a case with an acceptance path; each
+  ``accepted.data.level`` is the next level of the path, by a position holding the level's role
+  in the level's unit, neither the submitter nor an earlier acceptor; a rejection (by who may
+  accept at the pending level) returns the draft; ``signed`` needs every level accepted, and its
+  ``data.draft`` names the accepted draft's digest.
+- cost steps (a case with a cost path), strictly in the path's order, each by a **different**
+  position holding the step's role in the step's unit, each on the invoice's digest: the
+  substantive check (kontrola merytoryczna) needs at least one attachment (the contract or
+  order); account coding (dekretacja księgowa) names ``data.accounts``.
 - dispatched, wysyłka [registry]: of a signed document; ``data``: channel, register.
 - receipt-recorded [registry]: ``data.kind`` UPP (needs a registered item), UPO or UPD (need a
   dispatch); the document is the receipt XML's digest.
 - delivered [registry]: after a dispatch; ``data.deemed``; a deemed delivery (doręczenie
-  zastępcze) names ``data.notice`` (time of the first notice, not before the dispatch) and may
-  be recorded only 14 days after it.
-- closed, zakończenie sprawy [officer]: no draft pending; a cost case only after approval for
-  payment.
-- archived [archivist]: a closed case.
-- destroyed, brakowanie [archivist]: an archived case, never category A, only from 1 January
-  of the year after the retention period (n full years counted from 1 January of the year after
-  closing), with ``data.consent`` (the state archive director's consent reference).
+  zastępcze) names ``data.notice``, the date of the first notice (no earlier than the dispatch),
+  and is recorded only once the 14th day after it has lapsed (KPA art. 44 § 4); a delivery may
+  name ``data.date``, its day, no earlier than the dispatch and no later than the recording.
+- closed, zakończenie sprawy [officer]: no draft pending; a cost case only after its path's
+  last step.
+- reopened, wznowienie sprawy [officer]: a closed case not yet archived; ``data.reason``.
+- archived [archivist]: a closed case, never of category Bc.
+- destroyed, brakowanie: never category A; with ``data.consent`` (the state archive director's
+  consent reference); only once the retention period has run, counted from the **proven** time
+  of the last closing (the latest it can have happened: its receipt's time bound) and judged
+  by the proven time of the destruction (the earliest it can have happened: its seen
+  checkpoint), never from claimed times. Category Bc [officer] is destroyed after its use in the
+  unit that made it (the case's unit), without passing through the office archive; every other
+  category [archivist] only from the office archive, from 1 January of the year after n full
+  years counted from 1 January after the closing (local time).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Final
 
+from ledger.eod.calendar import OfficeCalendar, deemed_delivery, parse_date
 from ledger.eod.casesign import parse_case_sign
 from ledger.eod.events import SignedEvent, parse_hex_digest
 from ledger.eod.model import (
@@ -75,24 +92,22 @@ from ledger.eod.model import (
     Role,
     parse_category,
 )
+from ledger.eod.paths import COST_STEPS, PathStep, parse_path_json
 from ledger.eod.pki import PositionCertificate
+from ledger.eod.timing import ProvenTime
 from ledger.errors import LedgerError, MalformedError
 
 __all__ = [
-    "COST_PATH",
-    "DEEMED_DELIVERY_SECONDS",
+    "OFFICER_STEPS",
+    "PATH_STEPS",
     "REQUIRED_ROLE",
     "CaseState",
+    "Facts",
     "WorkflowError",
     "apply",
-    "destruction_allowed_from",
     "fold",
     "term",
 ]
-
-DEEMED_DELIVERY_SECONDS: Final = 14 * 86400
-_MAX_LEVELS: Final = 9
-_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class WorkflowError(LedgerError):
@@ -101,6 +116,8 @@ class WorkflowError(LedgerError):
     code = "workflow_refused"
 
 
+#: The role each event needs, except the steps of an acceptance path (:data:`PATH_STEPS`),
+#: whose role the path gives, and the destruction of a Bc case (by the case's unit, officer).
 REQUIRED_ROLE: Final[dict[EventType, Role]] = {
     EventType.REGISTERED: Role.REGISTRY,
     EventType.ASSIGNED: Role.ASSIGN,
@@ -119,17 +136,23 @@ REQUIRED_ROLE: Final[dict[EventType, Role]] = {
     EventType.RECEIPT_RECORDED: Role.REGISTRY,
     EventType.DELIVERED: Role.REGISTRY,
     EventType.CLOSED: Role.OFFICER,
+    EventType.REOPENED: Role.OFFICER,
     EventType.ARCHIVED: Role.ARCHIVIST,
     EventType.DESTROYED: Role.ARCHIVIST,
 }
-
-#: The acceptance path of a cost document in a shared-services centre, in its required order.
-COST_PATH: Final = (
-    EventType.SUBSTANTIVE_CHECK,
-    EventType.FORMAL_CHECK,
-    EventType.ACCOUNT_CODING,
-    EventType.COUNTERSIGNED,
-    EventType.APPROVED_FOR_PAYMENT,
+PATH_STEPS: Final = frozenset({EventType.ACCEPTED, EventType.REJECTED, *COST_STEPS})
+#: Steps only the case officer records once the case is open.
+OFFICER_STEPS: Final = frozenset(
+    {EventType.ATTACHED, EventType.SUBMITTED, EventType.CLOSED, EventType.REOPENED}
+)
+_LATE_OK: Final = frozenset(
+    {
+        EventType.RECEIPT_RECORDED,
+        EventType.DELIVERED,
+        EventType.ARCHIVED,
+        EventType.DESTROYED,
+        EventType.REOPENED,
+    }
 )
 
 
@@ -140,6 +163,18 @@ def term(kind: EventType) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Facts:
+    """What an event is judged by besides its chain: the actor's certificate, the office's
+    certified positions (targets of a dekretacja), the office calendar, and the event's proven
+    time (:mod:`ledger.eod.timing`; ``before`` is ``None`` while it is not anchored yet)."""
+
+    cert: PositionCertificate
+    calendar: OfficeCalendar
+    positions: Mapping[str, PositionCertificate] = field(default_factory=dict)
+    proven: ProvenTime = field(default_factory=ProvenTime)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaseState:
     """What the rules need to know about a chain after its events so far."""
 
@@ -147,27 +182,38 @@ class CaseState:
     head: bytes | None = None
     last_time: int = 0
     case: str | None = None
+    unit: str | None = None
     category: Category | None = None
+    kind: str | None = None
+    path: tuple[PathStep, ...] = ()
     cost: bool = False
     invoice: bytes | None = None
     items: tuple[str, ...] = ()
     assigner: str | None = None
     assignee: str | None = None
+    officer: str | None = None
     method: str | None = None
     deadline: str | None = None
+    sub_deadline: str | None = None
     attachments: int = 0
     draft: bytes | None = None
     submitter: str | None = None
-    levels: int = 0
     accepted: int = 0
     acceptors: tuple[str, ...] = ()
     signed: tuple[bytes, ...] = ()
     cost_done: tuple[tuple[EventType, str], ...] = ()
     dispatched_at: int | None = None
-    delivered: bool = False
-    closed_at: int | None = None
+    dispatched_on: str | None = None
+    delivered_on: str | None = None
+    closed: bool = False
+    closed_before: int | None = None
     archived: bool = False
     destroyed: bool = False
+
+    @property
+    def levels(self) -> int:
+        """Levels of acceptance a draft needs: the ``accepted`` steps of the case's path."""
+        return 0 if self.cost else len(self.path)
 
 
 # --------------------------------------------------------------------------- data fields
@@ -208,29 +254,31 @@ def _only(data: Mapping[str, Any], *allowed: str) -> None:
         raise WorkflowError(f"unknown data fields: {', '.join(sorted(unknown))}")
 
 
-def _utc(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
+def _date(data: Mapping[str, Any], key: str) -> date:
+    return parse_date(_req(data, key), what=f"data field {key!r}")
 
 
-def destruction_allowed_from(category: Category, closed_at: int) -> int | None:
-    """The first moment destruction (brakowanie) is lawful, or ``None`` for category A.
+def _role_error(cert: PositionCertificate, kind: EventType, role: Role) -> WorkflowError:
+    _, polish = ROLE_TERMS[role]
+    return WorkflowError(
+        f"position {cert.position!r} ({cert.title}) may not record {term(kind)}: "
+        f"it needs the role {role.value!r} ({polish})"
+    )
 
-    The retention period of ``B<n>`` runs n full years from 1 January of the year after the
-    case was closed; destruction is allowed from 1 January after it ends. ``Bc`` needs no
-    waiting beyond the closing (use has ended) but still the consent.
-    """
-    if category.years is None:
-        return None
-    if category.years == 0 and category.text == "Bc":
-        return closed_at
-    year = datetime.fromtimestamp(closed_at, tz=UTC).year
-    return int(datetime(year + 1 + category.years, 1, 1, tzinfo=UTC).timestamp())
+
+def _step_allowed(step: PathStep, cert: PositionCertificate, kind: EventType, what: str) -> None:
+    if not cert.allows(step.role):
+        raise _role_error(cert, kind, step.role)
+    if step.unit is not None and cert.unit != step.unit:
+        raise WorkflowError(
+            f"{what} belongs to unit {step.unit}; position {cert.position!r} is in unit {cert.unit}"
+        )
 
 
 # ------------------------------------------------------------------------------- apply
 
 
-def apply(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def apply(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     """The state after ``event``, or :class:`WorkflowError` if a rule refuses it.
 
     The signature is not checked here (see :meth:`SignedEvent.verify`); everything else about
@@ -240,6 +288,7 @@ def apply(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> Ca
         WorkflowError: a broken rule, with a one-line reason naming it.
     """
     record = event.record
+    cert = facts.cert
     if state.destroyed:
         raise WorkflowError("the case was destroyed (brakowanie); nothing may follow")
     if record.seq != state.seq:
@@ -250,13 +299,12 @@ def apply(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> Ca
         raise WorkflowError("the event's office or position differs from its certificate")
     if cert.issued > record.time:
         raise WorkflowError(f"position {cert.position!r} was certified after the event")
-    role = REQUIRED_ROLE[record.type]
-    if not cert.allows(role):
-        _, polish = ROLE_TERMS[role]
-        raise WorkflowError(
-            f"position {cert.position!r} ({cert.title}) may not record {term(record.type)}: "
-            f"it needs the role {role.value!r} ({polish})"
-        )
+    if record.type not in PATH_STEPS:
+        role = REQUIRED_ROLE[record.type]
+        if record.type is EventType.DESTROYED and _is_bc(state):
+            role = Role.OFFICER
+        if not cert.allows(role):
+            raise _role_error(cert, record.type, role)
     if record.time < state.last_time:
         raise WorkflowError("the event is dated before the previous event")
     if record.type is EventType.CASE_OPENED:
@@ -267,33 +315,32 @@ def apply(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> Ca
         raise WorkflowError(f"the event names case {record.case!r}; expected {expected}")
     if state.archived and record.type is not EventType.DESTROYED:
         raise WorkflowError(f"the case is archived; {term(record.type)} is no longer possible")
-    late_ok = (
-        EventType.RECEIPT_RECORDED,
-        EventType.DELIVERED,
-        EventType.ARCHIVED,
-        EventType.DESTROYED,
-    )
-    if state.closed_at is not None and record.type not in late_ok:
+    if state.closed and record.type not in _LATE_OK:
         raise WorkflowError(f"the case is closed; {term(record.type)} is no longer possible")
     if record.seq == 0 and record.type not in (EventType.REGISTERED, EventType.CASE_OPENED):
         raise WorkflowError("a chain starts with a registration or the opening of a case")
+    if state.case is not None and record.type in OFFICER_STEPS and record.position != state.officer:
+        raise WorkflowError(
+            f"the case officer (prowadzący sprawę) is {state.officer!r}; {record.position!r} "
+            f"may not record {term(record.type)}"
+        )
     try:
-        new = _RULES[record.type](state, event, cert)
+        new = _RULES[record.type](state, event, facts)
     except MalformedError as exc:
         raise WorkflowError(exc.diagnostics()) from None
     return dataclasses.replace(new, seq=state.seq + 1, head=event.hash, last_time=record.time)
 
 
-def fold(events: list[tuple[SignedEvent, PositionCertificate]]) -> CaseState:
-    """The state after a whole chain (each event with its actor's certificate).
+def fold(events: list[tuple[SignedEvent, Facts]]) -> CaseState:
+    """The state after a whole chain (each event with the facts it is judged by).
 
     Raises:
         WorkflowError: as :func:`apply`, prefixed with the event number.
     """
     state = CaseState()
-    for event, cert in events:
+    for event, facts in events:
         try:
-            state = apply(state, event, cert)
+            state = apply(state, event, facts)
         except WorkflowError as exc:
             raise WorkflowError(f"event {event.record.seq}: {exc.diagnostics()}") from None
     return state
@@ -301,7 +348,11 @@ def fold(events: list[tuple[SignedEvent, PositionCertificate]]) -> CaseState:
 
 # ---------------------------------------------------------------------- one rule per type
 
-_Rule = Callable[[CaseState, SignedEvent, PositionCertificate], CaseState]
+_Rule = Callable[[CaseState, SignedEvent, Facts], CaseState]
+
+
+def _is_bc(state: CaseState) -> bool:
+    return state.category is not None and state.category.text == "Bc"
 
 
 def _need_document(event: SignedEvent) -> bytes:
@@ -315,7 +366,7 @@ def _need_open_case(state: CaseState, event: SignedEvent) -> None:
         raise WorkflowError(f"{term(event.record.type)} needs an open case (założenie sprawy)")
 
 
-def _registered(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _registered(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     data = event.record.data
     _only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref")
     document = _need_document(event)
@@ -341,62 +392,111 @@ def _registered(state: CaseState, event: SignedEvent, cert: PositionCertificate)
     return dataclasses.replace(state, items=(*state.items, register), invoice=invoice)
 
 
-def _assigned(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
-    data = event.record.data
+def _assigned(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
+    record = event.record
+    data = record.data
     _only(data, "to", "method", "deadline")
     to = _req(data, "to")
+    if to not in facts.positions:
+        raise WorkflowError(
+            f"assignment (dekretacja) to {to!r}: no such position is certified in this office"
+        )
     method = _str(data, "method", optional=True)
     deadline = _str(data, "deadline", optional=True)
-    if deadline is not None and not _DATE.fullmatch(deadline):
-        raise WorkflowError("deadline must be a date YYYY-MM-DD")
-    actor = event.record.position
+    if deadline is not None:
+        end = facts.calendar.deadline_end(parse_date(deadline, what="deadline"))
+        if record.time >= end:
+            raise WorkflowError(
+                f"the deadline {deadline} has passed: it ended at {facts.calendar.format_time(end)}"
+            )
+    actor = record.position
+    officer = to if state.case is not None else state.officer
     if state.assigner is None:
         return dataclasses.replace(
-            state, assigner=actor, assignee=to, method=method, deadline=deadline
+            state, assigner=actor, assignee=to, officer=officer, method=method, deadline=deadline
         )
     if actor == state.assigner:
         return dataclasses.replace(
             state,
             assignee=to,
+            officer=officer,
             method=method if method is not None else state.method,
             deadline=deadline if deadline is not None else state.deadline,
+            sub_deadline=None,
         )
     if actor != state.assignee:
         raise WorkflowError(
             f"re-assignment (dekretacja) by {actor!r}, who is neither the original assigner "
             f"{state.assigner!r} nor the current assignee {state.assignee!r}"
         )
-    if (method is not None and method != state.method) or (
-        deadline is not None and deadline != state.deadline
-    ):
+    if method is not None and method != state.method:
         raise WorkflowError(
-            f"only the original assigner {state.assigner!r} may change the method or the "
-            "deadline of a dekretacja"
+            f"only the original assigner {state.assigner!r} may change the method of a dekretacja"
         )
-    return dataclasses.replace(state, assignee=to)
+    sub_deadline = state.sub_deadline
+    if deadline is not None:
+        for above in (state.deadline, state.sub_deadline):
+            if above is not None and deadline > above:
+                raise WorkflowError(
+                    f"a lower-level assignment (dekretacja wtórna) may set a deadline no later "
+                    f"than the one above it ({above}), not {deadline}"
+                )
+        sub_deadline = deadline
+    return dataclasses.replace(state, assignee=to, officer=officer, sub_deadline=sub_deadline)
 
 
-def _case_opened(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
-    data = event.record.data
-    _only(data, "category", "cost")
-    if event.record.case is None:
+def _case_opened(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
+    record = event.record
+    data = record.data
+    _only(data, "category", "category_reason", "jrwa", "kind", "path")
+    if record.case is None:
         raise WorkflowError("opening a case needs its case sign (znak sprawy)")
-    sign = parse_case_sign(event.record.case)
-    if sign.original != event.record.case:
+    sign = parse_case_sign(record.case)
+    if sign.original != record.case:
         raise WorkflowError("the case sign must be written without surrounding spaces")
+    jrwa = data.get("jrwa")
+    if not isinstance(jrwa, Mapping) or set(jrwa) != {"class", "title", "category"}:
+        raise WorkflowError("data field 'jrwa' must be {'class', 'title', 'category'}")
+    _only(jrwa, "class", "title", "category")
+    if _req(jrwa, "class") != sign.jrwa_class:
+        raise WorkflowError(
+            f"the case sign's class {sign.jrwa_class} is not the JRWA class {jrwa['class']}"
+        )
+    _req(jrwa, "title")
+    listed = parse_category(_req(jrwa, "category"))
     category = parse_category(_req(data, "category"))
-    cost = _bool(data, "cost")
+    reason = _str(data, "category_reason", optional=True)
+    if category != listed and reason is None:
+        raise WorkflowError(
+            f"category {category.text} differs from the JRWA class's {listed.text}: "
+            "give the reason (category_reason)"
+        )
+    if category == listed and reason is not None:
+        raise WorkflowError("a category_reason is given only with a category the class lacks")
+    kind = _req(data, "kind")
+    path = parse_path_json(data.get("path"))
+    cost = bool(path) and path[0].event in COST_STEPS
     if state.invoice is not None and not cost:
-        raise WorkflowError("an invoice's case must be opened as a cost case (cost = true)")
-    if state.assignee is not None and event.record.position != state.assignee:
+        raise WorkflowError("an invoice's case must follow a cost-document path")
+    if state.assignee is not None and record.position != state.assignee:
         raise WorkflowError(
             f"the case is opened by the assignee {state.assignee!r} of the dekretacja, "
-            f"not by {event.record.position!r}"
+            f"not by {record.position!r}"
         )
-    return dataclasses.replace(state, case=sign.original, category=category, cost=cost)
+    return dataclasses.replace(
+        state,
+        case=sign.original,
+        unit=sign.unit,
+        category=category,
+        kind=kind,
+        path=path,
+        cost=cost,
+        officer=record.position,
+        assignee=state.assignee or record.position,
+    )
 
 
-def _attached(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _attached(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _need_open_case(state, event)
     _only(event.record.data, "kind")
     _req(event.record.data, "kind")
@@ -404,17 +504,19 @@ def _attached(state: CaseState, event: SignedEvent, cert: PositionCertificate) -
     return dataclasses.replace(state, attachments=state.attachments + 1)
 
 
-def _submitted(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _submitted(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _need_open_case(state, event)
-    _only(event.record.data, "levels")
-    levels = _int(event.record.data, "levels", 1, _MAX_LEVELS)
+    _only(event.record.data)
+    if state.cost:
+        raise WorkflowError(
+            "a cost case follows its cost-document path; drafts go to cases with an acceptance path"
+        )
     if state.draft is not None:
         raise WorkflowError("a draft is already awaiting acceptance (akceptacja)")
     return dataclasses.replace(
         state,
         draft=_need_document(event),
         submitter=event.record.position,
-        levels=levels,
         accepted=0,
         acceptors=(),
     )
@@ -428,31 +530,42 @@ def _pending_draft(state: CaseState, event: SignedEvent) -> bytes:
     return state.draft
 
 
-def _accepted(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _pending_level(state: CaseState, event: SignedEvent) -> PathStep:
+    if state.accepted >= state.levels:
+        raise WorkflowError(
+            f"the draft is accepted at {state.accepted} of {state.levels} levels; "
+            "no level awaits acceptance"
+        )
+    return state.path[state.accepted]
+
+
+def _accepted(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _pending_draft(state, event)
     _only(event.record.data, "level")
-    level = _int(event.record.data, "level", 1, _MAX_LEVELS)
+    level = _int(event.record.data, "level", 1, 9)
     if level != state.accepted + 1 or level > state.levels:
         raise WorkflowError(
             f"acceptance at level {level}: the draft is accepted at {state.accepted} of "
             f"{state.levels} levels"
         )
+    step = _pending_level(state, event)
+    _step_allowed(step, facts.cert, EventType.ACCEPTED, f"acceptance at level {level}")
     actor = event.record.position
     if actor == state.submitter or actor in state.acceptors:
         raise WorkflowError(f"position {actor!r} already submitted or accepted this draft")
     return dataclasses.replace(state, accepted=level, acceptors=(*state.acceptors, actor))
 
 
-def _rejected(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _rejected(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _pending_draft(state, event)
     _only(event.record.data, "reason")
     _req(event.record.data, "reason")
-    return dataclasses.replace(
-        state, draft=None, submitter=None, levels=0, accepted=0, acceptors=()
-    )
+    step = _pending_level(state, event)
+    _step_allowed(step, facts.cert, EventType.REJECTED, f"acceptance at level {state.accepted + 1}")
+    return dataclasses.replace(state, draft=None, submitter=None, accepted=0, acceptors=())
 
 
-def _signed(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _signed(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     if state.draft is None:
         raise WorkflowError("signature (podpis) before acceptance: no draft was accepted")
     _only(event.record.data, "draft")
@@ -469,25 +582,34 @@ def _signed(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> 
         signed=(*state.signed, _need_document(event)),
         draft=None,
         submitter=None,
-        levels=0,
         accepted=0,
         acceptors=(),
     )
 
 
-def _cost_step(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _path_text(path: tuple[PathStep, ...]) -> str:
+    return " → ".join(EVENT_TERMS[s.event][1] for s in path)
+
+
+def _cost_step(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     kind = event.record.type
     _need_open_case(state, event)
     if not state.cost:
-        raise WorkflowError(f"{term(kind)} applies to cost documents only")
-    step = COST_PATH.index(kind)
-    done = len(state.cost_done)
-    if done > step:
-        raise WorkflowError(f"{term(kind)} was already recorded")
-    if done < step:
+        raise WorkflowError(f"{term(kind)} applies to cases with a cost-document path only")
+    events = [s.event for s in state.path]
+    if kind not in events:
         raise WorkflowError(
-            f"{term(kind)} must come after {term(COST_PATH[step - 1])}, which is not recorded yet"
+            f"{term(kind)} is not a step of this case's path ({_path_text(state.path)})"
         )
+    index = events.index(kind)
+    done = len(state.cost_done)
+    if done > index:
+        raise WorkflowError(f"{term(kind)} was already recorded")
+    if done < index:
+        raise WorkflowError(
+            f"{term(kind)} must come after {term(events[index - 1])}, which is not recorded yet"
+        )
+    _step_allowed(state.path[index], facts.cert, kind, term(kind))
     document = _need_document(event)
     if state.invoice is not None and document != state.invoice:
         raise WorkflowError(f"{term(kind)} must concern the registered invoice")
@@ -512,17 +634,21 @@ def _cost_step(state: CaseState, event: SignedEvent, cert: PositionCertificate) 
     return dataclasses.replace(state, cost_done=(*state.cost_done, (kind, actor)), invoice=invoice)
 
 
-def _dispatched(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _dispatched(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _need_open_case(state, event)
     _only(event.record.data, "channel", "register")
     _req(event.record.data, "channel")
     _req(event.record.data, "register")
     if _need_document(event) not in state.signed:
         raise WorkflowError("dispatch (wysyłka) of a document that was not signed (podpis)")
-    return dataclasses.replace(state, dispatched_at=event.record.time)
+    return dataclasses.replace(
+        state,
+        dispatched_at=event.record.time,
+        dispatched_on=facts.calendar.date_of(event.record.time).isoformat(),
+    )
 
 
-def _receipt(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _receipt(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _only(event.record.data, "kind")
     kind = _req(event.record.data, "kind")
     _need_document(event)
@@ -535,58 +661,103 @@ def _receipt(state: CaseState, event: SignedEvent, cert: PositionCertificate) ->
     return state
 
 
-def _delivered(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
-    data = event.record.data
-    if state.dispatched_at is None:
+def _delivered(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
+    record = event.record
+    data = record.data
+    if state.dispatched_on is None:
         raise WorkflowError("delivery (doręczenie) before any dispatch (wysyłka)")
+    calendar = facts.calendar
     if _bool(data, "deemed"):
         _only(data, "deemed", "notice")
-        notice = _int(data, "notice", 0, (1 << 63) - 1)
-        if notice < state.dispatched_at:
+        notice = _date(data, "notice")
+        if notice.isoformat() < state.dispatched_on:
             raise WorkflowError("the first notice (awizo) predates the dispatch")
-        if event.record.time < notice + DEEMED_DELIVERY_SECONDS:
+        day = deemed_delivery(notice)
+        lapse = calendar.deadline_end(day)
+        if record.time < lapse:
             raise WorkflowError(
-                "deemed delivery (doręczenie zastępcze) only after 14 days uncollected: "
-                f"not before {_utc(notice + DEEMED_DELIVERY_SECONDS)}"
+                "deemed delivery (doręczenie zastępcze) with the lapse of the 14th day after "
+                f"the first notice: not before {calendar.format_time(lapse)}"
             )
     else:
-        _only(data, "deemed")
-    return dataclasses.replace(state, delivered=True)
+        _only(data, "deemed", "date")
+        day = calendar.date_of(record.time)
+        if "date" in data:
+            given = _date(data, "date")
+            if given > day:
+                raise WorkflowError(f"the delivery date {given} is after its recording")
+            day = given
+        if day.isoformat() < state.dispatched_on:
+            raise WorkflowError("the delivery date predates the dispatch (wysyłka)")
+    return dataclasses.replace(state, delivered_on=day.isoformat())
 
 
-def _closed(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _closed(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _need_open_case(state, event)
     _only(event.record.data)
     if state.draft is not None:
         raise WorkflowError("a draft still awaits acceptance; close the case after it is decided")
-    if state.cost and len(state.cost_done) < len(COST_PATH):
-        raise WorkflowError(f"a cost case closes after the {term(EventType.APPROVED_FOR_PAYMENT)}")
-    return dataclasses.replace(state, closed_at=event.record.time)
+    if state.cost and len(state.cost_done) < len(state.path):
+        raise WorkflowError(f"a cost case closes after the {term(state.path[-1].event)}")
+    return dataclasses.replace(state, closed=True, closed_before=facts.proven.before)
 
 
-def _archived(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _reopened(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
+    _only(event.record.data, "reason")
+    _req(event.record.data, "reason")
+    if not state.closed:
+        raise WorkflowError("only a closed case can be reopened (wznowienie sprawy)")
+    return dataclasses.replace(state, closed=False, closed_before=None)
+
+
+def _archived(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _only(event.record.data)
-    if state.closed_at is None:
+    if not state.closed:
         raise WorkflowError("only a closed case (zakończenie sprawy) goes to the office archive")
+    if _is_bc(state):
+        raise WorkflowError(
+            "category Bc is destroyed in the unit that made it, without passing through the "
+            "office archive"
+        )
     return dataclasses.replace(state, archived=True)
 
 
-def _destroyed(state: CaseState, event: SignedEvent, cert: PositionCertificate) -> CaseState:
+def _destroyed(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     _only(event.record.data, "consent")
-    if not state.archived or state.closed_at is None or state.category is None:
-        raise WorkflowError("destruction (brakowanie) only of a case in the office archive")
-    allowed = destruction_allowed_from(state.category, state.closed_at)
-    if allowed is None:
+    category = state.category
+    if category is None or not state.closed:
+        raise WorkflowError("destruction (brakowanie) only of a closed case")
+    if category.years is None:
         raise WorkflowError(
             "category A records are kept forever and go to the state archive; "
             "they are never destroyed (brakowanie)"
         )
-    if event.record.time < allowed:
+    if _is_bc(state):
+        if facts.cert.unit != state.unit:
+            raise WorkflowError(
+                f"category Bc is destroyed in the unit that made it ({state.unit}); position "
+                f"{facts.cert.position!r} is in unit {facts.cert.unit}"
+            )
+    elif not state.archived:
         raise WorkflowError(
-            f"category {state.category.text}: the retention period runs until "
-            f"{_utc(allowed)}; destruction (brakowanie) is refused before"
+            f"category {category.text}: destruction (brakowanie) only from the office archive"
         )
     _req(event.record.data, "consent")
+    calendar = facts.calendar
+    if state.closed_before is None:
+        raise WorkflowError("the closing of the case has no proven time yet")
+    allowed = calendar.destruction_allowed_from(category, state.closed_before)
+    assert allowed is not None
+    after = facts.proven.after
+    if after is None or after < allowed:
+        proven = (
+            "no proven time" if after is None else f"proven after {calendar.format_time(after)}"
+        )
+        raise WorkflowError(
+            f"category {category.text}: the retention period, counted from the proven closing, "
+            f"runs until {calendar.format_time(allowed)}; destruction (brakowanie) is refused "
+            f"before (this step: {proven})"
+        )
     return dataclasses.replace(state, destroyed=True)
 
 
@@ -608,6 +779,7 @@ _RULES: Final[dict[EventType, _Rule]] = {
     EventType.RECEIPT_RECORDED: _receipt,
     EventType.DELIVERED: _delivered,
     EventType.CLOSED: _closed,
+    EventType.REOPENED: _reopened,
     EventType.ARCHIVED: _archived,
     EventType.DESTROYED: _destroyed,
 }

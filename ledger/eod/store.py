@@ -2,10 +2,14 @@
 
 Nothing here ever goes to the ledger; the ledger only sees digests. Layout::
 
-    DATA/office.db        SQLite (stdlib): the tables below
+    DATA/office.db        SQLite (stdlib): the tables below; the office record (id, name, time
+                          zone, signed), the acceptance paths and the JRWA dictionary in ``meta``
     DATA/keys/ca.key      the office CA signing key (mode 0600)
     DATA/keys/<pos>.key   each position's signing key (mode 0600)
     DATA/trust-policy     the ledger's trust policy, pinned when the office was set up
+
+``backup`` takes a consistent copy (the SQLite online backup, with the write lock held so no
+key or event is added meanwhile); ``restore`` puts one into an empty data dir.
 
 In a deployment each position's key lives with its holder (a token, the EOD system's key
 store); keeping them under the data dir is the single-machine arrangement of this client.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +32,11 @@ from typing import Final
 
 from ledger.eod import canonical
 from ledger.eod.events import SignedEvent
-from ledger.eod.pki import PositionCertificate, SigningIdentity, check_identifier
+from ledger.eod.pki import PositionCertificate, SigningIdentity
+from ledger.eod.records import OfficeRecord
 from ledger.errors import ConfigError, CorruptionError, NotFoundError, StorageError
 
-__all__ = ["CA_KEY", "DB_FILE", "POLICY_FILE", "OfficeStore"]
+__all__ = ["CA_KEY", "DB_FILE", "POLICY_FILE", "STORE_FORMAT", "OfficeStore"]
 
 DB_FILE: Final = "office.db"
 POLICY_FILE: Final = "trust-policy"
@@ -48,7 +54,11 @@ CREATE TABLE IF NOT EXISTS events (
     chain TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL UNIQUE, body BLOB NOT NULL,
     PRIMARY KEY (chain, seq));
 CREATE TABLE IF NOT EXISTS receipts (digest TEXT PRIMARY KEY, receipt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER NOT NULL, root TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (size, root));
+CREATE TABLE IF NOT EXISTS heads (chain TEXT PRIMARY KEY, body BLOB NOT NULL);
 """
+STORE_FORMAT: Final = "ledger-eod-store/v2"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -76,14 +86,20 @@ class OfficeStore:
 
     @classmethod
     def create(
-        cls, root: Path, *, office: str, name: str, ca: SigningIdentity, policy_text: str
+        cls,
+        root: Path,
+        *,
+        record: OfficeRecord,
+        ca: SigningIdentity,
+        policy_text: str,
+        paths_text: str,
+        jrwa_text: str,
     ) -> OfficeStore:
-        """Set up a new data dir.
+        """Set up a new data dir for the office ``record`` names (signed by ``ca``).
 
         Raises:
             ConfigError: it already holds an office, or cannot be written.
         """
-        check_identifier(office, what="office id")
         if (root / DB_FILE).exists():
             raise ConfigError(f"{root} already holds an office store")
         try:
@@ -96,7 +112,15 @@ class OfficeStore:
         with store.transaction():
             store._conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("office", office), ("name", name), ("format", "ledger-eod-store/v1")],
+                [
+                    ("office", record.office),
+                    ("name", record.name),
+                    ("zone", record.zone),
+                    ("record", canonical.encode(record.to_json()).decode("utf-8")),
+                    ("paths", paths_text),
+                    ("jrwa", jrwa_text),
+                    ("format", STORE_FORMAT),
+                ],
             )
         return store
 
@@ -109,7 +133,15 @@ class OfficeStore:
         """
         if not (root / DB_FILE).is_file():
             raise ConfigError(f"{root} holds no office store; run 'ledger eod init' first")
-        return cls._connect(root)
+        store = cls._connect(root)
+        try:
+            found = store.meta("format")
+        except CorruptionError:
+            found = "none"
+        if found != STORE_FORMAT:
+            store.close()
+            raise ConfigError(f"{root} holds an office store of format {found}, not {STORE_FORMAT}")
+        return store
 
     @classmethod
     def _connect(cls, root: Path) -> OfficeStore:
@@ -196,10 +228,11 @@ class OfficeStore:
         Raises:
             ConfigError: the position exists already.
         """
-        if self._one("SELECT 1 FROM certificates WHERE position = ?", cert.position):
-            raise ConfigError(f"position {cert.position!r} exists already")
-        _write_private(self.root / KEYS_DIR / f"{cert.position}.key", identity.to_text())
         with self.transaction():
+            if self._one("SELECT 1 FROM certificates WHERE position = ?", cert.position):
+                raise ConfigError(f"position {cert.position!r} exists already")
+            # Under the write lock, so a backup never holds a certificate without its key.
+            _write_private(self.root / KEYS_DIR / f"{cert.position}.key", identity.to_text())
             self._exec(
                 "INSERT INTO certificates (position, body) VALUES (?, ?)",
                 cert.position,
@@ -281,6 +314,35 @@ class OfficeStore:
             event.encode(),
         )
 
+    def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
+        """Keep a cosigned checkpoint an event names (the trail carries it to the auditor)."""
+        self._exec(
+            "INSERT INTO checkpoints (size, root, note) VALUES (?, ?, ?) "
+            "ON CONFLICT(size, root) DO NOTHING",
+            size,
+            root.hex(),
+            note,
+        )
+
+    def checkpoint(self, size: int, root: bytes) -> str | None:
+        row = self._one(
+            "SELECT note FROM checkpoints WHERE size = ? AND root = ?", size, root.hex()
+        )
+        return None if row is None else str(row[0])
+
+    def head(self, chain: str) -> bytes | None:
+        """The latest signed trail head of a chain (canonical JSON with its receipt)."""
+        row = self._one("SELECT body FROM heads WHERE chain = ?", chain)
+        return None if row is None else _bytes(row[0])
+
+    def set_head(self, chain: str, body: bytes) -> None:
+        self._exec(
+            "INSERT INTO heads (chain, body) VALUES (?, ?) "
+            "ON CONFLICT(chain) DO UPDATE SET body = excluded.body",
+            chain,
+            body,
+        )
+
     def receipt(self, digest: bytes) -> str | None:
         row = self._one("SELECT receipt FROM receipts WHERE digest = ?", digest.hex())
         return None if row is None else str(row[0])
@@ -291,6 +353,87 @@ class OfficeStore:
             digest.hex(),
             receipt,
         )
+
+    # ----------------------------------------------------------------- backup and restore
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the data dir into ``dest``, which must not exist yet.
+
+        The write lock is held throughout (no step, key or head is added meanwhile); the
+        database is copied with SQLite's online backup, the keys and the policy as files.
+
+        Raises:
+            ConfigError: ``dest`` exists or cannot be written.
+            StorageError: the copy failed (``dest`` is then removed).
+        """
+        if dest.exists():
+            raise ConfigError(f"{dest} exists; a backup is never written over anything")
+        try:
+            dest.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {dest}: {exc.strerror}") from None
+        try:
+            # The write lock is taken on a second connection: SQLite's backup reads through
+            # this one, which must not be inside a transaction itself.
+            lock = sqlite3.connect(self.root / DB_FILE, isolation_level=None, timeout=30.0)
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+                (dest / KEYS_DIR).mkdir(mode=0o700)
+                for key in sorted((self.root / KEYS_DIR).glob("*.key")):
+                    _write_private(dest / KEYS_DIR / key.name, key.read_text(encoding="utf-8"))
+                _write_private(dest / POLICY_FILE, self.policy_text())
+                target = sqlite3.connect(dest / DB_FILE)
+                try:
+                    self._conn.backup(target)
+                finally:
+                    target.close()
+            finally:
+                lock.close()
+        except sqlite3.Error as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise StorageError(f"cannot back up the office store: {exc}") from None
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    @classmethod
+    def restore(cls, backup: Path, root: Path) -> OfficeStore:
+        """Put the backup at ``backup`` into ``root``, which must hold no office store, and open
+        it. The backup is checked first (SQLite integrity, the store format, the CA key).
+
+        Raises:
+            ConfigError: ``root`` holds a store, or ``backup`` is not a backup.
+            StorageError: the copy failed.
+        """
+        if (root / DB_FILE).exists():
+            raise ConfigError(f"{root} already holds an office store; restore into an empty dir")
+        if not (backup / DB_FILE).is_file() or not (backup / KEYS_DIR / CA_KEY).is_file():
+            raise ConfigError(f"{backup} is not an office store backup")
+        try:
+            probe = sqlite3.connect(f"file:{backup / DB_FILE}?mode=ro", uri=True)
+            try:
+                ok = probe.execute("PRAGMA integrity_check").fetchone()
+            finally:
+                probe.close()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{backup / DB_FILE} is not a readable office store: {exc}") from None
+        if ok is None or ok[0] != "ok":
+            raise ConfigError(f"{backup / DB_FILE} fails SQLite's integrity check")
+        try:
+            (root / KEYS_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+            for key in sorted((backup / KEYS_DIR).glob("*.key")):
+                _write_private(root / KEYS_DIR / key.name, key.read_text(encoding="utf-8"))
+            _write_private(root / POLICY_FILE, (backup / POLICY_FILE).read_text(encoding="utf-8"))
+            source = sqlite3.connect(f"file:{backup / DB_FILE}?mode=ro", uri=True)
+            target = sqlite3.connect(root / DB_FILE)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot restore into {root}: {exc}") from None
+        return cls.open(root)
 
 
 def _bytes(value: object) -> bytes:

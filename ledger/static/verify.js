@@ -8,9 +8,11 @@
  *   ledger/checkpoint.py    C2SP tlog-checkpoint bodies
  *   ledger/policy.py        C2SP tlog-policy parse + evaluate (groups, quorum, f = n - k)
  *   ledger/merkle/proof.py  RFC 9162 section 2.1.3.2 inclusion verification
- *   ledger/eod/trail.py     verify_trail over a ledger-eod-trail/v1 bundle (with canonical.py,
- *                           events.py, pki.py and the general part of rules.apply; the
- *                           per-type workflow rules are not ported, and the page says so)
+ *   ledger/eod/trail.py     verify_trail over a ledger-eod-trail/v2 bundle, with canonical.py,
+ *                           events.py, pki.py, records.py, timing.py, calendar.py,
+ *                           holidays.py, paths.py and the whole of rules.py: one set of
+ *                           rules, tested against the Python on the same valid and broken
+ *                           trails (tests/web/test_verify_trail.py)
  *
  * The English text of every error is the Python error's diagnostics(), character for character,
  * so tests/web/test_verify_page.py can feed the same receipts to both verifiers and compare the
@@ -1056,20 +1058,19 @@
 
   // =================================================================== EOD audit-trail bundles
   //
-  // A JavaScript twin of ledger/eod/trail.py verify_trail (with ledger/eod/canonical.py,
-  // events.py and pki.py), step for step and, in English, message for message, so that
-  // tests/web/test_verify_trail.py can compare the two verdicts on the same bundles.
-  //
-  // What is NOT ported: the per-type workflow rules of ledger/eod/rules.py (_RULES: dekretacja,
-  // acceptance levels, the cost-document path, dispatch and delivery, retention before
-  // brakowanie, the case-sign syntax). The general part of rules.apply IS ported (the chain:
-  // seq, previous-event hash, office and position of the certificate, certificate date, the
-  // role of the position, times not going backwards, the case field, nothing after closing,
-  // archiving or destruction except what may follow). The page says so next to every result.
+  // A JavaScript twin of ledger/eod/trail.py verify_trail, with everything it judges by:
+  // canonical.py, events.py, pki.py, records.py (office record, trail head), timing.py (proven
+  // times), calendar.py and holidays.py (the office's zone, Polish holidays, the KPA terms),
+  // paths.py (the acceptance path carried by the opening event) and the whole of rules.py:
+  // the same checks, in the same order, with the same messages (in English word for word), so
+  // that tests/web/test_verify_trail.py can compare the two verdicts on the same bundles, valid
+  // and broken, and the timelines line by line.
 
-  const TRAIL_FORMAT = "ledger-eod-trail/v1";
-  const EVENT_FORMAT = "ledger-eod-event/v1";
+  const TRAIL_FORMAT = "ledger-eod-trail/v2";
+  const EVENT_FORMAT = "ledger-eod-event/v2";
   const CERT_FORMAT = "ledger-eod-position/v1";
+  const OFFICE_FORMAT = "ledger-eod-office/v1";
+  const HEAD_FORMAT = "ledger-eod-head/v1";
   const MAX_BUNDLE_SIZE = 64 * 1024 * 1024;
   const MAX_CLOCK_SKEW = 600n;
   const MAX_SEQ = 1n << 40n;
@@ -1078,10 +1079,18 @@
   const MAX_JSON_DEPTH = 900;
   const EVENT_SIGNING_DOMAIN = "ledger/eod-event-signature/v1\n";
   const CERT_SIGNING_DOMAIN = "ledger/eod-position-certificate/v1\n";
+  const OFFICE_DOMAIN = "ledger/eod-office-record/v1\n";
+  const HEAD_DOMAIN = "ledger/eod-trail-head/v1\n";
   const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
   const LOWER_HEX_DIGEST = /^[0-9a-f]{64}$/;
-  const EVENT_FIELDS = ["case", "data", "document", "format", "office", "position", "prev", "seq", "time", "type"];
+  const EVENT_FIELDS = ["case", "data", "declared", "document", "format", "office", "position", "prev", "seen", "seq", "time", "type"];
   const CERT_FIELDS = ["format", "issued", "office", "position", "public_key", "roles", "title", "unit"];
+  const OFFICE_FIELDS = ["ca_public_key", "format", "id", "name", "zone"];
+  const HEAD_FIELDS = ["case", "chain", "count", "format", "last", "office", "time"];
+  /** calendar._MAX_SHOWN */
+  const MAX_SHOWN = 253402300799n - 2n * 86400n;
+  const FIRST_YEAR = 1990;
+  const LAST_YEAR = 9998;
 
   /** ledger.eod.model.EVENT_TERMS and rules.REQUIRED_ROLE, by event type (in enum order). */
   const EVENT_TYPES = {
@@ -1102,6 +1111,7 @@
     "receipt-recorded": ["official receipt recorded", "zapis poświadczenia UPP/UPO/UPD", "registry"],
     delivered: ["delivery", "doręczenie", "registry"],
     closed: ["case closed", "zakończenie sprawy", "officer"],
+    reopened: ["case reopened", "wznowienie sprawy", "officer"],
     archived: ["archived", "przekazanie do archiwum zakładowego", "archivist"],
     destroyed: ["destruction", "brakowanie", "archivist"],
   };
@@ -1118,6 +1128,13 @@
     "approve-payment": "kierownik: zatwierdzenie do wypłaty",
     archivist: "archiwum zakładowe",
   };
+  const COST_STEPS = ["substantive-check", "formal-check", "account-coding", "countersigned", "approved-for-payment"];
+  const PATH_STEPS = ["accepted", "rejected", ...COST_STEPS];
+  const OFFICER_STEPS = ["attached", "submitted", "closed", "reopened"];
+  const LATE_OK = ["receipt-recorded", "delivered", "archived", "destroyed", "reopened"];
+  const DIRECTIONS = ["incoming", "outgoing", "internal"];
+  const RECEIPT_KINDS = ["UPP", "UPO", "UPD"];
+  const CATEGORY = /^(?:A|Bc|B([1-9][0-9]{0,2})|BE([1-9][0-9]{0,2}))$/;
   const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
 
   /** rules.term: "<English> (<Polish>)" in English; the Polish name in Polish. */
@@ -1128,16 +1145,21 @@
 
   Object.assign(TERMS, {
     "trail bundle": { en: "trail bundle", pl: "wiązka ścieżki audytu" },
-    "trail bundle office": { en: "trail bundle office", pl: "wiązka ścieżki audytu, urząd" },
     "CA key": { en: "CA key", pl: "klucz CA urzędu" },
     "certificate public key": { en: "certificate public key", pl: "klucz publiczny w certyfikacie" },
     "certificate signature": { en: "certificate signature", pl: "podpis certyfikatu" },
     "event signature": { en: "event signature", pl: "podpis zdarzenia" },
+    "office record signature": { en: "office record signature", pl: "podpis rekordu urzędu" },
+    "trail head signature": { en: "trail head signature", pl: "podpis nagłówka ścieżki" },
+    "seen checkpoint root": { en: "seen checkpoint root", pl: "korzeń widzianego punktu kontrolnego" },
     "office id": { en: "office id", pl: "identyfikator urzędu" },
     "position id": { en: "position id", pl: "identyfikator stanowiska" },
     prev: { en: "prev", pl: "prev (skrót poprzedniego zdarzenia)" },
     document: { en: "document", pl: "document (skrót dokumentu)" },
     "document digest": { en: "document digest", pl: "skrót dokumentu" },
+    "the trail head's chain": { en: "the trail head's chain", pl: "łańcuch w nagłówku ścieżki" },
+    "the trail head's last event": { en: "the trail head's last event", pl: "ostatnie zdarzenie w nagłówku ścieżki" },
+    "data field 'draft'": { en: "data field 'draft'", pl: "pole danych 'draft'" },
   });
 
   Object.assign(MESSAGES, {
@@ -1147,42 +1169,85 @@
     json_invalid: { en: "{what} is not valid JSON: {detail}", pl: "{what}: to nie jest poprawny JSON: {detail}" },
     json_not_object: { en: "{what} is not a JSON object", pl: "{what}: to nie jest obiekt JSON" },
     json_duplicate: { en: "duplicate key {key}", pl: "powtórzony klucz {key}" },
-    json_float: {
-      en: "floating-point numbers are not allowed",
-      pl: "liczby zmiennoprzecinkowe są niedozwolone",
-    },
+    json_float: { en: "floating-point numbers are not allowed", pl: "liczby zmiennoprzecinkowe są niedozwolone" },
     json_constant: { en: "{text} is not allowed", pl: "{text} jest niedozwolone" },
-    json_int_range: {
-      en: "{where}: integer out of the 64-bit range",
-      pl: "{where}: liczba całkowita poza zakresem 64 bitów",
-    },
+    json_int_range: { en: "{where}: integer out of the 64-bit range", pl: "{where}: liczba całkowita poza zakresem 64 bitów" },
     json_format: { en: "{what} is not a {format} file", pl: "{what}: to nie jest plik {format}" },
-    field_type: {
-      en: "{what}: field {key} is missing or has the wrong type",
-      pl: "{what}: brak pola {key} albo ma zły typ",
+    field_type: { en: "{what}: field {key} is missing or has the wrong type", pl: "{what}: brak pola {key} albo ma zły typ" },
+    // records.py
+    office_shape: {
+      en: "the office record is {'office': {...}, 'signature': '...'}",
+      pl: "rekord urzędu ma postać {'office': {...}, 'signature': '...'}",
     },
-    // trail.py (_trust, _certificates, _check_event, verify_trail)
+    office_fields: {
+      en: "the office record has exactly the fields " + OFFICE_FIELDS.join(", "),
+      pl: "rekord urzędu ma dokładnie pola " + OFFICE_FIELDS.join(", "),
+    },
+    office_format: { en: "the office record is not " + OFFICE_FORMAT, pl: "rekord urzędu nie jest w formacie " + OFFICE_FORMAT },
+    office_strings: { en: "the office record's fields must be strings", pl: "pola rekordu urzędu muszą być tekstem" },
     ca_key_size: { en: "the office CA key must be 32 bytes", pl: "klucz CA urzędu musi mieć 32 bajty" },
+    office_not_signed: {
+      en: "the office record is not signed by its CA key (its name or zone was changed)",
+      pl: "rekord urzędu nie jest podpisany jego kluczem CA (zmieniono nazwę albo strefę czasową)",
+    },
+    signature_text: { en: "the {what} signature must be base64 text", pl: "podpis ({what}) musi być tekstem base64" },
+    signature_size: { en: "the {what} signature is 64 bytes", pl: "podpis ({what}) ma 64 bajty" },
+    zone_name: {
+      en: "time zone {zone} is not an IANA zone name (e.g. Europe/Warsaw)",
+      pl: "strefa czasowa {zone} nie jest nazwą strefy IANA (np. Europe/Warsaw)",
+    },
+    zone_unknown: {
+      en: "unknown time zone {zone} (an IANA name, e.g. Europe/Warsaw)",
+      pl: "nieznana strefa czasowa {zone} (nazwa IANA, np. Europe/Warsaw)",
+    },
+    head_missing: {
+      en: "the trail has no signed head (its end is not proven: events may have been dropped)",
+      pl: "ścieżka nie ma podpisanego nagłówka (jej koniec nie jest dowiedziony: mogło brakować zdarzeń)",
+    },
+    head_shape: {
+      en: "the trail head is {'head': {...}, 'signature': '...'}",
+      pl: "nagłówek ścieżki ma postać {'head': {...}, 'signature': '...'}",
+    },
+    head_format: { en: "the trail head is not a " + HEAD_FORMAT + " record", pl: "nagłówek ścieżki nie jest rekordem " + HEAD_FORMAT },
+    head_ints: {
+      en: "the trail head's count and time are non-negative integers",
+      pl: "liczba zdarzeń i czas w nagłówku ścieżki to nieujemne liczby całkowite",
+    },
+    head_case: { en: "the trail head's case is a case sign or null", pl: "sprawa w nagłówku ścieżki to znak sprawy albo null" },
+    head_office_type: { en: "the trail head's office must be a string", pl: "urząd w nagłówku ścieżki musi być tekstem" },
+    head_not_signed: { en: "the trail head is not signed by the office CA", pl: "nagłówek ścieżki nie jest podpisany kluczem CA urzędu" },
+    head_office: { en: "the trail head is of office {office}", pl: "nagłówek ścieżki dotyczy urzędu {office}" },
+    head_count: {
+      en: "the trail holds {n} events, but its signed head counts {count}: events were dropped or added",
+      pl: "ścieżka ma {n} zdarzeń, a jej podpisany nagłówek liczy {count}: zdarzenia usunięto albo dodano",
+    },
+    head_events: {
+      en: "the trail's events are not the ones its signed head names",
+      pl: "zdarzenia ścieżki nie są tymi, które wskazuje jej podpisany nagłówek",
+    },
+    // trail.py (_trust, _certificates, _checkpoints, _check_event, verify_trail)
     ca_key_not_pinned: {
       en: "the office CA key in the {what} ({fingerprint}) is not the pinned key",
       pl: "klucz CA urzędu w pliku ({fingerprint}) nie jest kluczem podanym do porównania",
     },
     cert_not_object: { en: "a certificate must be a JSON object", pl: "certyfikat musi być obiektem JSON" },
-    cert_other_office: {
-      en: "certificate of {position} is for office {office}",
-      pl: "certyfikat stanowiska {position} dotyczy urzędu {office}",
-    },
+    cert_other_office: { en: "certificate of {position} is for office {office}", pl: "certyfikat stanowiska {position} dotyczy urzędu {office}" },
     cert_twice: { en: "two certificates for position {position}", pl: "dwa certyfikaty stanowiska {position}" },
+    checkpoint_text: {
+      en: "checkpoints[{index}] must be a checkpoint note (text)",
+      pl: "checkpoints[{index}] musi być notatką punktu kontrolnego (tekstem)",
+    },
+    checkpoint_fails: {
+      en: "checkpoint {index} does not verify: {inner}",
+      pl: "punkt kontrolny {index} się nie zgadza: {inner}",
+    },
     trail_empty: { en: "the trail holds no events", pl: "ścieżka nie zawiera żadnych zdarzeń" },
     entry_shape: {
       en: "events[{index}] must be {'event': ..., 'receipt': ...}",
       pl: "events[{index}] musi mieć postać {'event': ..., 'receipt': ...}",
     },
     entry_event: { en: "events[{index}].event must be an object", pl: "events[{index}].event musi być obiektem" },
-    event_no_cert: {
-      en: "{what}: no certificate for position {position}",
-      pl: "{what}: brak certyfikatu stanowiska {position}",
-    },
+    event_no_cert: { en: "{what}: no certificate for position {position}", pl: "{what}: brak certyfikatu stanowiska {position}" },
     event_bad_signature: {
       en: "{what}: the signature of {position} does not verify (the event was changed)",
       pl: "{what}: podpis stanowiska {position} się nie zgadza (zdarzenie zmieniono)",
@@ -1192,9 +1257,21 @@
       en: "{what}: the ledger receipt does not verify: {inner}",
       pl: "{what}: pokwitowanie z rejestru się nie zgadza: {inner}",
     },
+    seen_missing: {
+      en: "{what}: the checkpoint it names (tree size {size}) is not in the bundle",
+      pl: "{what}: punktu kontrolnego, który wskazuje (rozmiar drzewa {size}), nie ma w wiązce",
+    },
+    seen_after_leaf: {
+      en: "{what}: its ledger leaf precedes the checkpoint it names",
+      pl: "{what}: jego liść w rejestrze poprzedza punkt kontrolny, który wskazuje",
+    },
     event_after_bound: {
       en: "{what}: dated {time}, after the ledger's time bound {bound}",
       pl: "{what}: datowane {time}, później niż ograniczenie czasu z rejestru {bound}",
+    },
+    event_before_seen: {
+      en: "{what}: dated {time}, before the ledger checkpoint it names ({after})",
+      pl: "{what}: datowane {time}, wcześniej niż punkt kontrolny rejestru, który wskazuje ({after})",
     },
     workflow: { en: "{what}: {inner}", pl: "{what}: {inner}" },
     case_mismatch: {
@@ -1202,20 +1279,14 @@
       pl: "wiązka podaje sprawę {case}, a jej zdarzenia dotyczą sprawy {actual}",
     },
     document_entry: { en: "a document entry must be an object", pl: "wpis dokumentu musi być obiektem" },
-    document_not_in_case: {
-      en: "the document {digest} is not part of this case",
-      pl: "dokument {digest} nie należy do tej sprawy",
-    },
+    document_not_in_case: { en: "the document {digest} is not part of this case", pl: "dokument {digest} nie należy do tej sprawy" },
     // events.py
     hex_digest: { en: "{what} must be 64 lowercase hex digits", pl: "{what}: wymagane 64 małe cyfry szesnastkowe" },
     signed_event_shape: {
       en: "a signed event is {'event': {...}, 'signature': '...'}",
       pl: "podpisane zdarzenie ma postać {'event': {...}, 'signature': '...'}",
     },
-    event_signature_text: {
-      en: "an event signature must be base64 text",
-      pl: "podpis zdarzenia musi być tekstem base64",
-    },
+    event_signature_text: { en: "an event signature must be base64 text", pl: "podpis zdarzenia musi być tekstem base64" },
     event_signature_size: { en: "an event signature is 64 bytes", pl: "podpis zdarzenia ma 64 bajty" },
     event_fields: {
       en: "an event has exactly the fields " + EVENT_FIELDS.join(", "),
@@ -1224,22 +1295,15 @@
     event_format: { en: "unknown event format {value}", pl: "nieznany format zdarzenia {value}" },
     event_type: { en: "unknown event type {value}", pl: "nieznany typ zdarzenia {value}" },
     event_data: { en: "event field 'data' must be an object", pl: "pole zdarzenia 'data' musi być obiektem" },
-    event_opt_str: {
-      en: "event field {key} must be a non-empty string or null",
-      pl: "pole zdarzenia {key} musi być niepustym tekstem albo null",
+    event_opt_str: { en: "event field {key} must be a non-empty string or null", pl: "pole zdarzenia {key} musi być niepustym tekstem albo null" },
+    event_required: { en: "event fields 'office' and 'position' are required", pl: "pola zdarzenia 'office' i 'position' są wymagane" },
+    event_int: { en: "event field {key} must be an integer in [0, {limit}]", pl: "pole zdarzenia {key} musi być liczbą całkowitą z [0, {limit}]" },
+    event_first: { en: "exactly the first event of a chain (seq 0) has no prev", pl: "tylko pierwsze zdarzenie łańcucha (seq 0) nie ma prev" },
+    seen_shape: {
+      en: "event field 'seen' must be {'root': ..., 'size': ...} or null",
+      pl: "pole zdarzenia 'seen' musi mieć postać {'root': ..., 'size': ...} albo null",
     },
-    event_required: {
-      en: "event fields 'office' and 'position' are required",
-      pl: "pola zdarzenia 'office' i 'position' są wymagane",
-    },
-    event_int: {
-      en: "event field {key} must be an integer in [0, {limit}]",
-      pl: "pole zdarzenia {key} musi być liczbą całkowitą z [0, {limit}]",
-    },
-    event_first: {
-      en: "exactly the first event of a chain (seq 0) has no prev",
-      pl: "tylko pierwsze zdarzenie łańcucha (seq 0) nie ma prev",
-    },
+    seen_value: { en: "a seen checkpoint is a tree size and a 32-byte root", pl: "widziany punkt kontrolny to rozmiar drzewa i 32-bajtowy korzeń" },
     // pki.py
     cert_shape: {
       en: "a certificate is {'certificate': {...}, 'signature': '...'}",
@@ -1247,81 +1311,77 @@
     },
     cert_format: { en: "not a " + CERT_FORMAT + " certificate", pl: "to nie jest certyfikat " + CERT_FORMAT },
     cert_strings: { en: "certificate fields must be strings", pl: "pola certyfikatu muszą być tekstem" },
-    cert_issued: {
-      en: "certificate 'issued' must be a non-negative integer",
-      pl: "pole certyfikatu 'issued' musi być nieujemną liczbą całkowitą",
-    },
+    cert_issued: { en: "certificate 'issued' must be a non-negative integer", pl: "pole certyfikatu 'issued' musi być nieujemną liczbą całkowitą" },
     cert_roles_list: { en: "certificate 'roles' must be a list", pl: "pole certyfikatu 'roles' musi być listą" },
-    cert_role_unknown: {
-      en: "certificate lists an unknown role in {roles}",
-      pl: "certyfikat wymienia nieznaną rolę w {roles}",
-    },
+    cert_role_unknown: { en: "certificate lists an unknown role in {roles}", pl: "certyfikat wymienia nieznaną rolę w {roles}" },
     identifier: {
       en: "{what} {text} must be 1-64 of A-Z a-z 0-9 . _ - (no spaces)",
       pl: "{what} {text}: wymagane 1-64 znaki A-Z a-z 0-9 . _ - (bez spacji)",
     },
-    cert_unit_title: {
-      en: "a certificate names the unit and the position's title",
-      pl: "certyfikat musi podawać komórkę i nazwę stanowiska",
-    },
-    cert_lengths: {
-      en: "certificate key or signature has the wrong length",
-      pl: "klucz albo podpis w certyfikacie ma złą długość",
-    },
-    cert_roles_order: {
-      en: "certificate roles must be non-empty, sorted and distinct",
-      pl: "role w certyfikacie muszą być niepuste, posortowane i bez powtórzeń",
-    },
+    cert_unit_title: { en: "a certificate names the unit and the position's title", pl: "certyfikat musi podawać komórkę i nazwę stanowiska" },
+    cert_lengths: { en: "certificate key or signature has the wrong length", pl: "klucz albo podpis w certyfikacie ma złą długość" },
+    cert_roles_order: { en: "certificate roles must be non-empty, sorted and distinct", pl: "role w certyfikacie muszą być niepuste, posortowane i bez powtórzeń" },
     cert_not_signed: {
       en: "certificate of position {position} is not signed by the office CA",
       pl: "certyfikat stanowiska {position} nie jest podpisany kluczem CA urzędu",
     },
-    // rules.py, the general part of apply()
-    rule_destroyed: {
-      en: "the case was destroyed (brakowanie); nothing may follow",
-      pl: "sprawę wybrakowano (brakowanie); nic nie może nastąpić później",
+    // calendar.py, holidays.py, model.py, casesign.py, paths.py
+    date_shape: { en: "{what} {text} is not a date YYYY-MM-DD", pl: "{what} {text}: to nie jest data RRRR-MM-DD" },
+    date_no_day: { en: "{what} {text} is not a day of the calendar", pl: "{what} {text}: nie ma takiego dnia w kalendarzu" },
+    date_years: { en: "{what} {text} is outside the years 1990-9998", pl: "{what} {text}: poza latami 1990-9998" },
+    time_range: { en: "time {ts} is outside the calendar (1970 to 9999-12-29)", pl: "czas {ts} jest poza kalendarzem (od 1970 do 9999-12-29)" },
+    holiday_years: {
+      en: "Polish public holidays are computed for 1990-9998, not {year}",
+      pl: "polskie święta są liczone dla lat 1990-9998, nie {year}",
     },
-    rule_seq: {
-      en: "event number {seq} where {expected} was expected",
-      pl: "zdarzenie numer {seq}, a oczekiwano numeru {expected}",
+    retention_9999: {
+      en: "the retention period of category {category} ends after 9999",
+      pl: "okres przechowywania kategorii {category} kończy się po roku 9999",
     },
-    rule_prev: {
-      en: "the previous-event hash does not match the chain",
-      pl: "skrót poprzedniego zdarzenia nie zgadza się z łańcuchem",
+    category: {
+      en: "archival category {text} is not A, Bc, B<n> or BE<n> (n = 1-999 years, no leading zero)",
+      pl: "kategoria archiwalna {text} nie jest A, Bc, B<n> ani BE<n> (n = 1-999 lat, bez zera wiodącego)",
     },
-    rule_cert_mismatch: {
-      en: "the event's office or position differs from its certificate",
-      pl: "urząd albo stanowisko zdarzenia różni się od certyfikatu",
+    sign_length: { en: "a case sign must be 1 to 100 characters", pl: "znak sprawy ma od 1 do 100 znaków" },
+    sign_shape: {
+      en: "case sign {sign} must look like UNIT.CLASS.NUMBER.YEAR (e.g. OR.0012.1.2024)",
+      pl: "znak sprawy {sign} musi mieć postać KOMÓRKA.KLASA.NUMER.ROK (np. OR.0012.1.2024)",
     },
-    rule_cert_later: {
-      en: "position {position} was certified after the event",
-      pl: "stanowisko {position} otrzymało certyfikat po tym zdarzeniu",
+    sign_last: { en: "case sign {sign}: {part} is neither a year nor initials", pl: "znak sprawy {sign}: {part} nie jest ani rokiem, ani inicjałami" },
+    sign_parts: { en: "case sign {sign} has the wrong number of parts", pl: "znak sprawy {sign} ma złą liczbę części" },
+    sign_unit: { en: "case sign {sign}: {part} is not a unit symbol", pl: "znak sprawy {sign}: {part} nie jest symbolem komórki" },
+    sign_class: { en: "case sign {sign}: {part} is not a JRWA class", pl: "znak sprawy {sign}: {part} nie jest klasą JRWA" },
+    sign_year: { en: "case sign {sign}: {part} is not a four-digit year", pl: "znak sprawy {sign}: {part} nie jest czterocyfrowym rokiem" },
+    sign_number: { en: "case sign {sign}: {part} is not a case number", pl: "znak sprawy {sign}: {part} nie jest numerem sprawy" },
+    path_list: {
+      en: "the case's acceptance path: steps must be a list of at most 9 steps",
+      pl: "ścieżka akceptacji sprawy: kroki muszą być listą najwyżej 9 kroków",
     },
-    rule_role: {
-      en: "position {position} ({title}) may not record {term}: it needs the role {role} ({polish})",
-      pl: "stanowisko {position} ({title}) nie może zapisać zdarzenia {term}: wymaga roli {role} ({polish})",
+    path_table: {
+      en: "the case's acceptance path, step {i} must be a table {event, role, unit}",
+      pl: "ścieżka akceptacji sprawy, krok {i} musi być tabelą {event, role, unit}",
     },
-    rule_time_back: {
-      en: "the event is dated before the previous event",
-      pl: "zdarzenie jest datowane przed poprzednim zdarzeniem",
+    path_fields: {
+      en: "the case's acceptance path, step {i} has exactly the fields event, role and unit",
+      pl: "ścieżka akceptacji sprawy, krok {i} ma dokładnie pola event, role i unit",
     },
-    rule_case_open: { en: "the case {case} is already open", pl: "sprawa {case} jest już założona" },
-    rule_case_field: {
-      en: "the event names case {case}; expected {expected}",
-      pl: "zdarzenie podaje sprawę {case}; oczekiwano: {expected}",
+    path_event: { en: "the case's acceptance path, step {i}: unknown event {value}", pl: "ścieżka akceptacji sprawy, krok {i}: nieznane zdarzenie {value}" },
+    path_not_step: {
+      en: "the case's acceptance path, step {i}: {value} is not a cost step nor 'accepted'",
+      pl: "ścieżka akceptacji sprawy, krok {i}: {value} nie jest krokiem dokumentu kosztowego ani 'accepted'",
     },
-    rule_archived: {
-      en: "the case is archived; {term} is no longer possible",
-      pl: "sprawa jest w archiwum; {term} nie jest już możliwe",
+    path_role: { en: "the case's acceptance path, step {i}: unknown role {value}", pl: "ścieżka akceptacji sprawy, krok {i}: nieznana rola {value}" },
+    path_unit: {
+      en: "the case's acceptance path, step {i}: unit must be a non-empty string (at most 64)",
+      pl: "ścieżka akceptacji sprawy, krok {i}: komórka musi być niepustym tekstem (najwyżej 64 znaki)",
     },
-    rule_closed: {
-      en: "the case is closed; {term} is no longer possible",
-      pl: "sprawa jest zakończona; {term} nie jest już możliwe",
+    path_mixed: {
+      en: "the case's acceptance path mixes cost-document steps with draft acceptance",
+      pl: "ścieżka akceptacji sprawy miesza kroki dokumentu kosztowego z akceptacją projektu",
     },
-    rule_first: {
-      en: "a chain starts with a registration or the opening of a case",
-      pl: "łańcuch zaczyna się od rejestracji przesyłki albo założenia sprawy",
-    },
+    path_twice: { en: "the case's acceptance path names a cost-document step twice", pl: "ścieżka akceptacji sprawy podaje krok dokumentu kosztowego dwa razy" },
+    // rules.py
+    r: { en: "{en}", pl: "{pl}" },
   });
 
   // ---------------------------------------------------------- Python values, as Python prints
@@ -1368,8 +1428,7 @@
   function parseStrictJson(text, what) {
     let i = 0;
     const n = text.length;
-    const syntax = (detail) =>
-      malformed("json_invalid", { what: term(what), detail: detail + " (char " + i + ")" });
+    const syntax = (detail) => malformed("json_invalid", { what: term(what), detail: detail + " (char " + i + ")" });
     const ws = () => {
       while (i < n) {
         const c = text.charCodeAt(i);
@@ -1574,12 +1633,238 @@
     return "SHA256:" + b64encode(await sha256(publicKey)).replace(/=+$/, "");
   }
 
+  // ------------------------------------------------------------- holidays.py and calendar.py
+
+  /** holidays.easter_sunday (anonymous Gregorian algorithm), as [year, month, day]. */
+  function easterSunday(year) {
+    if (year < FIRST_YEAR || year > LAST_YEAR) throw malformed("holiday_years", { year: String(year) });
+    const a = year % 19;
+    const b = Math.floor(year / 100);
+    const c = year % 100;
+    const d = Math.floor(b / 4);
+    const e = b % 4;
+    const f = Math.floor((b + 8) / 25);
+    const g = Math.floor((b - f + 1) / 3);
+    const h = (19 * a + b - d - g + 15) % 30;
+    const i = Math.floor(c / 4);
+    const k = c % 4;
+    const l = (32 + 2 * e + 2 * i - h - k) % 7;
+    const m = Math.floor((a + 11 * h + 22 * l) / 451);
+    const x = h + l - 7 * m + 114;
+    return new Day(year, Math.floor(x / 31), (x % 31) + 1);
+  }
+
+  /** A calendar date (datetime.date): proleptic Gregorian, compared and printed as ISO. */
+  class Day {
+    constructor(y, m, d) {
+      this.y = y;
+      this.m = m;
+      this.d = d;
+    }
+    static fromOrdinal(n) {
+      const t = new Date(n * 86400000);
+      return new Day(t.getUTCFullYear(), t.getUTCMonth() + 1, t.getUTCDate());
+    }
+    get ordinal() {
+      const t = new Date(0);
+      t.setUTCFullYear(this.y, this.m - 1, this.d);
+      t.setUTCHours(0, 0, 0, 0);
+      return Math.round(t.getTime() / 86400000);
+    }
+    plus(days) {
+      return Day.fromOrdinal(this.ordinal + days);
+    }
+    get weekday() {
+      return (this.ordinal + 3) % 7; // 1970-01-01 was a Thursday (3, Monday = 0)
+    }
+    iso() {
+      return String(this.y).padStart(4, "0") + "-" + String(this.m).padStart(2, "0") + "-" + String(this.d).padStart(2, "0");
+    }
+  }
+
+  const holidayCache = new Map();
+
+  /** holidays._holidays: the ISO dates of the public holidays of ``year``. */
+  function holidays(year) {
+    if (!holidayCache.has(year)) {
+      const easter = easterSunday(year);
+      const days = [new Day(year, 1, 1)];
+      if (year >= 2011) days.push(new Day(year, 1, 6));
+      days.push(easter, easter.plus(1), new Day(year, 5, 1), new Day(year, 5, 3), easter.plus(49), easter.plus(60));
+      days.push(new Day(year, 8, 15), new Day(year, 11, 1), new Day(year, 11, 11));
+      if (year >= 2025) days.push(new Day(year, 12, 24));
+      days.push(new Day(year, 12, 25), new Day(year, 12, 26));
+      holidayCache.set(year, new Set(days.map((x) => x.iso())));
+    }
+    return holidayCache.get(year);
+  }
+
+  const isWorkingDay = (day) => day.weekday < 5 && !holidays(day.y).has(day.iso());
+
+  function nextWorkingDay(day) {
+    while (!isWorkingDay(day)) day = day.plus(1);
+    return day;
+  }
+
+  const deemedDelivery = (notice) => notice.plus(14);
+  const appealDeadline = (delivered) => nextWorkingDay(delivered.plus(14));
+
+  /** calendar.parse_date */
+  function parseDate(text, what) {
+    if (!isStr(text) || !/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(text)) {
+      throw malformed("date_shape", { what: what, text: pyReprValue(text) });
+    }
+    const [y, m, d] = text.split("-").map(Number);
+    const last = m >= 1 && m <= 12 ? new Date(Date.UTC(2000, m, 0)).getUTCDate() : 0;
+    const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+    const days = m === 2 ? (leap ? 29 : 28) : last;
+    if (y < 1 || m < 1 || m > 12 || d < 1 || d > days) throw malformed("date_no_day", { what: what, text: text });
+    if (y < FIRST_YEAR || y > LAST_YEAR) throw malformed("date_years", { what: what, text: text });
+    return new Day(y, m, d);
+  }
+
+  /** calendar.OfficeCalendar: local dates, midnights and times in an IANA zone. */
+  class OfficeCalendar {
+    constructor(zone) {
+      if (!isStr(zone) || !/^[A-Za-z0-9._+-]+(?:\/[A-Za-z0-9._+-]+)*$/.test(zone) || zone.includes("..")) {
+        throw malformed("zone_name", { zone: pyReprValue(zone) });
+      }
+      try {
+        this.format = new Intl.DateTimeFormat("en-US", {
+          timeZone: zone,
+          hourCycle: "h23",
+          year: "numeric",
+          month: "2-digit",
+          day: "2-digit",
+          hour: "2-digit",
+          minute: "2-digit",
+          second: "2-digit",
+        });
+      } catch (exc) {
+        throw malformed("zone_unknown", { zone: pyRepr(zone) });
+      }
+      this.zone = zone;
+    }
+    /** [local Day, hours, minutes, seconds, offset in seconds] of POSIX second ``ts``. */
+    parts(ts) {
+      const p = {};
+      for (const part of this.format.formatToParts(new Date(Number(ts) * 1000))) p[part.type] = part.value;
+      const y = Number(p.year);
+      const m = Number(p.month);
+      const d = Number(p.day);
+      const hh = Number(p.hour) % 24;
+      const mm = Number(p.minute);
+      const ss = Number(p.second);
+      const asUtc = Date.UTC(y, m - 1, d, hh, mm, ss) / 1000;
+      const t = new Date(0);
+      t.setUTCFullYear(y, m - 1, d);
+      t.setUTCHours(hh, mm, ss, 0);
+      return [new Day(y, m, d), hh, mm, ss, t.getTime() / 1000 - Number(ts), asUtc];
+    }
+    local(ts) {
+      if (ts < 0n || ts > MAX_SHOWN) throw malformed("time_range", { ts: ts.toString() });
+      return this.parts(ts);
+    }
+    dateOf(ts) {
+      return this.local(ts)[0];
+    }
+    yearOf(ts) {
+      return this.local(ts)[0].y;
+    }
+    /** zoneinfo's datetime(y, m, d, tzinfo=zone).timestamp() (fold=0). */
+    startOfDay(day) {
+      const t = new Date(0);
+      t.setUTCFullYear(day.y, day.m - 1, day.d);
+      t.setUTCHours(0, 0, 0, 0);
+      const wall = t.getTime() / 1000;
+      // The offset in effect at the wall time, as zoneinfo finds it with fold=0.
+      const first = wall - this.parts(BigInt(wall))[4];
+      return BigInt(wall - this.parts(BigInt(first))[4]);
+    }
+    deadlineEnd(day) {
+      return this.startOfDay(day.plus(1));
+    }
+    formatTime(ts) {
+      if (ts < 0n || ts > MAX_SHOWN) return ts.toString() + " s after the epoch";
+      const [day, hh, mm, ss, offset] = this.parts(ts);
+      const two = (x) => String(x).padStart(2, "0");
+      const sign = offset < 0 ? "-" : "+";
+      const abs = Math.abs(offset);
+      return day.iso() + " " + two(hh) + ":" + two(mm) + ":" + two(ss) + " " + sign + two(Math.floor(abs / 3600)) + ":" + two(Math.floor((abs % 3600) / 60));
+    }
+    destructionAllowedFrom(category, closed) {
+      if (category.years === null) return null;
+      if (category.text === "Bc") return closed;
+      const year = this.yearOf(closed) + 1 + category.years;
+      if (year > 9999) throw malformed("retention_9999", { category: category.text });
+      return this.startOfDay(new Day(year, 1, 1));
+    }
+  }
+
+  /** model.parse_category */
+  function parseCategory(text) {
+    const m = isStr(text) ? CATEGORY.exec(text) : null;
+    if (m === null) throw malformed("category", { text: pyReprValue(text) });
+    if (text === "A") return { text: text, years: null };
+    if (text === "Bc") return { text: text, years: 0 };
+    return { text: text, years: Number(m[1] !== undefined ? m[1] : m[2]) };
+  }
+
+  /** casesign.parse_case_sign (what the rules need of it: the original, the unit, the class). */
+  function parseCaseSign(text) {
+    const original = text.replace(/^[\s\x1c-\x1f\x85]+|[\s\x1c-\x1f\x85]+$/g, "");
+    if (!original || original.length > 100) throw malformed("sign_length");
+    let parts = original.split(".");
+    const sign = pyRepr(original);
+    if (parts.length < 4 || parts.length > 6) throw malformed("sign_shape", { sign: sign });
+    const YEAR = /^(?:19|20|21)[0-9]{2}$/;
+    if (!YEAR.test(parts[parts.length - 1])) {
+      if (!/^\p{L}{1,10}$/u.test(parts[parts.length - 1])) {
+        throw malformed("sign_last", { sign: sign, part: pyRepr(parts[parts.length - 1]) });
+      }
+      parts = parts.slice(0, -1);
+    }
+    if (parts.length !== 4 && parts.length !== 5) throw malformed("sign_parts", { sign: sign });
+    const unit = parts[0];
+    const jrwaClass = parts[1];
+    const numbers = parts.slice(2, -1);
+    const year = parts[parts.length - 1];
+    if (!/^\p{L}(?:[\p{L}\p{N}]|-(?=[\p{L}\p{N}]))*$/u.test(unit)) throw malformed("sign_unit", { sign: sign, part: pyRepr(unit) });
+    if (!/^[0-9]{1,4}$/.test(jrwaClass)) throw malformed("sign_class", { sign: sign, part: pyRepr(jrwaClass) });
+    if (!YEAR.test(year)) throw malformed("sign_year", { sign: sign, part: pyRepr(year) });
+    for (const number of numbers) {
+      if (!/^[1-9][0-9]{0,8}$/.test(number)) throw malformed("sign_number", { sign: sign, part: pyRepr(number) });
+    }
+    return { original: original, unit: unit, jrwaClass: jrwaClass };
+  }
+
+  /** paths.parse_path_json */
+  function parsePath(raw) {
+    if (!Array.isArray(raw) || raw.length > 9) throw malformed("path_list");
+    const steps = raw.map((item, k) => {
+      const i = String(k + 1);
+      if (!isDict(item)) throw malformed("path_table", { i: i });
+      if (!sameKeys(item, ["event", "role", "unit"])) throw malformed("path_fields", { i: i });
+      const event = item.get("event");
+      if (!isStr(event) || !has(EVENT_TYPES, event)) throw malformed("path_event", { i: i, value: pyReprValue(event) });
+      if (!COST_STEPS.includes(event) && event !== "accepted") throw malformed("path_not_step", { i: i, value: pyRepr(event) });
+      const role = item.get("role");
+      if (!isStr(role) || !has(ROLE_POLISH, role)) throw malformed("path_role", { i: i, value: pyReprValue(role) });
+      const unit = item.get("unit");
+      if (unit !== null && (!isStr(unit) || !unit || unit.length > 64)) throw malformed("path_unit", { i: i });
+      return { event: event, role: role, unit: unit };
+    });
+    const kinds = new Set(steps.map((s) => COST_STEPS.includes(s.event)));
+    if (kinds.size > 1) throw malformed("path_mixed");
+    const cost = steps.filter((s) => COST_STEPS.includes(s.event)).map((s) => s.event);
+    if (new Set(cost).size !== cost.length) throw malformed("path_twice");
+    return steps;
+  }
+
   // --------------------------------------------------------------------------------- pki.py
 
   function checkIdentifier(text, what) {
-    if (!isStr(text) || !IDENTIFIER.test(text)) {
-      throw malformed("identifier", { what: term(what), text: pyReprValue(text) });
-    }
+    if (!isStr(text) || !IDENTIFIER.test(text)) throw malformed("identifier", { what: term(what), text: pyReprValue(text) });
   }
 
   /** PositionCertificate.from_json and __post_init__, in Python's order. */
@@ -1588,16 +1873,12 @@
     if (!sameKeys(obj, ["certificate", "signature"]) || !isDict(body)) throw malformed("cert_shape");
     if (!sameKeys(body, CERT_FIELDS) || body.get("format") !== CERT_FORMAT) throw malformed("cert_format");
     const strings = ["office", "position", "public_key", "title", "unit"];
-    if (!strings.every((k) => isStr(body.get(k))) || !isStr(obj.get("signature"))) {
-      throw malformed("cert_strings");
-    }
+    if (!strings.every((k) => isStr(body.get(k))) || !isStr(obj.get("signature"))) throw malformed("cert_strings");
     const issued = body.get("issued");
     if (!isInt(issued) || issued < 0n) throw malformed("cert_issued");
     const rawRoles = body.get("roles");
     if (!Array.isArray(rawRoles)) throw malformed("cert_roles_list");
-    if (!rawRoles.every((r) => isStr(r) && has(ROLE_POLISH, r))) {
-      throw malformed("cert_role_unknown", { roles: pyReprValue(rawRoles) });
-    }
+    if (!rawRoles.every((r) => isStr(r) && has(ROLE_POLISH, r))) throw malformed("cert_role_unknown", { roles: pyReprValue(rawRoles) });
     const publicKey = b64decodeStrict(body.get("public_key"), "certificate public key");
     const signature = b64decodeStrict(obj.get("signature"), "certificate signature");
     const cert = {
@@ -1613,9 +1894,7 @@
     checkIdentifier(cert.office, "office id");
     checkIdentifier(cert.position, "position id");
     if (!cert.unit || !cert.title) throw malformed("cert_unit_title");
-    if (publicKey.length !== PUBLIC_KEY_SIZE || signature.length !== SIGNATURE_SIZE) {
-      throw malformed("cert_lengths");
-    }
+    if (publicKey.length !== PUBLIC_KEY_SIZE || signature.length !== SIGNATURE_SIZE) throw malformed("cert_lengths");
     const sorted = Array.from(new Set(cert.roles)).sort();
     if (!cert.roles.length || sorted.join("\n") !== cert.roles.join("\n")) throw malformed("cert_roles_order");
     return cert;
@@ -1640,11 +1919,62 @@
     try {
       await verifyEd25519(caKey, message, cert.signature);
     } catch (exc) {
-      if (exc instanceof LedgerError && exc.kind === "verification") {
-        throw failed("cert_not_signed", { position: pyRepr(cert.position) });
-      }
+      if (exc instanceof LedgerError && exc.kind === "verification") throw failed("cert_not_signed", { position: pyRepr(cert.position) });
       throw exc;
     }
+  }
+
+  // ----------------------------------------------------------------------------- records.py
+
+  function recordSignature(obj, what) {
+    const text = obj.get("signature");
+    if (!isStr(text)) throw malformed("signature_text", { what: what });
+    const raw = b64decodeStrict(text, what + " signature");
+    if (raw.length !== SIGNATURE_SIZE) throw malformed("signature_size", { what: what });
+    return raw;
+  }
+
+  /** records.OfficeRecord.from_json, with its self-signature. */
+  async function parseOfficeRecord(obj) {
+    if (!sameKeys(obj, ["office", "signature"])) throw malformed("office_shape");
+    const body = obj.get("office");
+    if (!sameKeys(body, OFFICE_FIELDS)) throw malformed("office_fields");
+    if (body.get("format") !== OFFICE_FORMAT) throw malformed("office_format");
+    if (!OFFICE_FIELDS.every((k) => isStr(body.get(k)))) throw malformed("office_strings");
+    const key = b64decodeStrict(body.get("ca_public_key"), "CA key");
+    if (key.length !== PUBLIC_KEY_SIZE) throw malformed("ca_key_size");
+    checkIdentifier(body.get("id"), "office id");
+    const calendar = new OfficeCalendar(body.get("zone"));
+    const signature = recordSignature(obj, "office record");
+    const message = concat(utf8(OFFICE_DOMAIN), canonicalBytes(body));
+    try {
+      await verifyEd25519(key, message, signature);
+    } catch (exc) {
+      if (exc instanceof LedgerError && exc.kind === "verification") throw failed("office_not_signed");
+      throw exc;
+    }
+    return { office: body.get("id"), name: body.get("name"), zone: body.get("zone"), caKey: key, calendar: calendar };
+  }
+
+  /** records.TrailHead.from_json, and its hash. */
+  async function parseHead(obj) {
+    if (!sameKeys(obj, ["head", "signature"])) throw malformed("head_shape");
+    const body = obj.get("head");
+    if (!sameKeys(body, HEAD_FIELDS) || body.get("format") !== HEAD_FORMAT) throw malformed("head_format");
+    for (const value of [body.get("count"), body.get("time")]) if (!isInt(value) || value < 0n) throw malformed("head_ints");
+    const kase = body.get("case");
+    if (kase !== null && (!isStr(kase) || !kase)) throw malformed("head_case");
+    if (!isStr(body.get("office"))) throw malformed("head_office_type");
+    const head = {
+      office: body.get("office"),
+      chain: parseHexDigest(body.get("chain"), "the trail head's chain"),
+      count: body.get("count"),
+      last: parseHexDigest(body.get("last"), "the trail head's last event"),
+      signature: recordSignature(obj, "trail head"),
+      signingBytes: concat(utf8(HEAD_DOMAIN), canonicalBytes(body)),
+    };
+    head.hash = await sha256(canonicalBytes(new Map([["head", body], ["signature", b64encode(head.signature)]])));
+    return head;
   }
 
   // ------------------------------------------------------------------------------ events.py
@@ -1657,10 +1987,19 @@
 
   function eventInt(obj, key, limit) {
     const value = obj.get(key);
-    if (!isInt(value) || value < 0n || value > limit) {
-      throw malformed("event_int", { key: pyRepr(key), limit: limit.toString() });
-    }
+    if (!isInt(value) || value < 0n || value > limit) throw malformed("event_int", { key: pyRepr(key), limit: limit.toString() });
     return value;
+  }
+
+  /** events.Seen.from_json */
+  function parseSeen(obj) {
+    if (!sameKeys(obj, ["root", "size"])) throw malformed("seen_shape");
+    const size = obj.get("size");
+    const root = obj.get("root");
+    if (!isInt(size) || !isStr(root)) throw malformed("seen_shape");
+    const raw = b64decodeStrict(root, "seen checkpoint root");
+    if (size < 0n || size > INT64_MAX || raw.length !== 32) throw malformed("seen_value");
+    return { size: size, root: raw };
   }
 
   /** EventRecord.from_json and __post_init__, in Python's order. */
@@ -1673,23 +2012,17 @@
     const office = optStr(obj, "office");
     const position = optStr(obj, "position");
     if (office === null || position === null) throw malformed("event_required");
+    const prevText = obj.get("prev");
+    const docText = obj.get("document");
+    const declared = obj.get("declared") === null ? null : eventInt(obj, "declared", INT64_MAX);
     const seq = eventInt(obj, "seq", MAX_SEQ);
-    const prev = obj.get("prev") === null ? null : parseHexDigest(obj.get("prev"), "prev");
+    const prev = prevText === null ? null : parseHexDigest(prevText, "prev");
     const kase = optStr(obj, "case");
-    const doc = obj.get("document") === null ? null : parseHexDigest(obj.get("document"), "document");
+    const doc = docText === null ? null : parseHexDigest(docText, "document");
     const time = eventInt(obj, "time", INT64_MAX);
+    const seen = obj.get("seen") === null ? null : parseSeen(obj.get("seen"));
     if ((seq === 0n) !== (prev === null)) throw malformed("event_first");
-    return {
-      office: office,
-      seq: seq,
-      prev: prev,
-      type: type,
-      case: kase,
-      document: doc,
-      position: position,
-      time: time,
-      data: obj.get("data"),
-    };
+    return { office: office, seq: seq, prev: prev, type: type, case: kase, document: doc, position: position, time: time, data: obj.get("data"), seen: seen, declared: declared };
   }
 
   /** EventRecord.to_json */
@@ -1697,11 +2030,13 @@
     return new Map([
       ["case", r.case],
       ["data", r.data],
+      ["declared", r.declared],
       ["document", r.document === null ? null : toHex(r.document)],
       ["format", EVENT_FORMAT],
       ["office", r.office],
       ["position", r.position],
       ["prev", r.prev === null ? null : toHex(r.prev)],
+      ["seen", r.seen === null ? null : new Map([["root", b64encode(r.seen.root)], ["size", r.seen.size]])],
       ["seq", r.seq],
       ["time", r.time],
       ["type", r.type],
@@ -1716,79 +2051,556 @@
     const signature = b64decodeStrict(obj.get("signature"), "event signature");
     if (signature.length !== SIGNATURE_SIZE) throw malformed("event_signature_size");
     const recordBytes = canonicalBytes(recordJson(record));
-    const signed = canonicalBytes(
-      new Map([
-        ["event", recordJson(record)],
-        ["signature", b64encode(signature)],
-      ])
-    );
-    return {
-      record: record,
-      signature: signature,
-      signingBytes: concat(utf8(EVENT_SIGNING_DOMAIN), recordBytes),
-      hash: await sha256(signed),
-    };
+    const signed = canonicalBytes(new Map([["event", recordJson(record)], ["signature", b64encode(signature)]]));
+    return { record: record, signature: signature, signingBytes: concat(utf8(EVENT_SIGNING_DOMAIN), recordBytes), hash: await sha256(signed) };
   }
 
-  // ---------------------------------------------------- rules.py: the general part of apply()
+  // ------------------------------------------------------------------------------ timing.py
+
+  /** timing.verify_checkpoint: a cosigned checkpoint note under the policy, and its time. */
+  async function verifyCheckpoint(text, policy) {
+    if (policy.quorum === NONE) throw failed("no_quorum_policy");
+    const note = parseNote(text);
+    const checkpoint = parseCheckpointBody(note.text);
+    const verified = await openNote(note, policyVerifiers(policy));
+    evaluatePolicy(policy, verified.map((v) => v.verifier), checkpoint.origin);
+    const validators = new Set(quorumWitnesses(policy).map((w) => w.verifier.vkey));
+    const stamps = verified.filter((s) => validators.has(s.verifier.vkey) && s.timestamp !== null).map((s) => s.timestamp);
+    return { size: checkpoint.size, root: checkpoint.root, time: timeBound(stamps, faultTolerance(policy)) };
+  }
+
+  // -------------------------------------------------------------------------------- rules.py
+
+  /** A WorkflowError of rules.py: English exactly as Python words it, and Polish. */
+  const wf = (en, pl) => failed("r", { en: en, pl: pl });
 
   function newCaseState() {
-    return { seq: 0n, head: null, lastTime: 0n, case: null, closed: false, archived: false, destroyed: false };
+    return {
+      seq: 0n, head: null, lastTime: 0n, case: null, unit: null, category: null, kind: null, path: [], cost: false,
+      invoice: null, items: [], assigner: null, assignee: null, officer: null, method: null, deadline: null,
+      subDeadline: null, attachments: 0, draft: null, submitter: null, accepted: 0, acceptors: [], signed: [],
+      costDone: [], dispatchedAt: null, dispatchedOn: null, deliveredOn: null, closed: false, closedBefore: null,
+      archived: false, destroyed: false,
+    };
   }
 
-  /** The checks rules.apply makes before the per-type rule, in its order, with its messages. */
-  function applyGeneral(state, event, cert) {
+  const levels = (s) => (s.cost ? 0 : s.path.length);
+  const isBc = (s) => s.category !== null && s.category.text === "Bc";
+  const roleTerms = (role) => ROLE_POLISH[role];
+
+  function roleError(cert, type, role) {
+    const t = eventTerm(type);
+    return wf(
+      "position " + pyRepr(cert.position) + " (" + cert.title + ") may not record " + t.en + ": it needs the role " + pyRepr(role) + " (" + roleTerms(role) + ")",
+      "stanowisko " + pyRepr(cert.position) + " (" + cert.title + ") nie może zapisać zdarzenia " + t.pl + ": wymaga roli " + pyRepr(role) + " (" + roleTerms(role) + ")"
+    );
+  }
+
+  function stepAllowed(step, cert, type, what) {
+    if (!cert.roles.includes(step.role)) throw roleError(cert, type, step.role);
+    if (step.unit !== null && cert.unit !== step.unit) {
+      throw wf(
+        what.en + " belongs to unit " + step.unit + "; position " + pyRepr(cert.position) + " is in unit " + cert.unit,
+        what.pl + " należy do komórki " + step.unit + "; stanowisko " + pyRepr(cert.position) + " jest w komórce " + cert.unit
+      );
+    }
+  }
+
+  // Data fields (rules._str, _req, _int, _bool, _only, _date)
+  function dStr(data, key, optional) {
+    const value = data.has(key) ? data.get(key) : null;
+    if (value === null && optional) return null;
+    if (!isStr(value) || !value || value.length > 500) {
+      throw wf("data field " + pyRepr(key) + " must be a non-empty string (max 500)", "pole danych " + pyRepr(key) + " musi być niepustym tekstem (najwyżej 500 znaków)");
+    }
+    return value;
+  }
+  const dReq = (data, key) => dStr(data, key, false);
+  function dInt(data, key, low, high) {
+    const value = data.has(key) ? data.get(key) : null;
+    if (!isInt(value) || value < BigInt(low) || value > BigInt(high)) {
+      throw wf("data field " + pyRepr(key) + " must be an integer in [" + low + ", " + high + "]", "pole danych " + pyRepr(key) + " musi być liczbą całkowitą z [" + low + ", " + high + "]");
+    }
+    return Number(value);
+  }
+  function dBool(data, key) {
+    const value = data.has(key) ? data.get(key) : false;
+    if (value !== true && value !== false) throw wf("data field " + pyRepr(key) + " must be true or false", "pole danych " + pyRepr(key) + " musi mieć wartość true albo false");
+    return value;
+  }
+  function only(data, ...allowed) {
+    const unknown = Array.from(data.keys()).filter((k) => !allowed.includes(k)).sort(compareCodePoints);
+    if (unknown.length) throw wf("unknown data fields: " + unknown.join(", "), "nieznane pola danych: " + unknown.join(", "));
+  }
+  const dDate = (data, key) => parseDate(dReq(data, key), "data field " + pyRepr(key));
+  const T = (type) => eventTerm(type);
+
+  function needDocument(event) {
+    if (event.record.document === null) {
+      const t = T(event.record.type);
+      throw wf(t.en + " needs the document's digest", t.pl + ": wymaga skrótu dokumentu");
+    }
+    return event.record.document;
+  }
+
+  function needOpenCase(state, event) {
+    if (state.case === null) {
+      const t = T(event.record.type);
+      throw wf(t.en + " needs an open case (założenie sprawy)", t.pl + ": wymaga założonej sprawy");
+    }
+  }
+
+  const inList = (list, bytes) => list.some((x) => equalBytes(x, bytes));
+
+  function ruleRegistered(state, event) {
+    const data = event.record.data;
+    only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref");
+    const document = needDocument(event);
+    const direction = dReq(data, "direction");
+    if (!DIRECTIONS.includes(direction)) throw wf("direction must be one of " + DIRECTIONS.join(", "), "kierunek musi być jednym z: " + DIRECTIONS.join(", "));
+    const register = dReq(data, "register");
+    dReq(data, "channel");
+    const kind = dReq(data, "kind");
+    if (kind !== "letter" && kind !== "invoice") throw wf("kind must be 'letter' or 'invoice'", "rodzaj musi być 'letter' albo 'invoice'");
+    dInt(data, "attachments", 0, 10000);
+    dStr(data, "sender_ref", true);
+    if (state.items.includes(register)) throw wf("item " + register + " is already registered in this chain", "przesyłka " + register + " jest już zarejestrowana w tym łańcuchu");
+    if (state.seq > 0n && state.case === null) {
+      throw wf("a further item can be registered only into an open case", "kolejną przesyłkę można zarejestrować tylko w założonej sprawie");
+    }
+    let invoice = state.invoice;
+    if (kind === "invoice") {
+      if (invoice !== null) throw wf("a cost case holds one invoice", "sprawa kosztowa obejmuje jedną fakturę");
+      invoice = document;
+    }
+    return { ...state, items: [...state.items, register], invoice: invoice };
+  }
+
+  function ruleAssigned(state, event, facts) {
     const r = event.record;
-    const rule = (code, params) => failed(code, params);
-    if (state.destroyed) throw rule("rule_destroyed");
-    if (r.seq !== state.seq) throw rule("rule_seq", { seq: r.seq.toString(), expected: state.seq.toString() });
-    if (r.prev === null ? state.head !== null : state.head === null || !equalBytes(r.prev, state.head)) {
-      throw rule("rule_prev");
+    const data = r.data;
+    only(data, "to", "method", "deadline");
+    const to = dReq(data, "to");
+    if (!facts.positions.has(to)) {
+      throw wf("assignment (dekretacja) to " + pyRepr(to) + ": no such position is certified in this office", "dekretacja na " + pyRepr(to) + ": takie stanowisko nie ma certyfikatu w tym urzędzie");
     }
-    if (r.office !== cert.office || r.position !== cert.position) throw rule("rule_cert_mismatch");
-    if (cert.issued > r.time) throw rule("rule_cert_later", { position: pyRepr(cert.position) });
-    const role = EVENT_TYPES[r.type][2];
-    if (!cert.roles.includes(role)) {
-      throw rule("rule_role", {
-        position: pyRepr(cert.position),
-        title: cert.title,
-        term: eventTerm(r.type),
-        role: pyRepr(role),
-        polish: ROLE_POLISH[role],
-      });
+    const method = dStr(data, "method", true);
+    const deadline = dStr(data, "deadline", true);
+    if (deadline !== null) {
+      const end = facts.calendar.deadlineEnd(parseDate(deadline, "deadline"));
+      if (r.time >= end) {
+        const when = facts.calendar.formatTime(end);
+        throw wf("the deadline " + deadline + " has passed: it ended at " + when, "termin " + deadline + " już minął: skończył się " + when);
+      }
     }
-    if (r.time < state.lastTime) throw rule("rule_time_back");
-    if (r.type === "case-opened") {
-      if (state.case !== null) throw rule("rule_case_open", { case: state.case });
-    } else if (r.case !== state.case) {
-      const expected = state.case !== null ? state.case : { en: "none (the case is not open yet)", pl: "brak (sprawa nie jest jeszcze założona)" };
-      throw rule("rule_case_field", { case: pyReprValue(r.case), expected: expected });
+    const actor = r.position;
+    const officer = state.case !== null ? to : state.officer;
+    if (state.assigner === null) return { ...state, assigner: actor, assignee: to, officer: officer, method: method, deadline: deadline };
+    if (actor === state.assigner) {
+      return {
+        ...state,
+        assignee: to,
+        officer: officer,
+        method: method !== null ? method : state.method,
+        deadline: deadline !== null ? deadline : state.deadline,
+        subDeadline: null,
+      };
     }
-    if (state.archived && r.type !== "destroyed") throw rule("rule_archived", { term: eventTerm(r.type) });
-    const lateOk = ["receipt-recorded", "delivered", "archived", "destroyed"];
-    if (state.closed && !lateOk.includes(r.type)) throw rule("rule_closed", { term: eventTerm(r.type) });
-    if (r.seq === 0n && r.type !== "registered" && r.type !== "case-opened") throw rule("rule_first");
-    // Not ported: _RULES[r.type] (see the top of this section). What the state needs from them:
+    if (actor !== state.assignee) {
+      throw wf(
+        "re-assignment (dekretacja) by " + pyRepr(actor) + ", who is neither the original assigner " + pyReprValue(state.assigner) + " nor the current assignee " + pyReprValue(state.assignee),
+        "ponowna dekretacja przez " + pyRepr(actor) + ", które nie jest ani pierwotnym dekretującym " + pyReprValue(state.assigner) + ", ani obecnym adresatem dekretacji " + pyReprValue(state.assignee)
+      );
+    }
+    if (method !== null && method !== state.method) {
+      throw wf(
+        "only the original assigner " + pyReprValue(state.assigner) + " may change the method of a dekretacja",
+        "tylko pierwotny dekretujący " + pyReprValue(state.assigner) + " może zmienić sposób załatwienia"
+      );
+    }
+    let sub = state.subDeadline;
+    if (deadline !== null) {
+      for (const above of [state.deadline, state.subDeadline]) {
+        if (above !== null && deadline > above) {
+          throw wf(
+            "a lower-level assignment (dekretacja wtórna) may set a deadline no later than the one above it (" + above + "), not " + deadline,
+            "dekretacja wtórna może wyznaczyć termin nie późniejszy niż termin wyższego szczebla (" + above + "), a nie " + deadline
+          );
+        }
+      }
+      sub = deadline;
+    }
+    return { ...state, assignee: to, officer: officer, subDeadline: sub };
+  }
+
+  function ruleCaseOpened(state, event) {
+    const r = event.record;
+    const data = r.data;
+    only(data, "category", "category_reason", "jrwa", "kind", "path");
+    if (r.case === null) throw wf("opening a case needs its case sign (znak sprawy)", "założenie sprawy wymaga znaku sprawy");
+    const sign = parseCaseSign(r.case);
+    if (sign.original !== r.case) throw wf("the case sign must be written without surrounding spaces", "znak sprawy należy zapisać bez otaczających spacji");
+    const jrwa = data.has("jrwa") ? data.get("jrwa") : null;
+    if (!isDict(jrwa) || !sameKeys(jrwa, ["class", "title", "category"])) {
+      throw wf("data field 'jrwa' must be {'class', 'title', 'category'}", "pole danych 'jrwa' musi mieć postać {'class', 'title', 'category'}");
+    }
+    only(jrwa, "class", "title", "category");
+    if (dReq(jrwa, "class") !== sign.jrwaClass) {
+      throw wf("the case sign's class " + sign.jrwaClass + " is not the JRWA class " + jrwa.get("class"), "klasa w znaku sprawy " + sign.jrwaClass + " nie jest klasą JRWA " + jrwa.get("class"));
+    }
+    dReq(jrwa, "title");
+    const listed = parseCategory(dReq(jrwa, "category"));
+    const category = parseCategory(dReq(data, "category"));
+    const reason = dStr(data, "category_reason", true);
+    if (category.text !== listed.text && reason === null) {
+      throw wf(
+        "category " + category.text + " differs from the JRWA class's " + listed.text + ": give the reason (category_reason)",
+        "kategoria " + category.text + " różni się od kategorii klasy JRWA " + listed.text + ": podaj powód (category_reason)"
+      );
+    }
+    if (category.text === listed.text && reason !== null) {
+      throw wf("a category_reason is given only with a category the class lacks", "powód (category_reason) podaje się tylko przy kategorii innej niż kategoria klasy");
+    }
+    const kind = dReq(data, "kind");
+    const path = parsePath(data.has("path") ? data.get("path") : null);
+    const cost = path.length > 0 && COST_STEPS.includes(path[0].event);
+    if (state.invoice !== null && !cost) throw wf("an invoice's case must follow a cost-document path", "sprawa faktury musi iść ścieżką dokumentu kosztowego");
+    if (state.assignee !== null && r.position !== state.assignee) {
+      throw wf(
+        "the case is opened by the assignee " + pyRepr(state.assignee) + " of the dekretacja, not by " + pyRepr(r.position),
+        "sprawę zakłada adresat dekretacji " + pyRepr(state.assignee) + ", a nie " + pyRepr(r.position)
+      );
+    }
     return {
-      seq: state.seq + 1n,
-      head: event.hash,
-      lastTime: r.time,
-      case: r.type === "case-opened" ? r.case : state.case,
-      closed: state.closed || r.type === "closed",
-      archived: state.archived || r.type === "archived",
-      destroyed: state.destroyed || r.type === "destroyed",
+      ...state, case: sign.original, unit: sign.unit, category: category, kind: kind, path: path, cost: cost,
+      officer: r.position, assignee: state.assignee || r.position,
     };
+  }
+
+  function ruleAttached(state, event) {
+    needOpenCase(state, event);
+    only(event.record.data, "kind");
+    dReq(event.record.data, "kind");
+    needDocument(event);
+    return { ...state, attachments: state.attachments + 1 };
+  }
+
+  function ruleSubmitted(state, event) {
+    needOpenCase(state, event);
+    only(event.record.data);
+    if (state.cost) {
+      throw wf(
+        "a cost case follows its cost-document path; drafts go to cases with an acceptance path",
+        "sprawa kosztowa idzie ścieżką dokumentu kosztowego; projekty składa się w sprawach ze ścieżką akceptacji"
+      );
+    }
+    if (state.draft !== null) throw wf("a draft is already awaiting acceptance (akceptacja)", "projekt już czeka na akceptację");
+    return { ...state, draft: needDocument(event), submitter: event.record.position, accepted: 0, acceptors: [] };
+  }
+
+  function pendingDraft(state, event) {
+    if (state.draft === null) {
+      const t = T(event.record.type);
+      throw wf(t.en + " needs a draft submitted for acceptance", t.pl + ": wymaga projektu przekazanego do akceptacji");
+    }
+    if (event.record.document !== null && !equalBytes(event.record.document, state.draft)) {
+      throw wf("the document is not the draft submitted for acceptance", "dokument nie jest projektem przekazanym do akceptacji");
+    }
+  }
+
+  function pendingLevel(state) {
+    if (state.accepted >= levels(state)) {
+      throw wf(
+        "the draft is accepted at " + state.accepted + " of " + levels(state) + " levels; no level awaits acceptance",
+        "projekt zaakceptowano na " + state.accepted + " z " + levels(state) + " poziomów; żaden poziom nie czeka na akceptację"
+      );
+    }
+    return state.path[state.accepted];
+  }
+
+  const levelWhat = (n) => ({ en: "acceptance at level " + n, pl: "akceptacja na poziomie " + n });
+
+  function ruleAccepted(state, event, facts) {
+    pendingDraft(state, event);
+    only(event.record.data, "level");
+    const level = dInt(event.record.data, "level", 1, 9);
+    if (level !== state.accepted + 1 || level > levels(state)) {
+      throw wf(
+        "acceptance at level " + level + ": the draft is accepted at " + state.accepted + " of " + levels(state) + " levels",
+        "akceptacja na poziomie " + level + ": projekt zaakceptowano na " + state.accepted + " z " + levels(state) + " poziomów"
+      );
+    }
+    const step = pendingLevel(state);
+    stepAllowed(step, facts.cert, "accepted", levelWhat(level));
+    const actor = event.record.position;
+    if (actor === state.submitter || state.acceptors.includes(actor)) {
+      throw wf("position " + pyRepr(actor) + " already submitted or accepted this draft", "stanowisko " + pyRepr(actor) + " już przekazało albo zaakceptowało ten projekt");
+    }
+    return { ...state, accepted: level, acceptors: [...state.acceptors, actor] };
+  }
+
+  function ruleRejected(state, event, facts) {
+    pendingDraft(state, event);
+    only(event.record.data, "reason");
+    dReq(event.record.data, "reason");
+    const step = pendingLevel(state);
+    stepAllowed(step, facts.cert, "rejected", levelWhat(state.accepted + 1));
+    return { ...state, draft: null, submitter: null, accepted: 0, acceptors: [] };
+  }
+
+  function ruleSigned(state, event) {
+    if (state.draft === null) throw wf("signature (podpis) before acceptance: no draft was accepted", "podpis przed akceptacją: żaden projekt nie został zaakceptowany");
+    only(event.record.data, "draft");
+    const draft = parseHexDigest(event.record.data.has("draft") ? event.record.data.get("draft") : null, "data field 'draft'");
+    if (!equalBytes(draft, state.draft)) throw wf("the signed draft is not the draft submitted for acceptance", "podpisany projekt nie jest projektem przekazanym do akceptacji");
+    if (state.accepted < levels(state)) {
+      throw wf(
+        "signature (podpis) before acceptance: the draft is accepted at " + state.accepted + " of " + levels(state) + " levels",
+        "podpis przed akceptacją: projekt zaakceptowano na " + state.accepted + " z " + levels(state) + " poziomów"
+      );
+    }
+    return { ...state, signed: [...state.signed, needDocument(event)], draft: null, submitter: null, accepted: 0, acceptors: [] };
+  }
+
+  const pathText = (path) => path.map((s) => EVENT_TYPES[s.event][1]).join(" → ");
+
+  function ruleCostStep(state, event, facts) {
+    const kind = event.record.type;
+    const t = T(kind);
+    needOpenCase(state, event);
+    if (!state.cost) throw wf(t.en + " applies to cases with a cost-document path only", t.pl + ": dotyczy tylko spraw ze ścieżką dokumentu kosztowego");
+    const events = state.path.map((s) => s.event);
+    if (!events.includes(kind)) {
+      throw wf(t.en + " is not a step of this case's path (" + pathText(state.path) + ")", t.pl + ": to nie jest krok ścieżki tej sprawy (" + pathText(state.path) + ")");
+    }
+    const index = events.indexOf(kind);
+    const done = state.costDone.length;
+    if (done > index) throw wf(t.en + " was already recorded", t.pl + ": już zapisano");
+    if (done < index) {
+      const p = T(events[index - 1]);
+      throw wf(t.en + " must come after " + p.en + ", which is not recorded yet", t.pl + ": musi nastąpić po kroku " + p.pl + ", którego jeszcze nie zapisano");
+    }
+    stepAllowed(state.path[index], facts.cert, kind, t);
+    const document = needDocument(event);
+    if (state.invoice !== null && !equalBytes(document, state.invoice)) throw wf(t.en + " must concern the registered invoice", t.pl + ": musi dotyczyć zarejestrowanej faktury");
+    if (kind === "substantive-check" && state.attachments === 0) {
+      throw wf(
+        "a cost document needs its attachment (contract or order) before the substantive check",
+        "dokument kosztowy wymaga załącznika (umowy lub zamówienia) przed kontrolą merytoryczną"
+      );
+    }
+    if (kind === "account-coding") {
+      only(event.record.data, "accounts");
+      dReq(event.record.data, "accounts");
+    } else {
+      only(event.record.data, "note");
+      dStr(event.record.data, "note", true);
+    }
+    const actor = event.record.position;
+    for (const [previous, who] of state.costDone) {
+      if (who === actor) {
+        const p = T(previous);
+        throw wf(
+          "position " + pyRepr(actor) + " already did the " + p.en + "; " + t.en + " must be done by a different position",
+          "stanowisko " + pyRepr(actor) + " już wykonało krok " + p.pl + "; " + t.pl + " musi wykonać inne stanowisko"
+        );
+      }
+    }
+    return { ...state, costDone: [...state.costDone, [kind, actor]], invoice: state.invoice !== null ? state.invoice : document };
+  }
+
+  function ruleDispatched(state, event, facts) {
+    needOpenCase(state, event);
+    only(event.record.data, "channel", "register");
+    dReq(event.record.data, "channel");
+    dReq(event.record.data, "register");
+    if (!inList(state.signed, needDocument(event))) throw wf("dispatch (wysyłka) of a document that was not signed (podpis)", "wysyłka dokumentu, którego nie podpisano");
+    return { ...state, dispatchedAt: event.record.time, dispatchedOn: facts.calendar.dateOf(event.record.time).iso() };
+  }
+
+  function ruleReceipt(state, event) {
+    only(event.record.data, "kind");
+    const kind = dReq(event.record.data, "kind");
+    needDocument(event);
+    if (!RECEIPT_KINDS.includes(kind)) throw wf("receipt kind must be one of " + RECEIPT_KINDS.join(", "), "rodzaj poświadczenia musi być jednym z: " + RECEIPT_KINDS.join(", "));
+    if (kind === "UPP" && !state.items.length) throw wf("a UPP confirms a registered item; none is registered", "UPP poświadcza zarejestrowaną przesyłkę; żadnej nie zarejestrowano");
+    if (kind !== "UPP" && state.dispatchedAt === null) throw wf("a " + kind + " confirms a dispatch (wysyłka); none is recorded", kind + " poświadcza wysyłkę; żadnej nie zapisano");
+    return state;
+  }
+
+  function ruleDelivered(state, event, facts) {
+    const r = event.record;
+    const data = r.data;
+    if (state.dispatchedOn === null) throw wf("delivery (doręczenie) before any dispatch (wysyłka)", "doręczenie przed jakąkolwiek wysyłką");
+    const calendar = facts.calendar;
+    let day;
+    if (dBool(data, "deemed")) {
+      only(data, "deemed", "notice");
+      const notice = dDate(data, "notice");
+      if (notice.iso() < state.dispatchedOn) throw wf("the first notice (awizo) predates the dispatch", "pierwsze awizo jest wcześniejsze niż wysyłka");
+      day = deemedDelivery(notice);
+      const lapse = calendar.deadlineEnd(day);
+      if (r.time < lapse) {
+        const when = calendar.formatTime(lapse);
+        throw wf(
+          "deemed delivery (doręczenie zastępcze) with the lapse of the 14th day after the first notice: not before " + when,
+          "doręczenie zastępcze z upływem 14. dnia od pierwszego awizo: nie przed " + when
+        );
+      }
+    } else {
+      only(data, "deemed", "date");
+      day = calendar.dateOf(r.time);
+      if (data.has("date")) {
+        const given = dDate(data, "date");
+        if (given.iso() > day.iso()) throw wf("the delivery date " + given.iso() + " is after its recording", "data doręczenia " + given.iso() + " jest późniejsza niż jej zapis");
+        day = given;
+      }
+      if (day.iso() < state.dispatchedOn) throw wf("the delivery date predates the dispatch (wysyłka)", "data doręczenia jest wcześniejsza niż wysyłka");
+    }
+    return { ...state, deliveredOn: day.iso() };
+  }
+
+  function ruleClosed(state, event, facts) {
+    needOpenCase(state, event);
+    only(event.record.data);
+    if (state.draft !== null) throw wf("a draft still awaits acceptance; close the case after it is decided", "projekt wciąż czeka na akceptację; zakończ sprawę po decyzji");
+    if (state.cost && state.costDone.length < state.path.length) {
+      const last = T(state.path[state.path.length - 1].event);
+      throw wf("a cost case closes after the " + last.en, "sprawę kosztową kończy się po kroku " + last.pl);
+    }
+    return { ...state, closed: true, closedBefore: facts.proven.before };
+  }
+
+  function ruleReopened(state, event) {
+    only(event.record.data, "reason");
+    dReq(event.record.data, "reason");
+    if (!state.closed) throw wf("only a closed case can be reopened (wznowienie sprawy)", "wznowić można tylko zakończoną sprawę");
+    return { ...state, closed: false, closedBefore: null };
+  }
+
+  function ruleArchived(state, event) {
+    only(event.record.data);
+    if (!state.closed) throw wf("only a closed case (zakończenie sprawy) goes to the office archive", "do archiwum zakładowego trafia tylko zakończona sprawa");
+    if (isBc(state)) {
+      throw wf(
+        "category Bc is destroyed in the unit that made it, without passing through the office archive",
+        "dokumentację kategorii Bc brakuje się w komórce, która ją wytworzyła, bez przekazywania do archiwum zakładowego"
+      );
+    }
+    return { ...state, archived: true };
+  }
+
+  function ruleDestroyed(state, event, facts) {
+    only(event.record.data, "consent");
+    const category = state.category;
+    if (category === null || !state.closed) throw wf("destruction (brakowanie) only of a closed case", "brakowanie tylko zakończonej sprawy");
+    if (category.years === null) {
+      throw wf(
+        "category A records are kept forever and go to the state archive; they are never destroyed (brakowanie)",
+        "materiały archiwalne kategorii A przechowuje się wieczyście i przekazuje do archiwum państwowego; nigdy nie podlegają brakowaniu"
+      );
+    }
+    if (isBc(state)) {
+      if (facts.cert.unit !== state.unit) {
+        throw wf(
+          "category Bc is destroyed in the unit that made it (" + state.unit + "); position " + pyRepr(facts.cert.position) + " is in unit " + facts.cert.unit,
+          "dokumentację kategorii Bc brakuje komórka, która ją wytworzyła (" + state.unit + "); stanowisko " + pyRepr(facts.cert.position) + " jest w komórce " + facts.cert.unit
+        );
+      }
+    } else if (!state.archived) {
+      throw wf(
+        "category " + category.text + ": destruction (brakowanie) only from the office archive",
+        "kategoria " + category.text + ": brakowanie tylko z archiwum zakładowego"
+      );
+    }
+    dReq(event.record.data, "consent");
+    const calendar = facts.calendar;
+    if (state.closedBefore === null) throw wf("the closing of the case has no proven time yet", "zakończenie sprawy nie ma jeszcze dowiedzionego czasu");
+    const allowed = calendar.destructionAllowedFrom(category, state.closedBefore);
+    const after = facts.proven.after;
+    if (after === null || after < allowed) {
+      const when = calendar.formatTime(allowed);
+      const proven = after === null ? { en: "no proven time", pl: "brak dowiedzionego czasu" } : { en: "proven after " + calendar.formatTime(after), pl: "dowiedzione po " + calendar.formatTime(after) };
+      throw wf(
+        "category " + category.text + ": the retention period, counted from the proven closing, runs until " + when + "; destruction (brakowanie) is refused before (this step: " + proven.en + ")",
+        "kategoria " + category.text + ": okres przechowywania, liczony od dowiedzionego zakończenia sprawy, trwa do " + when + "; brakowanie wcześniej jest niedozwolone (ten krok: " + proven.pl + ")"
+      );
+    }
+    return { ...state, destroyed: true };
+  }
+
+  const RULES = {
+    registered: ruleRegistered,
+    assigned: ruleAssigned,
+    "case-opened": ruleCaseOpened,
+    attached: ruleAttached,
+    submitted: ruleSubmitted,
+    accepted: ruleAccepted,
+    rejected: ruleRejected,
+    signed: ruleSigned,
+    "substantive-check": ruleCostStep,
+    "formal-check": ruleCostStep,
+    "account-coding": ruleCostStep,
+    countersigned: ruleCostStep,
+    "approved-for-payment": ruleCostStep,
+    dispatched: ruleDispatched,
+    "receipt-recorded": ruleReceipt,
+    delivered: ruleDelivered,
+    closed: ruleClosed,
+    reopened: ruleReopened,
+    archived: ruleArchived,
+    destroyed: ruleDestroyed,
+  };
+
+  /** rules.apply, check for check. */
+  function apply(state, event, facts) {
+    const r = event.record;
+    const cert = facts.cert;
+    if (state.destroyed) throw wf("the case was destroyed (brakowanie); nothing may follow", "sprawę wybrakowano (brakowanie); nic nie może nastąpić później");
+    if (r.seq !== state.seq) throw wf("event number " + r.seq + " where " + state.seq + " was expected", "zdarzenie numer " + r.seq + ", a oczekiwano numeru " + state.seq);
+    if (r.prev === null ? state.head !== null : state.head === null || !equalBytes(r.prev, state.head)) {
+      throw wf("the previous-event hash does not match the chain", "skrót poprzedniego zdarzenia nie zgadza się z łańcuchem");
+    }
+    if (r.office !== cert.office || r.position !== cert.position) {
+      throw wf("the event's office or position differs from its certificate", "urząd albo stanowisko zdarzenia różni się od certyfikatu");
+    }
+    if (cert.issued > r.time) throw wf("position " + pyRepr(cert.position) + " was certified after the event", "stanowisko " + pyRepr(cert.position) + " otrzymało certyfikat po tym zdarzeniu");
+    if (!PATH_STEPS.includes(r.type)) {
+      let role = EVENT_TYPES[r.type][2];
+      if (r.type === "destroyed" && isBc(state)) role = "officer";
+      if (!cert.roles.includes(role)) throw roleError(cert, r.type, role);
+    }
+    if (r.time < state.lastTime) throw wf("the event is dated before the previous event", "zdarzenie jest datowane przed poprzednim zdarzeniem");
+    if (r.type === "case-opened") {
+      if (state.case !== null) throw wf("the case " + state.case + " is already open", "sprawa " + state.case + " jest już założona");
+    } else if (r.case !== state.case) {
+      const expected = state.case !== null ? { en: state.case, pl: state.case } : { en: "none (the case is not open yet)", pl: "brak (sprawa nie jest jeszcze założona)" };
+      throw wf("the event names case " + pyReprValue(r.case) + "; expected " + expected.en, "zdarzenie podaje sprawę " + pyReprValue(r.case) + "; oczekiwano: " + expected.pl);
+    }
+    const t = T(r.type);
+    if (state.archived && r.type !== "destroyed") throw wf("the case is archived; " + t.en + " is no longer possible", "sprawa jest w archiwum; " + t.pl + " nie jest już możliwe");
+    if (state.closed && !LATE_OK.includes(r.type)) throw wf("the case is closed; " + t.en + " is no longer possible", "sprawa jest zakończona; " + t.pl + " nie jest już możliwe");
+    if (r.seq === 0n && r.type !== "registered" && r.type !== "case-opened") {
+      throw wf("a chain starts with a registration or the opening of a case", "łańcuch zaczyna się od rejestracji przesyłki albo założenia sprawy");
+    }
+    if (state.case !== null && OFFICER_STEPS.includes(r.type) && r.position !== state.officer) {
+      throw wf(
+        "the case officer (prowadzący sprawę) is " + pyReprValue(state.officer) + "; " + pyRepr(r.position) + " may not record " + t.en,
+        "prowadzącym sprawę jest " + pyReprValue(state.officer) + "; " + pyRepr(r.position) + " nie może zapisać zdarzenia " + t.pl
+      );
+    }
+    let next;
+    try {
+      next = RULES[r.type](state, event, facts);
+    } catch (exc) {
+      // rules.apply turns a MalformedError of a parser into a WorkflowError with its message.
+      if (exc instanceof LedgerError && exc.kind === "malformed") throw wf(render(exc, "en"), render(exc, "pl"));
+      throw exc;
+    }
+    return { ...next, seq: state.seq + 1n, head: event.hash, lastTime: r.time };
   }
 
   // ------------------------------------------------------------------------------- trail.py
-
-  /** trail._when: "%Y-%m-%d %H:%M:%S UTC", or seconds past what Python's datetime can show. */
-  function whenUtc(seconds) {
-    if (seconds <= MAX_ISO_SECONDS) {
-      return new Date(Number(seconds) * 1000).toISOString().replace("T", " ").replace(/\.\d{3}Z$/, " UTC");
-    }
-    return seconds.toString() + " s after the epoch";
-  }
 
   function field(obj, key, kind, what) {
     const value = obj.get(key);
@@ -1819,31 +2631,41 @@
     const bundle = loadsStrict(bytes, what);
     if (bundle.get("format") !== TRAIL_FORMAT) throw malformed("json_format", { what: term(what), format: TRAIL_FORMAT });
     // _trust
-    const office = field(bundle, "office", "dict", what);
-    const officeId = field(office, "id", "str", "trail bundle office");
-    const officeName = field(office, "name", "str", "trail bundle office");
-    const caKey = b64decodeStrict(field(office, "ca_public_key", "str", "trail bundle office"), "CA key");
-    if (caKey.length !== PUBLIC_KEY_SIZE) throw malformed("ca_key_size");
-    const caFingerprint = await keyFingerprint(caKey);
+    const office = await parseOfficeRecord(field(bundle, "office", "dict", what));
+    const caFingerprint = await keyFingerprint(office.caKey);
     const pin = opts.officeKey === null || opts.officeKey === undefined ? null : opts.officeKey.trim();
-    if (pin !== null && pin !== caFingerprint && pin !== b64encode(caKey)) {
+    if (pin !== null && pin !== caFingerprint && pin !== b64encode(office.caKey)) {
       throw failed("ca_key_not_pinned", { what: term(what), fingerprint: caFingerprint });
     }
     const bundledPolicyText = field(bundle, "policy", "str", what);
     const bundledPolicy = await parsePolicy(bundledPolicyText);
     const policy = opts.policy ? opts.policy : bundledPolicy;
+    const calendar = office.calendar;
     const kase = field(bundle, "case", "str", what);
     // _certificates
     const certs = new Map();
     for (const item of field(bundle, "certificates", "list", what)) {
       if (!isDict(item)) throw malformed("cert_not_object");
       const cert = parseCertificate(item);
-      await verifyCertificate(cert, caKey);
-      if (cert.office !== officeId) {
-        throw failed("cert_other_office", { position: pyRepr(cert.position), office: pyRepr(cert.office) });
-      }
+      await verifyCertificate(cert, office.caKey);
+      if (cert.office !== office.office) throw failed("cert_other_office", { position: pyRepr(cert.position), office: pyRepr(cert.office) });
       if (certs.has(cert.position)) throw malformed("cert_twice", { position: pyRepr(cert.position) });
       certs.set(cert.position, cert);
+    }
+    // _checkpoints
+    const checkpoints = new Map();
+    const rawCheckpoints = field(bundle, "checkpoints", "list", what);
+    for (let index = 0; index < rawCheckpoints.length; index++) {
+      const item = rawCheckpoints[index];
+      if (!isStr(item)) throw malformed("checkpoint_text", { index: String(index) });
+      let checkpoint;
+      try {
+        checkpoint = await verifyCheckpoint(item, policy);
+      } catch (exc) {
+        if (exc instanceof LedgerError && exc.kind !== "page") throw failed("checkpoint_fails", { index: String(index), inner: exc });
+        throw exc;
+      }
+      checkpoints.set(checkpoint.size.toString() + ":" + toHex(checkpoint.root), checkpoint.time);
     }
     // the events
     const rawEvents = field(bundle, "events", "list", what);
@@ -1862,34 +2684,56 @@
       try {
         await verifyEd25519(cert.publicKey, event.signingBytes, event.signature);
       } catch (exc) {
-        if (exc instanceof LedgerError && exc.kind === "verification") {
-          throw failed("event_bad_signature", { what: label, position: pyRepr(r.position) });
-        }
+        if (exc instanceof LedgerError && exc.kind === "verification") throw failed("event_bad_signature", { what: label, position: pyRepr(r.position) });
         throw exc;
       }
       const receipt = await trailReceipt(entry.get("receipt"), policy, event.hash, label);
-      if (r.time > receipt.timeBound + MAX_CLOCK_SKEW) {
-        throw failed("event_after_bound", { what: label, time: whenUtc(r.time), bound: whenUtc(receipt.timeBound) });
+      let after = null;
+      if (r.seen !== null) {
+        const found = checkpoints.get(r.seen.size.toString() + ":" + toHex(r.seen.root));
+        if (found === undefined) throw failed("seen_missing", { what: label, size: r.seen.size.toString() });
+        if (receipt.index < r.seen.size) throw failed("seen_after_leaf", { what: label });
+        after = found;
       }
+      const proven = { after: after, before: receipt.timeBound };
+      if (r.time > receipt.timeBound + MAX_CLOCK_SKEW) {
+        throw failed("event_after_bound", { what: label, time: calendar.formatTime(r.time), bound: calendar.formatTime(receipt.timeBound) });
+      }
+      if (after !== null && r.time < after - MAX_CLOCK_SKEW) {
+        throw failed("event_before_seen", { what: label, time: calendar.formatTime(r.time), after: calendar.formatTime(after) });
+      }
+      const flagged =
+        r.declared !== null && ((after !== null && r.declared < after - MAX_CLOCK_SKEW) || r.declared > receipt.timeBound + MAX_CLOCK_SKEW);
       try {
-        state = applyGeneral(state, event, cert);
+        state = apply(state, event, { cert: cert, calendar: calendar, positions: certs, proven: proven });
       } catch (exc) {
         if (exc instanceof LedgerError && exc.kind === "verification") throw failed("workflow", { what: label, inner: exc });
         throw exc;
       }
-      entries.push({ event: event, certificate: cert, receipt: receipt });
+      entries.push({ event: event, certificate: cert, receipt: receipt, proven: proven, flagged: flagged });
     }
-    if (state.case !== null && state.case !== kase) {
-      throw failed("case_mismatch", { case: pyRepr(kase), actual: pyRepr(state.case) });
-    }
+    if (state.case !== null && state.case !== kase) throw failed("case_mismatch", { case: pyRepr(kase), actual: pyRepr(state.case) });
     const documents = new Map();
     for (const item of field(bundle, "documents", "list", what)) {
       if (!isDict(item)) throw malformed("document_entry");
       const digest = parseHexDigest(item.get("digest"), "document digest");
       const short = toHex(digest).slice(0, 16);
-      const label = { en: "document " + short, pl: "dokument " + short };
-      documents.set(toHex(digest), await trailReceipt(item.get("receipt"), policy, digest, label));
+      documents.set(toHex(digest), await trailReceipt(item.get("receipt"), policy, digest, { en: "document " + short, pl: "dokument " + short }));
     }
+    // _check_head
+    const rawHead = bundle.get("head");
+    if (!sameKeys(rawHead, ["head", "signature", "receipt"])) throw failed("head_missing");
+    const head = await parseHead(new Map([["head", rawHead.get("head")], ["signature", rawHead.get("signature")]]));
+    try {
+      await verifyEd25519(office.caKey, head.signingBytes, head.signature);
+    } catch (exc) {
+      if (exc instanceof LedgerError && exc.kind === "verification") throw failed("head_not_signed");
+      throw exc;
+    }
+    if (head.office !== office.office) throw failed("head_office", { office: pyRepr(head.office) });
+    const headReceipt = await trailReceipt(rawHead.get("receipt"), policy, head.hash, { en: "the trail head", pl: "nagłówek ścieżki" });
+    if (head.count !== BigInt(entries.length)) throw failed("head_count", { n: String(entries.length), count: head.count.toString() });
+    if (!equalBytes(head.chain, entries[0].event.hash) || !equalBytes(head.last, entries[entries.length - 1].event.hash)) throw failed("head_events");
     const doc = opts.document || null;
     const used = [];
     if (doc !== null) {
@@ -1899,8 +2743,7 @@
       if (!used.length) throw failed("document_not_in_case", { digest: toHex(doc) });
     }
     return {
-      office: officeId,
-      officeName: officeName,
+      office: office,
       caFingerprint: caFingerprint,
       caPinned: pin !== null,
       policyPinned: Boolean(opts.policy),
@@ -1908,6 +2751,8 @@
       case: kase,
       entries: entries,
       state: state,
+      head: head,
+      headReceipt: headReceipt,
       document: doc,
       documentEvents: used,
       documentReceipt: doc !== null ? documents.get(toHex(doc)) || null : null,
@@ -1916,10 +2761,19 @@
 
   // ------------------------------------------------------------------- the timeline, in words
 
+  function dateText(value) {
+    try {
+      return isStr(value) ? parseDate(value, "date") : null;
+    } catch (exc) {
+      if (exc instanceof LedgerError) return null;
+      throw exc;
+    }
+  }
+
   /** trail.describe, in English (word for word) and in Polish. */
-  function describeEvent(event) {
+  function describeEvent(event, calendar) {
     const r = event.record;
-    const d = (key) => r.data.get(key);
+    const d = (key) => (r.data.has(key) ? r.data.get(key) : null);
     const s = (key) => pyStr(d(key));
     let en = "";
     let pl = "";
@@ -1944,27 +2798,43 @@
           pl += ", termin " + s("deadline");
         }
         break;
-      case "case-opened":
-        en = "case " + pyStr(r.case) + ", category " + s("category");
-        pl = "sprawa " + pyStr(r.case) + ", kategoria archiwalna " + s("category");
-        if (pyTruthy(d("cost"))) {
-          en += ", cost document";
-          pl += ", dokument kosztowy";
+      case "case-opened": {
+        const jrwa = d("jrwa");
+        const title = isDict(jrwa) && jrwa.has("title") ? pyStr(jrwa.get("title")) : "None";
+        en = "case " + pyStr(r.case) + ", JRWA " + title + ", category " + s("category");
+        pl = "sprawa " + pyStr(r.case) + ", JRWA " + title + ", kategoria archiwalna " + s("category");
+        if (pyTruthy(d("category_reason"))) {
+          const listed = isDict(jrwa) && jrwa.has("category") ? pyStr(jrwa.get("category")) : "None";
+          en += " (the class has " + listed + ": " + s("category_reason") + ")";
+          pl += " (kategoria klasy: " + listed + "; powód: " + s("category_reason") + ")";
+        }
+        en += ", " + s("kind");
+        pl += ", " + s("kind");
+        const steps = d("path");
+        if (Array.isArray(steps) && steps.length) {
+          const names = steps.map((step) => {
+            const name = isDict(step) && step.has("event") ? step.get("event") : null;
+            return isStr(name) && has(EVENT_TYPES, name) ? EVENT_TYPES[name][1] : pyStr(name);
+          });
+          en += ": " + names.join(" → ");
+          pl += ": " + names.join(" → ");
         }
         break;
+      }
       case "attached":
       case "receipt-recorded":
         en = pl = s("kind");
         break;
       case "submitted":
-        en = "draft for " + s("levels") + " level(s) of acceptance";
-        pl = "projekt do akceptacji na " + s("levels") + " poziom(ach)";
+        en = "draft for acceptance";
+        pl = "projekt do akceptacji";
         break;
       case "accepted":
         en = "level " + s("level");
         pl = "poziom " + s("level");
         break;
       case "rejected":
+      case "reopened":
         en = "reason: " + s("reason");
         pl = "powód: " + s("reason");
         break;
@@ -1981,14 +2851,21 @@
         pl = s("register") + ", kanał " + s("channel");
         break;
       case "delivered": {
-        const notice = d("notice");
-        if (pyTruthy(d("deemed")) && isInt(notice)) {
-          en = "deemed delivered, first notice " + whenUtc(notice);
-          pl = "doręczenie zastępcze, pierwsze awizo " + whenUtc(notice);
+        const notice = dateText(d("notice"));
+        let day;
+        if (d("deemed") === true && notice !== null) {
+          day = deemedDelivery(notice);
+          en = "deemed delivered on " + day.iso() + " (first notice " + notice.iso() + ")";
+          pl = "doręczenie zastępcze " + day.iso() + " (pierwsze awizo " + notice.iso() + ")";
         } else {
-          en = "delivered";
-          pl = "doręczono";
+          const given = dateText(d("date"));
+          day = given !== null ? given : calendar.dateOf(r.time);
+          en = "delivered on " + day.iso();
+          pl = "doręczono " + day.iso();
         }
+        const appeal = appealDeadline(day).iso();
+        en += "; the 14-day appeal period ends " + appeal;
+        pl += "; 14-dniowy termin na odwołanie upływa " + appeal;
         break;
       }
       case "destroyed":
@@ -2006,15 +2883,40 @@
     return { en: en || "-", pl: pl || "-" };
   }
 
-  /** trail._end_state */
+  /** trail.end_state */
   function endState(state) {
     if (state.destroyed) return { en: "destroyed (brakowanie)", pl: "wybrakowana (brakowanie)" };
-    if (state.archived) {
-      return { en: "in the office archive (archiwum zakładowe)", pl: "w archiwum zakładowym" };
-    }
+    if (state.archived) return { en: "in the office archive (archiwum zakładowe)", pl: "w archiwum zakładowym" };
     if (state.closed) return { en: "closed (zakończona)", pl: "zakończona" };
     if (state.case !== null) return { en: "open (w toku)", pl: "w toku" };
     return { en: "registered, no case opened yet", pl: "zarejestrowana, sprawy jeszcze nie założono" };
+  }
+
+  /** trail.proven_line */
+  function provenLine(entry, calendar) {
+    const fmt = (t) => calendar.formatTime(t);
+    const after = entry.proven.after;
+    const leaf = " (leaf " + entry.receipt.index + " of " + entry.receipt.size + ")";
+    const leafPl = " (liść " + entry.receipt.index + " z " + entry.receipt.size + ")";
+    return {
+      en: (after === null ? "no checkpoint before it" : "after " + fmt(after)) + ", no later than " + fmt(entry.receipt.timeBound) + leaf,
+      pl: (after === null ? "bez wcześniejszego punktu kontrolnego" : "po " + fmt(after)) + ", nie później niż " + fmt(entry.receipt.timeBound) + leafPl,
+    };
+  }
+
+  /** trail.event_lines: the timeline's lines of one event, in English word for word. */
+  function eventLines(entry, calendar) {
+    const r = entry.event.record;
+    const [en, pl] = EVENT_TYPES[r.type];
+    const c = entry.certificate;
+    const lines = [
+      "#" + String(r.seq).padEnd(3) + " " + calendar.formatTime(r.time) + "  " + en + " (" + pl + ")",
+      "     who:    " + c.position + ", " + c.title + " (unit " + c.unit + ")",
+      "     what:   " + describeEvent(entry.event, calendar).en,
+      "     proven: " + provenLine(entry, calendar).en,
+    ];
+    if (r.declared !== null) lines.push("     declared: " + calendar.formatTime(r.declared) + (entry.flagged ? " (outside the proven interval: flagged)" : ""));
+    return lines;
   }
 
   /** The verdict on a trail bundle as plain data, comparable with ledger.eod.trail's. */
@@ -2030,24 +2932,22 @@
       return {
         valid: true,
         case: trail.case,
-        office: trail.office,
+        office: trail.office.office,
         ca_fingerprint: trail.caFingerprint,
         events: trail.entries.map((e) => ({
           seq: e.event.record.seq.toString(),
           type: e.event.record.type,
-          position: e.certificate.position,
-          time: e.event.record.time.toString(),
           hash: toHex(e.event.hash),
-          time_bound: e.receipt.timeBound.toString(),
-          index: e.receipt.index.toString(),
-          what: describeEvent(e.event).en,
+          lines: eventLines(e, trail.office.calendar),
+          flagged: e.flagged,
         })),
         state: endState(trail.state).en,
         document_events: trail.documentEvents,
+        complete_as_of: trail.office.calendar.formatTime(trail.headReceipt.timeBound),
       };
     } catch (exc) {
       if (exc instanceof LedgerError) return { valid: false, kind: exc.kind, reason: exc.message };
-      return { valid: false, kind: "internal", reason: String(exc) };
+      return { valid: false, kind: "internal", reason: String(exc) + (exc && exc.stack ? " " + exc.stack : "") };
     }
   }
 
@@ -2082,8 +2982,8 @@
       en: "Receipt (.tlog-proof) or audit-trail bundle (.json)",
     },
     receipt_hint: {
-      pl: "Wiązkę ścieżki audytu (ledger-eod-trail/v1) strona rozpoznaje sama.",
-      en: "The page recognises an audit-trail bundle (ledger-eod-trail/v1) by itself.",
+      pl: "Wiązkę ścieżki audytu (ledger-eod-trail/v2) strona rozpoznaje sama.",
+      en: "The page recognises an audit-trail bundle (ledger-eod-trail/v2) by itself.",
     },
     office_key_label: {
       pl: "Odcisk klucza CA urzędu (tylko ścieżka audytu, opcjonalnie)",
@@ -2141,25 +3041,45 @@
     trail_checked: {
       pl:
         "Sprawdzono: {n} zdarzeń; każdy certyfikat stanowiska (kluczem CA urzędu), każdy podpis " +
-        "zdarzenia, każde pokwitowanie z rejestru (kworum kontrasygnat, ścieżka Merkle), łańcuch " +
-        "skrótów poprzednich zdarzeń, daty względem rejestru oraz pokwitowania dokumentów.",
+        "zdarzenia, każde pokwitowanie i punkt kontrolny z rejestru (kworum kontrasygnat, ścieżka " +
+        "Merkle), łańcuch skrótów poprzednich zdarzeń, czas każdego zdarzenia względem rejestru, " +
+        "podpisany nagłówek ścieżki oraz pokwitowania dokumentów.",
       en:
         "Checked: {n} events; every position certificate (under the office CA key), every event " +
-        "signature, every ledger receipt (cosignature quorum, Merkle path), the chain of " +
-        "previous-event hashes, the dates against the ledger, and the document receipts.",
+        "signature, every ledger receipt and checkpoint (cosignature quorum, Merkle path), the " +
+        "chain of previous-event hashes, each event's time against the ledger, the signed head " +
+        "of the trail, and the document receipts.",
     },
     trail_rules: {
       pl:
-        "Reguły obiegu sprawdzono tu tylko ogólne (numeracja, role stanowisk, kolejność dat, znak " +
-        "sprawy, nic po zakończeniu, archiwizacji ani brakowaniu). Szczegółowe reguły kolejności " +
-        "(dekretacja, poziomy akceptacji, ścieżka dokumentu kosztowego, wysyłka i doręczenie, okres " +
-        "przechowywania przed brakowaniem) sprawdza ledger eod verify-trail.",
+        "Reguły obiegu sprawdzono w całości, tymi samymi regułami co ledger eod verify-trail: " +
+        "dekretacja i terminy, prowadzący sprawę, ścieżka akceptacji z rolami i komórkami, ścieżka " +
+        "dokumentu kosztowego, wysyłka i doręczenie, wznowienie, archiwum i brakowanie po okresie " +
+        "przechowywania liczonym od dowiedzionego czasu zakończenia, w strefie czasowej urzędu.",
       en:
-        "Only the general workflow rules were checked here (numbering, the positions' roles, dates " +
-        "in order, the case sign, nothing after closing, archiving or destruction). The detailed " +
-        "ordering rules (dekretacja, acceptance levels, the cost-document path, dispatch and " +
-        "delivery, the retention period before destruction) are checked by ledger eod verify-trail.",
+        "The workflow rules were checked in full, by the same rules as ledger eod verify-trail: " +
+        "dekretacja and deadlines, the case officer, the acceptance path with its roles and " +
+        "units, the cost-document path, dispatch and delivery, reopening, the archive and " +
+        "destruction after the retention period counted from the proven closing, in the " +
+        "office's time zone.",
     },
+    trail_name_unverified: {
+      pl: " (nazwa niezweryfikowana: podaj odcisk klucza CA urzędu)",
+      en: " (name not verified: pin the office key)",
+    },
+    trail_zone: { pl: "Strefa czasowa urzędu", en: "Office time zone" },
+    trail_complete: { pl: "Kompletna na dzień", en: "Complete as of" },
+    trail_complete_text: {
+      pl: "{time}: podpisany nagłówek liczy {n} zdarzeń",
+      en: "{time}: the signed head counts {n} events",
+    },
+    trail_flagged: {
+      pl: "Oznaczone: zadeklarowany czas poza dowiedzionym przedziałem w zdarzeniach ",
+      en: "Flagged: a declared time outside the proven interval in events ",
+    },
+    tl_proven: { pl: "dowód", en: "proven" },
+    tl_declared: { pl: "deklaracja", en: "declared" },
+    tl_flag: { pl: " (poza dowiedzionym przedziałem: oznaczone)", en: " (outside the proven interval: flagged)" },
     timeline_title: { pl: "Przebieg sprawy", en: "Course of the case" },
     tl_who: { pl: "kto", en: "who" },
     tl_what: { pl: "co", en: "what" },
@@ -2290,7 +3210,7 @@
     return line;
   }
 
-  /** The audit trail: summary, what was checked, and the timeline (who, what, when, bound). */
+  /** The audit trail: summary, what was checked, and the timeline (who, what, when, proven). */
   function renderTrail(outcome) {
     const box = $("trail");
     const list = $("timeline");
@@ -2300,44 +3220,45 @@
     if (!t) return;
     const lang = state.lang;
     const pick = (v) => v[lang] || v.en;
+    const calendar = t.office.calendar;
+    const fmt = (ts) => calendar.formatTime(ts);
     if (outcome.state === "valid") setText("result-title", ui("status_valid_trail"));
     showField("trail-case", t.case);
-    showField("trail-office", t.office + " (" + t.officeName + ")");
+    showField("trail-office", t.office.office + " (" + t.office.name + ")" + (t.caPinned ? "" : ui("trail_name_unverified")));
     showField("trail-ca", t.caFingerprint + ui(t.caPinned ? "trail_ca_pinned" : "trail_ca_unpinned"));
-    showField(
-      "trail-policy",
-      ui(t.policyPinned ? "trail_policy_pinned" : "trail_policy_bundle") + (outcome.policyHex || "")
-    );
+    showField("trail-policy", ui(t.policyPinned ? "trail_policy_pinned" : "trail_policy_bundle") + (outcome.policyHex || ""));
     showField("trail-origin", t.entries[0].receipt.origin);
+    showField("trail-zone", t.office.zone);
     showField("trail-state", pick(endState(t.state)));
+    showField(
+      "trail-complete",
+      ui("trail_complete_text").replace("{time}", fmt(t.headReceipt.timeBound)).replace("{n}", t.head.count.toString())
+    );
     let doc = null;
     if (t.document !== null) {
       doc = toHex(t.document) + ": " + ui("trail_document_in") + t.documentEvents.map((i) => "#" + i).join(", ");
-      if (t.documentReceipt) doc += ui("trail_document_bound") + whenUtc(t.documentReceipt.timeBound);
+      if (t.documentReceipt) doc += ui("trail_document_bound") + fmt(t.documentReceipt.timeBound);
     }
     showField("trail-document", doc);
+    const flagged = t.entries.map((e, i) => (e.flagged ? i : null)).filter((i) => i !== null);
+    showField("trail-flagged", flagged.length ? ui("trail_flagged") + flagged.map((i) => "#" + i).join(", ") : null);
     setText("trail-checked", ui("trail_checked").replace("{n}", String(t.entries.length)));
     setText("trail-rules", ui("trail_rules"));
     t.entries.forEach((entry, i) => {
       const r = entry.event.record;
       const c = entry.certificate;
       const [en, pl] = EVENT_TYPES[r.type];
-      const li = element("li", t.documentEvents.includes(i) ? "has-document" : "");
+      const classes = [t.documentEvents.includes(i) ? "has-document" : "", entry.flagged ? "flagged" : ""].filter(Boolean).join(" ");
+      const li = element("li", classes);
       li.dataset.seq = r.seq.toString();
       li.dataset.type = r.type;
       li.append(
-        element("div", "event-head", "#" + r.seq + "  " + whenUtc(r.time) + "  " + (lang === "pl" ? pl + " (" + en + ")" : en + " (" + pl + ")")),
+        element("div", "event-head", "#" + String(r.seq).padEnd(3) + " " + fmt(r.time) + "  " + (lang === "pl" ? pl + " (" + en + ")" : en + " (" + pl + ")")),
         eventLine("tl_who", c.position + ", " + c.title + " (" + ui("tl_unit") + " " + c.unit + ")"),
-        eventLine("tl_what", pick(describeEvent(entry.event))),
-        eventLine(
-          "tl_ledger",
-          ui("tl_bound") +
-            whenUtc(entry.receipt.timeBound) +
-            " (" +
-            ui("tl_leaf").replace("{i}", entry.receipt.index.toString()).replace("{n}", entry.receipt.size.toString()) +
-            ")"
-        )
+        eventLine("tl_what", pick(describeEvent(entry.event, calendar))),
+        eventLine("tl_proven", pick(provenLine(entry, calendar)))
       );
+      if (r.declared !== null) li.append(eventLine("tl_declared", fmt(r.declared) + (entry.flagged ? ui("tl_flag") : "")));
       list.append(li);
     });
   }
@@ -2482,8 +3403,10 @@
     document.body.dataset.policyLoaded = "true";
   }
 
+  /** The browser's language: Polish for pl, English otherwise; ?lang=pl|en and the switch win. */
   function initLanguage() {
-    let lang = "pl";
+    const preferred = (navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || ""])[0] || "";
+    let lang = preferred.toLowerCase().split("-")[0] === "pl" ? "pl" : "en";
     const wanted = new URLSearchParams(location.search).get("lang");
     if (wanted === "en" || wanted === "pl") lang = wanted;
     state.lang = lang;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,17 @@ from notes.ground import validator
 
 from ledger.crypto import Ed25519Key
 from ledger.eod.anchor import LocalLogAnchorer
+from ledger.eod.jrwa import default_jrwa_text
 from ledger.eod.model import EventType, Role
 from ledger.eod.office import Office
+from ledger.eod.paths import default_paths_text
 from ledger.eod.pki import SigningIdentity
+from ledger.eod.records import OfficeRecord
 from ledger.eod.store import OfficeStore
 from ledger.prover import LocalLog
 from ledger.storage.memory import MemoryStore
 
-#: 2024-03-01 09:00:00 UTC
+#: 2024-03-01 09:00:00 UTC, 10:00 in Warsaw
 T0 = 1_709_283_600
 #: The validators cosign this many seconds after the office's clock.
 LEDGER_DELAY = 3
@@ -33,8 +37,11 @@ POSITIONS: dict[str, tuple[str, str, tuple[Role, ...]]] = {
     "kanc-1": ("SEK", "Kancelaria ogólna", (Role.REGISTRY,)),
     "dyr": ("D", "Dyrektor", (Role.ASSIGN, Role.ACCEPT, Role.SIGN, Role.APPROVE_PAYMENT)),
     "ref-fk": ("FK", "Referent ds. zamówień", (Role.OFFICER, Role.ASSIGN)),
-    "ref-2": ("FK", "Referent", (Role.OFFICER,)),
+    "ref-2": ("FK", "Referent", (Role.OFFICER, Role.ASSIGN)),
     "kier-sp": ("SP7", "Kierownik gospodarczy", (Role.SUBSTANTIVE, Role.ACCEPT)),
+    "kier-or": ("OR", "Kierownik Referatu Organizacyjnego", (Role.ACCEPT, Role.OFFICER)),
+    "sekr": ("OR", "Sekretarz", (Role.ACCEPT,)),
+    "ksieg-sek": ("SEK", "Księgowa sekretariatu", (Role.ACCOUNTS,)),
     "ksieg-1": ("FK", "Księgowa", (Role.ACCOUNTS,)),
     "ksieg-2": ("FK", "Starsza księgowa", (Role.ACCOUNTS,)),
     "gk": ("FK", "Główna księgowa", (Role.CHIEF_ACCOUNTANT,)),
@@ -60,19 +67,31 @@ class Setup:
     log: LocalLog
 
 
-def make_office(root: Path) -> Setup:
-    """An office 'cuw-gdansk' with the positions above, anchoring to a 4-validator LocalLog."""
-    clock = Clock()
+def make_office(
+    root: Path,
+    *,
+    now: int = T0,
+    zone: str = "Europe/Warsaw",
+    paths_text: str | None = None,
+    ledger_delay: int = LEDGER_DELAY,
+) -> Setup:
+    """An office 'cuw-gdansk' with the positions above, anchoring to a 4-validator LocalLog
+    whose cosigners' clocks run ``ledger_delay`` seconds after the office's."""
+    clock = Clock(now)
     log = LocalLog(MemoryStore(), validators=[validator(i) for i in range(1, 5)])
     ca = SigningIdentity(name="ca", key=Ed25519Key(hashlib.sha256(b"office ca").digest()))
+    record = OfficeRecord.sign(
+        office="cuw-gdansk", name="Centrum Usług Wspólnych", zone=zone, ca=ca.key
+    )
     store = OfficeStore.create(
         root,
-        office="cuw-gdansk",
-        name="Centrum Usług Wspólnych",
+        record=record,
         ca=ca,
         policy_text=log.trust_policy(),
+        paths_text=paths_text or default_paths_text(),
+        jrwa_text=default_jrwa_text(),
     )
-    anchorer = LocalLogAnchorer(log, clock=lambda: clock.now + LEDGER_DELAY)
+    anchorer = LocalLogAnchorer(log, clock=lambda: clock.now + ledger_delay)
     office = Office(store, anchorer, clock=clock)
     for position, (unit, title, roles) in POSITIONS.items():
         office.issue_position(position=position, unit=unit, title=title, roles=roles)
@@ -93,11 +112,10 @@ def cost_case(setup: Setup, *, until: EventType | None = None) -> str:
         sender_ref="FV/2024/03/117",
     )
     clock.tick()
-    office.assign(register, actor="dyr", to="ref-fk", deadline="2024-03-15")
+    deadline = office.calendar.date_of(clock.now) + timedelta(days=14)
+    office.assign(register, actor="dyr", to="ref-fk", deadline=deadline.isoformat())
     clock.tick()
-    case, _ = office.open_case(
-        register, actor="ref-fk", unit="FK", jrwa_class="3026", category="B5", cost=True
-    )
+    case, _ = office.open_case(register, actor="ref-fk", unit="FK", jrwa_class="3026", kind="cost")
     clock.tick()
     office.attach(case, CONTRACT_DIGEST, actor="ref-fk", kind="contract")
     steps = [

@@ -364,6 +364,12 @@ class Harness:
         assert CHROMIUM is not None
         self.browser = await Browser.launch(CHROMIUM, profile)
         self.page = await self.browser.new_page()
+        # The page opens in the browser's language: this test browser speaks Polish, as an
+        # office's would (tests/web/test_verify_trail.py tries other languages).
+        await self.page.send(
+            "Network.setUserAgentOverride",
+            {"userAgent": "Mozilla/5.0 (X11; Linux x86_64) headless", "acceptLanguage": "pl-PL,pl"},
+        )
 
     async def stop(self) -> None:
         if self.browser is not None:

@@ -1,17 +1,19 @@
-"""The verification page with an EOD audit-trail bundle (issue 5 item 6), in headless Chromium.
+"""The verification page with an EOD audit-trail bundle, in headless Chromium.
 
 What it protects:
 
 * a real trail bundle (``ledger.eod`` over ``ledger.prover.LocalLog`` receipts, the cost-document
-  path of ``tests/eod/casework.py``) shows VALID and the timeline (who, what, when, the ledger
-  time bound per event) in Polish and English, with the office CA key fingerprint and the
-  events that carry the chosen document;
-* a changed, removed or reordered event and a corrupted receipt show INVALID with the reason
-  that ``ledger eod verify-trail`` gives, word for word in English;
-* the page says which workflow rules it does not check (they are checked by verify-trail);
-* no request carries the document (nor its digest), and the page logs no error or CSP violation;
-* the JavaScript trail verifier agrees with ``ledger.eod.trail.verify_trail`` on every tampering
-  of ``tests/eod/test_trail.py`` and on a few more (pins, document, JSON strictness).
+  path of ``tests/eod/casework.py``) shows VALID and the timeline (who, what, when, the proven
+  interval per event) in Polish and English, with the office CA key fingerprint, the office
+  time zone, the signed head and the events that carry the chosen document; the timeline's
+  English lines are ``ledger eod verify-trail``'s, word for word;
+* one set of rules: the page runs the port of ``ledger.eod.rules`` and gives the verdict and
+  the reason of ``verify-trail``, word for word, on trails that break the rules with valid
+  receipts (out of order, wrong role, wrong unit, wrong officer, backdated, dropped tail) and on
+  every tampering of ``tests/eod/test_trail.py``; a declared time outside the proven interval is
+  flagged on both;
+* the page opens in the browser's language (Polish for pl, English otherwise), with a switch;
+* no request carries the document (nor its digest), and the page logs no error or CSP violation.
 
 The harness (HTTP server, Chromium over CDP, leak and console checks) is the one of
 ``test_verify_page.py``; this module only adds the trail scenario.
@@ -25,17 +27,16 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eod.broken import REASONS, broken_bundles
 from eod.casework import CONTRACT, INVOICE, INVOICE_DIGEST, bundle_bytes, cost_case, make_office
 from eod.test_trail import TAMPERINGS
 
-from ledger.eod.model import EVENT_TERMS
 from ledger.eod.pki import fingerprint
-from ledger.eod.trail import VerifiedTrail, describe, verify_trail
+from ledger.eod.trail import VerifiedTrail, event_lines, verify_trail
 from ledger.errors import MalformedError, VerificationError
 from ledger.policy import parse_policy
 
@@ -64,6 +65,15 @@ SHOWN = {
     "reordered-event": "reordered",
     "corrupted-receipt": "corrupted receipt",
 }
+#: The rule-breaking trails (valid receipts) the page is asked to show (tests/eod/broken.py).
+BROKEN_SHOWN = (
+    "out of order",
+    "wrong role",
+    "wrong unit",
+    "wrong officer",
+    "backdated",
+    "dropped tail",
+)
 
 
 @dataclass
@@ -71,6 +81,7 @@ class TrailScenario:
     bundle: Bundle
     files: dict[str, Path]
     ca_fingerprint: str
+    broken: dict[str, Bundle]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +104,11 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, T
         TAMPERINGS[tampering][0](changed)
         files[name] = directory / f"{name}.trail.json"
         files[name].write_bytes(bundle_bytes(changed))
-    ca_key = base64.b64decode(bundle["office"]["ca_public_key"])
+    broken = broken_bundles(directory / "broken")
+    for name, changed in broken.items():
+        files[name] = directory / (name.replace(" ", "-") + ".trail.json")
+        files[name].write_bytes(bundle_bytes(changed))
+    ca_key = base64.b64decode(bundle["office"]["office"]["ca_public_key"])
     # The node serves the ledger's policy, so the page pins it (as --policy would).
     scenario = Scenario(
         log=setup.log,
@@ -104,7 +119,12 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, T
     h = Harness(scenario)
     try:
         h.run(h.start(directory / "profile"))
-        yield h, TrailScenario(bundle=bundle, files=files, ca_fingerprint=fingerprint(ca_key))
+        yield (
+            h,
+            TrailScenario(
+                bundle=bundle, files=files, ca_fingerprint=fingerprint(ca_key), broken=broken
+            ),
+        )
     finally:
         h.close()
 
@@ -143,13 +163,15 @@ async def read_trail(h: Harness) -> dict[str, Any]:
               title: $('result-title').textContent, reason: $('reason').textContent,
               trail_hidden: $('trail').hidden, lang: document.documentElement.lang,
               case: row('trail-case'), office: row('trail-office'), ca: row('trail-ca'),
-              policy: row('trail-policy'), origin: row('trail-origin'),
+              policy: row('trail-policy'), origin: row('trail-origin'), zone: row('trail-zone'),
+              complete: row('trail-complete'), flagged: row('trail-flagged'),
               final: row('trail-state'), document: row('trail-document'), digest: row('digest'),
               index: row('index'), checked: $('trail-checked').textContent,
               rules: $('trail-rules').textContent,
               events: Array.from($('timeline').children, (li) => ({
                 seq: li.dataset.seq, type: li.dataset.type,
                 marked: li.classList.contains('has-document'),
+                flag: li.classList.contains('flagged'),
                 head: li.querySelector('.event-head').textContent,
                 lines: Array.from(li.querySelectorAll('.event-line'),
                   (l) => Array.from(l.children, (c) => c.textContent)),
@@ -160,34 +182,18 @@ async def read_trail(h: Harness) -> dict[str, Any]:
     return shown
 
 
-def _when(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def expected_timeline(verified: VerifiedTrail) -> list[dict[str, Any]]:
-    """What the CLI's timeline says per event, in the page's English layout."""
+    """What ``verify-trail`` prints per event, in the page's layout: the head line, then each
+    ``label: text`` line as [label, text]."""
     rows = []
     for entry in verified.entries:
+        head, *rest = event_lines(entry, verified.calendar)
+        lines = []
+        for line in rest:
+            label, text = line.strip().split(":", 1)
+            lines.append([label, text.strip()])
         r = entry.event.record
-        english, polish = EVENT_TERMS[r.type]
-        cert = entry.certificate
-        receipt = entry.receipt
-        rows.append(
-            {
-                "seq": str(r.seq),
-                "type": r.type.value,
-                "head": f"#{r.seq}  {_when(r.time)}  {english} ({polish})",
-                "lines": [
-                    ["who", f"{cert.position}, {cert.title} (unit {cert.unit})"],
-                    ["what", describe(entry.event)],
-                    [
-                        "ledger",
-                        f"existed no later than {_when(receipt.time_bound)} "
-                        f"(leaf {receipt.index} of {receipt.size})",
-                    ],
-                ],
-            }
-        )
+        rows.append({"seq": str(r.seq), "type": r.type.value, "head": head, "lines": lines})
     return rows
 
 
@@ -224,9 +230,16 @@ def test_valid_trail_shows_the_timeline_in_polish_and_english(
     assert english["state"] == "valid" and english["title"].startswith("VALID")
     assert english["reason"] == "" and not english["trail_hidden"]
     assert english["case"] == "FK.3026.1.2024" == verified.case
-    assert english["office"] == "cuw-gdansk (Centrum Usług Wspólnych)"
     assert english["ca"] == t.ca_fingerprint + (
         " (from the bundle: compare it with the office's published key)"
+    )
+    assert english["office"] == (
+        "cuw-gdansk (Centrum Usług Wspólnych) (name not verified: pin the office key)"
+    )
+    assert english["zone"] == "Europe/Warsaw"
+    assert english["complete"] == (
+        f"{verified.calendar.format_time(verified.head_receipt.time_bound)}: the signed head "
+        "counts 11 events"
     )
     assert english["policy"] is not None and english["policy"].startswith(
         "from the field above (pinned)"
@@ -239,10 +252,10 @@ def test_valid_trail_shows_the_timeline_in_polish_and_english(
     assert verified.document_receipt is not None
     assert english["document"] == (
         f"{INVOICE_DIGEST.hex()}: in events {used}; existed no later than "
-        f"{_when(verified.document_receipt.time_bound)}"
+        f"{verified.calendar.format_time(verified.document_receipt.time_bound)}"
     )
     assert "11 events" in english["checked"]
-    assert "checked by ledger eod verify-trail" in english["rules"]
+    assert "checked in full, by the same rules as ledger eod verify-trail" in english["rules"]
 
     # The timeline: every event, who, what, when and the ledger bound, as the CLI says it.
     shown = [{k: e[k] for k in ("seq", "type", "head", "lines")} for e in english["events"]]
@@ -254,11 +267,13 @@ def test_valid_trail_shows_the_timeline_in_polish_and_english(
     assert len(polish["events"]) == 11
     first = polish["events"][0]
     assert first["head"].endswith("rejestracja przesyłki (registration)")
-    assert [line[0] for line in first["lines"]] == ["kto", "co", "rejestr"]
+    assert [line[0] for line in first["lines"]] == ["kto", "co", "dowód"]
     assert first["lines"][0][1] == "kanc-1, Kancelaria ogólna (komórka SEK)"
-    assert first["lines"][2][1].startswith("istniało nie później niż 2024-03-01 09:01:03 UTC")
+    assert first["lines"][2][1].startswith(
+        "po 2024-03-01 10:01:03 +01:00, nie później niż 2024-03-01 10:01:03 +01:00"
+    )
     assert polish["final"] == "w archiwum zakładowym"
-    assert "ledger eod verify-trail" in polish["rules"]
+    assert "ledger eod verify-trail" in polish["rules"] and "w całości" in polish["rules"]
 
     assert_no_leak(h, mark, server_mark)
     needles = [INVOICE, INVOICE[-16:], INVOICE_DIGEST.hex().encode()]
@@ -385,7 +400,11 @@ EXTRA_CASES: dict[str, Callable[[Bundle], bytes]] = {
     "other format": _edit(_set(("format",), "ledger-eod-trail/v2")),
     "no events": _edit(_set(("events",), [])),
     "office not an object": _edit(_set(("office",), "cuw")),
-    "CA key short": _edit(_set(("office", "ca_public_key"), "AAAA")),
+    "CA key short": _edit(_set(("office", "office", "ca_public_key"), "AAAA")),
+    "office record reshaped": _edit(_set(("office", "ca_public_key"), "AAAA")),
+    "office zone unknown": _edit(_set(("office", "office", "zone"), "Mars/Olympus")),
+    "checkpoint missing": _edit(lambda b: b["checkpoints"].pop(0)),
+    "head count forged": _edit(_set(("head", "head", "count"), 12)),
     "event seq as string": _edit(_set(("events", 2, "event", "event", "seq"), "2")),
     "event unknown type": _edit(_set(("events", 2, "event", "event", "type"), "teleported")),
     "event prev uppercase": lambda b: _replace(
@@ -419,7 +438,7 @@ def test_javascript_trail_verifier_agrees_with_python(
         (
             "valid, pinned base64 key",
             bundle_bytes(t.bundle),
-            {"office_key": " " + t.bundle["office"]["ca_public_key"] + "\n"},
+            {"office_key": " " + t.bundle["office"]["office"]["ca_public_key"] + "\n"},
         ),
         ("valid, pinned policy", bundle_bytes(t.bundle), {"policy": h.scenario.policy_text}),
         ("wrong key", bundle_bytes(t.bundle), {"office_key": "SHA256:xyz"}),
@@ -431,6 +450,8 @@ def test_javascript_trail_verifier_agrees_with_python(
         cases.append((name, bundle_bytes(changed), {}))
     for name, make in EXTRA_CASES.items():
         cases.append((name, make(t.bundle), {}))
+    for name, broken in sorted(t.broken.items()):
+        cases.append((f"broken: {name}", bundle_bytes(broken), {}))
 
     def js_options(pins: dict[str, Any]) -> dict[str, Any]:
         out = dict(pins)
@@ -448,7 +469,8 @@ def test_javascript_trail_verifier_agrees_with_python(
         for (const [b, options] of {payload}) {{
             const bytes = Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
             const v = await LedgerVerify.checkTrail(bytes, options);
-            out.push(v.valid ? {{valid: true, events: v.events, doc: v.document_events}}
+            out.push(v.valid ? {{valid: true, events: v.events, doc: v.document_events,
+                                 complete: v.complete_as_of}}
                              : {{valid: false, kind: v.kind, reason: v.reason}});
         }}
         return out;
@@ -472,6 +494,14 @@ def test_javascript_trail_verifier_agrees_with_python(
             hashes = [e.event.hash.hex() for e in verified.entries]
             same = js.get("valid") and [e["hash"] for e in js["events"]] == hashes
             same = same and js["doc"] == list(verified.document_events)
+            lines = [event_lines(e, verified.calendar) for e in verified.entries]
+            same = same and [e["lines"] for e in js["events"]] == lines
+            same = same and [e["flagged"] for e in js["events"]] == [
+                e.flagged for e in verified.entries
+            ]
+            same = same and js["complete"] == verified.calendar.format_time(
+                verified.head_receipt.time_bound
+            )
             if not same:
                 mismatches.append(f"{name}: python valid, js {js}")
             continue
@@ -484,3 +514,87 @@ def test_javascript_trail_verifier_agrees_with_python(
     # The cases cover what they claim: several valid ones, both kinds of failure.
     kinds = [python_verdict(data).get("kind", "valid") for _, data, pins in cases if not pins]
     assert {"valid", "malformed", "verification"} <= set(kinds)
+
+
+@pytest.mark.parametrize("name", BROKEN_SHOWN)
+def test_rule_breaking_trail_shows_the_verify_trail_reason(
+    trail: tuple[Harness, TrailScenario], name: str
+) -> None:
+    """Valid signatures and receipts, a broken rule: the page says INVALID and why, exactly as
+    ``ledger eod verify-trail`` does (in English), and in Polish after the switch."""
+    h, t = trail
+
+    async def scenario() -> tuple[int, dict[str, Any], dict[str, Any]]:
+        mark = await open_page(h, h.base + "/verify/?lang=en")
+        english = await check_on_page(h, t.files[name])
+        await set_language(h, "pl")
+        return mark, english, await read_trail(h)
+
+    mark, english, polish = h.run(scenario())
+    expected = python_verdict(t.files[name].read_bytes())
+    assert not expected["valid"]
+    if REASONS[name] is not None:
+        assert expected["reason"] == REASONS[name]
+    assert english["state"] == "invalid" and english["kind"] == "verification"
+    assert english["reason"] == expected["reason"]
+    assert polish["title"] == "NIEWAŻNE" and polish["reason"] != english["reason"]
+    assert_no_page_errors(h, mark)
+
+
+def test_declared_time_outside_the_proven_interval_is_flagged_on_the_page(
+    trail: tuple[Harness, TrailScenario],
+) -> None:
+    h, t = trail
+
+    async def scenario() -> dict[str, Any]:
+        await open_page(h, h.base + "/verify/?lang=en")
+        return await check_on_page(h, t.files["declared in the past"])
+
+    shown = h.run(scenario())
+    verified = verify_trail(t.files["declared in the past"].read_bytes())
+    assert shown["state"] == "valid"
+    assert shown["flagged"] == "Flagged: a declared time outside the proven interval in events #5"
+    assert [e["flag"] for e in shown["events"]] == [e.flagged for e in verified.entries]
+    assert shown["events"][5]["lines"][-1] == [
+        "declared",
+        verified.calendar.format_time(verified.entries[5].event.record.declared or 0)
+        + " (outside the proven interval: flagged)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("accept", "lang"), [("pl-PL,pl", "pl"), ("en-GB,en", "en"), ("de-DE", "en")]
+)
+def test_page_opens_in_the_browsers_language(
+    trail: tuple[Harness, TrailScenario], accept: str, lang: str
+) -> None:
+    h, _ = trail
+
+    async def scenario() -> tuple[str, str, str]:
+        assert h.page is not None
+        await h.page.send(
+            "Network.setUserAgentOverride",
+            {"userAgent": "Mozilla/5.0 (X11; Linux x86_64) headless", "acceptLanguage": accept},
+        )
+        try:
+            await open_page(h, h.base + "/verify")
+            shown = await h.page.evaluate("document.documentElement.lang")
+            title = await h.page.evaluate(
+                "document.getElementById('lang-pl').getAttribute('aria-pressed')"
+            )
+            await set_language(h, "pl" if lang == "en" else "en")
+            switched = await h.page.evaluate("document.documentElement.lang")
+        finally:
+            await h.page.send(
+                "Network.setUserAgentOverride",
+                {
+                    "userAgent": "Mozilla/5.0 (X11; Linux x86_64) headless",
+                    "acceptLanguage": "pl-PL,pl",
+                },
+            )
+        return shown, title, switched
+
+    shown, pressed, switched = h.run(scenario())
+    assert shown == lang
+    assert pressed == ("true" if lang == "pl" else "false")
+    assert switched == ("pl" if lang == "en" else "en")
