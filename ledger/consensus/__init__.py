@@ -1,6 +1,6 @@
 """Sans-I/O Tendermint consensus: messages, blocks, validator sets, safety state, evidence and
 the state machine (:class:`~ledger.consensus.core.ConsensusCore`). See ``CORE_API.md`` for how a
-driver (the simulator in ``ledger.consensus.sim``, later ``node.py``) runs the core."""
+driver (:mod:`ledger.replica.driver`, which the node and the simulator run) runs the core."""
 
 from __future__ import annotations
 

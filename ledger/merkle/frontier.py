@@ -9,9 +9,10 @@ and its root is their hashes folded from the right:
 appender must remember to compute every later root, so a tree head costs ``O(log n)`` memory and
 no storage reads.
 
-Node addressing (``docs/interfaces.md``): ``(level, index)`` is the root of the full subtree over
-leaves ``[index << level, (index + 1) << level)``; level 0 holds leaf hashes. A full node never
-changes once it exists, so the nodes created by an append are exactly the nodes the store must
+Node addressing (the ``NodeReader`` of :mod:`ledger.merkle.proof`): ``(level, index)`` is the
+root of the full subtree over leaves ``[index << level, (index + 1) << level)``; level 0 holds
+leaf hashes. A full node never changes once it exists, so the nodes created by an append are
+exactly the nodes the store must
 write; :meth:`Frontier.extend` returns them level by level (its ``rows``), which is why storage
 can persist a batch with one sequential write per level and then answer any proof from full
 nodes alone (see :mod:`ledger.merkle.proof`).

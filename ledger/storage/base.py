@@ -4,7 +4,7 @@ A store holds one node's copy of the ledger: the append-only RFC 9162 Merkle tre
 document digests (its full nodes, its frontier and a digest -> index map), the committed blocks
 with their commit certificates, the published checkpoints, and a small key-value space for
 consensus safety state and node metadata (design brief, sections 2 and 4). It is the narrow
-interface of ``docs/interfaces.md`` ("Storage"), implemented twice:
+interface between the replica and the disk, implemented twice:
 :class:`~ledger.storage.lmdb_store.LmdbStore` (durable) and
 :class:`~ledger.storage.memory.MemoryStore` (its in-memory twin); the same test suite runs
 against both.

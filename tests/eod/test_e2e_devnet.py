@@ -222,6 +222,12 @@ def test_backdating_against_a_real_node(devnet: tuple[str, Path, Path], tmp_path
     eod.setup()
     letter = tmp_path / "pismo.pdf"
     letter.write_bytes(os.urandom(64))
+    # A first item makes sure the ledger has a cosigned checkpoint for the next one to see
+    # (without one, nothing bounds a time from below; the test must not depend on the order
+    # in which the module's tests run).
+    first = tmp_path / "pierwsze.pdf"
+    first.write_bytes(os.urandom(64))
+    eod("register", str(first), "--as", "kanc", "--channel", "post", "-q")
     # A time declared with --at three days back: recorded next to the proven one, flagged.
     three_days_ago = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - 3 * 86400))
     register = eod(

@@ -6,9 +6,8 @@ GST) to hold, and that the fault under test really happened in those schedules (
 fault never fires would pass vacuously). A failure message starts with the seed that replays it:
 ``run_one(config, seed)``. The large random search lives in ``make chaos``.
 
-Scenario 14 (validator-set change) is not here: the core does not support set changes yet
-(``ledger/consensus/CORE_API.md``); it is left for a later issue. Scenario 16 (negative
-control) lives in ``test_sim_negative.py`` with the injected-defect test.
+Scenario 14 (validator-set change) lives in ``test_reconfig.py``; scenario 16 (negative control)
+in ``test_negative.py`` with the injected-defect tests.
 """
 
 from __future__ import annotations
