@@ -145,12 +145,16 @@ class CatchUp:
         """Whether anything is outstanding or waiting to be applied."""
         return bool(self.asked or self.fetched)
 
-    def plan(self, *, next_height: int, peers: Peers, now: int) -> list[tuple[str, int]]:
-        """The (peer, height) requests to make now, for heights ``next_height`` on."""
+    def prune(self, next_height: int) -> None:
+        """Forget requests and answers for heights already committed."""
         for h in [h for h in self.fetched if h < next_height]:
             del self.fetched[h]
         for h in [h for h in self.asked if h < next_height]:
             del self.asked[h]
+
+    def plan(self, *, next_height: int, peers: Peers, now: int) -> list[tuple[str, int]]:
+        """The (peer, height) requests to make now, for heights ``next_height`` on."""
+        self.prune(next_height)
         out: list[tuple[str, int]] = []
         load: dict[str, int] = {}
         for peer, _ in self.asked.values():
@@ -213,18 +217,26 @@ class Sync:
             self.driver.out.append(Fetch(peer=name, what=FetchKind.STATUS))
 
     def catch_up(self, now: int) -> None:
-        """Ask for the blocks we lack, if peers are ahead."""
+        """Ask for the blocks we lack, if peers are ahead.
+
+        One height behind is the normal state of a replica while a commit travels (an
+        envelope names its sender's newest height): it still fetches that block, in case
+        consensus does not deliver it, but only a replica *far* behind (more than one height)
+        stops cosigning the blocks it applies, which would otherwise be one checkpoint
+        cosignature per historical block.
+        """
         driver = self.driver
         core = driver.require_core()
         height = driver.store.last_height()
-        self.caught_up = self.target() <= height + 1
-        if (self.target() <= height and core.stats.highest_seen_height <= core.height + 1
-                and not self.fetches.active):
-            driver.cosigning = True
+        target = self.target()
+        self.caught_up = target <= height + 1
+        far = target > height + 1 or core.stats.highest_seen_height > core.height + 1
+        driver.cosigning = not far
+        self.fetches.prune(height + 1)
+        if target <= height and not far and not self.fetches.active:
             return
         for peer, h in self.fetches.plan(next_height=height + 1, peers=self.peers, now=now):
             driver.out.append(Fetch(peer=peer, what=FetchKind.BLOCK, height=h))
-        driver.cosigning = not self.fetches.active
 
     def tick(self, now: int) -> None:
         """Housekeeping: polls, catch-up, readiness, the switch to signing."""
@@ -269,7 +281,7 @@ class Sync:
                 applied = True
                 driver.stats.blocks_fetched += 1
         self.catch_up(now)
-        if applied and not self.fetches.active:
+        if applied and driver.cosigning:
             driver.cosign(now)
             if driver.checkpoints.latest_size < driver.store.size:
                 for p in self.peers:  # our checkpoint lags our tree: adopt a peer's
