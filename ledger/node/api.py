@@ -193,6 +193,14 @@ async def get_block(request: web.Request) -> web.Response:
     })
 
 
+async def get_evidence(request: web.Request) -> web.Response:
+    """``GET /v1/evidence``: the equivocation evidence this node holds."""
+    replica = replica_of(request)
+    items = replica.evidence()
+    return web.json_response({"evidence": items, "count": len(items),
+                              "not_stored": replica.driver.evidence.dropped})
+
+
 async def get_policy(request: web.Request) -> web.Response:
     """``GET /v1/policy``: the genesis trust policy."""
     return web.Response(text=node_of(request).config.genesis.trust_policy(),

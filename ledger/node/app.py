@@ -28,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/consistency", api.get_consistency),
     Route("GET", "/v1/blocks/{height}", api.get_block),
     Route("GET", "/v1/policy", api.get_policy),
+    Route("GET", "/v1/evidence", api.get_evidence),
     Route("GET", "/v1/status", api.get_status),
     Route("GET", "/healthz", api.healthz),
     Route("GET", "/readyz", api.readyz),

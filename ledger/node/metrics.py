@@ -84,7 +84,8 @@ class _Collector:
             value=invalid)
         yield CounterMetricFamily("ledger_catchup_blocks", "Blocks fetched from peers.",
                                   value=stats.blocks_fetched if stats else 0)
-        yield gauge("ledger_evidence", "Equivocation evidence held.",
-                    len(core.evidence) if core is not None else 0)
+        yield gauge("ledger_evidence", "Equivocation evidence items this node holds (stored).",
+                    len(driver.evidence.items) + driver.evidence.dropped
+                    if driver is not None else 0)
         yield gauge("ledger_storage_bytes", "Size of the store on disk.",
                     store.disk_usage() if isinstance(store, LmdbStore) else 0)

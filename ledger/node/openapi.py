@@ -179,6 +179,28 @@ def _tree_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
                 **s["common_errors"],
             },
         }},
+        "/v1/evidence": {"get": {
+            "summary": "Equivocation evidence this node holds (two conflicting signed votes of "
+                       "one validator), kept across restarts",
+            "responses": {"200": _json("evidence items, oldest first", {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"}, "not_stored": {"type": "integer"},
+                    "evidence": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "height": {"type": "integer"}, "round": {"type": "integer"},
+                            "type": {"type": "string", "enum": ["prevote", "precommit"]},
+                            "validator": {"type": "string"},
+                            "name": {"type": ["string", "null"]},
+                            "block_hashes": {"type": "array",
+                                             "items": {"type": ["string", "null"]}},
+                            "evidence": {"type": "string", "contentEncoding": "base64"},
+                        },
+                    }},
+                },
+            })},
+        }},
         "/v1/policy": {"get": {
             "summary": "The genesis trust policy (c2sp.org/tlog-policy): verifies receipts "
                        "until the first validator-set change; after one, use "

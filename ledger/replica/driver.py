@@ -55,6 +55,7 @@ from ledger.replica.batching import BatchTimer, Mempool
 from ledger.replica.checkpoints import CheckpointBook
 from ledger.replica.clients import Clients
 from ledger.replica.config import ReplicaConfig
+from ledger.replica.evidence import EvidenceLog
 from ledger.replica.safety_log import SafetyLog
 from ledger.replica.validators import ChangePool, NodeValidators
 from ledger.replica.wire import KIND_CONSENSUS, KIND_COSIGNATURE, encode_cosignature
@@ -107,6 +108,8 @@ class Driver:
         self.checkpoints = CheckpointBook(store=store, validators=self.validators,
                                           origin=config.origin)
         self.clients = Clients(store=store, mempool=self.mempool, checkpoints=self.checkpoints)
+        self.evidence = EvidenceLog(store)
+        self.evidence.load()
         self.stats = ReplicaStats()
         self.log = CoreLog(self)
         self.core: ConsensusCore | None = None
@@ -239,10 +242,12 @@ class Driver:
                    ) -> None:
         """Deliver one event to the core and execute its actions in order."""
         core = self.require_core()
-        before = (core.height, core.round)
+        before = (core.height, core.round, len(core.evidence))
         self.execute(feed(core, now), now)
         if core.round > before[1] and core.height == before[0]:
             self.log.info("round %d did not decide", before[1])
+        if len(core.evidence) != before[2]:
+            self.evidence.record(core.evidence.items)
 
     def execute(self, actions: Sequence[CoreAction], now: int) -> None:
         """Execute core actions in order, persisting before sending (module docstring)."""

@@ -353,6 +353,23 @@ class Replica:
         return Witness(name=keys.name, key=keys.cosigner_key, logs=logs.values(),
                        state=self.store, tree=self.store)
 
+    def evidence(self) -> list[dict[str, Any]]:
+        """Every stored equivocation evidence item, oldest first, as ``GET /v1/evidence``
+        shows it: who, where, the two block hashes, and the evidence itself (base64 of its
+        canonical encoding: the two signed votes, verifiable offline)."""
+        out: list[dict[str, Any]] = []
+        for item in self.driver.evidence.items:
+            a, b = item.vote_a, item.vote_b
+            member = self.driver.validators.roster_at(a.height).member(a.validator)
+            out.append({
+                "height": a.height, "round": a.round, "type": a.type.name.lower(),
+                "validator": a.validator.hex(), "name": None if member is None else member.name,
+                "block_hashes": [None if h is None else h.hex()
+                                 for h in (a.block_hash, b.block_hash)],
+                "evidence": base64.b64encode(item.encode()).decode("ascii"),
+            })
+        return out
+
     def peers_connected(self, now: int) -> int:
         """Peers heard from recently."""
         return self.sync.peers.connected(now)
@@ -395,5 +412,6 @@ class Replica:
             "mempool": len(self.driver.mempool),
             "peers_connected": self.sync.peers.connected(now),
             "peers": {p.name: {"height": p.height} for p in self.sync.peers},
+            "evidence": len(self.driver.evidence.items) + self.driver.evidence.dropped,
             "ready": not self.readiness(now),
         }
