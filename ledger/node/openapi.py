@@ -179,6 +179,12 @@ def _tree_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
                 **s["common_errors"],
             },
         }},
+    }
+
+
+def _trust_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
+    """The trust routes: policy, policy chain, evidence."""
+    return {
         "/v1/evidence": {"get": {
             "summary": "Equivocation evidence this node holds (two conflicting signed votes of "
                        "one validator), kept across restarts",
@@ -339,7 +345,8 @@ def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
     """The OpenAPI description of every route of a node of log ``origin``."""
     shared = _shared()
     paths: dict[str, Any] = {}
-    for group in (_client_paths, _tree_paths, _admin_paths, _ops_paths, _peers_paths):
+    for group in (_client_paths, _tree_paths, _trust_paths, _admin_paths, _ops_paths,
+                  _peers_paths):
         paths.update(group(shared, max_digests))
     return {
         "openapi": "3.1.0",
