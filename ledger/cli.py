@@ -142,6 +142,16 @@ def _utc(timestamp: int) -> str:
         return f"{timestamp} seconds after the Unix epoch"
 
 
+def _utc_and_local(timestamp: int) -> str:
+    """``T`` in UTC and in this machine's time zone (``TZ``), e.g. ``2026-12-02T14:20:01Z
+    (15:20:01 CET, local time)``."""
+    try:
+        local = datetime.fromtimestamp(timestamp, tz=UTC).astimezone()
+    except (OverflowError, ValueError, OSError):
+        return _utc(timestamp)
+    return f"{_utc(timestamp)} ({local.strftime('%Y-%m-%d %H:%M:%S %Z')}, local time)"
+
+
 # ---------------------------------------------------------------------------------- the group
 
 
@@ -325,16 +335,20 @@ def verify_command(
             result = verify_receipt_with_chain(proof_bytes, chain, digest, genesis_policy=policy)
     except MalformedError as exc:
         _fail(EXIT_ERROR, f"malformed receipt {proof_path}: {exc.diagnostics()}")
+    first = result.earliest or result
     click.echo("valid: the document is in the ledger")
     click.echo(f"  digest:       {digest.hex()}")
     click.echo(f"  receipt:      {proof_path}")
     click.echo(f"  index:        {result.index}")
-    click.echo(f"  tree size:    {result.size}")
+    click.echo(f"  tree size:    {first.size}")
     click.echo(f"  origin:       {result.origin}")
-    click.echo(
-        f"  cosignatures: {len(result.cosigners)} validators ({', '.join(result.cosigners)})"
-    )
-    click.echo(f"  time bound:   {_utc(result.time_bound)} (existed no later than this)")
+    click.echo(f"  cosignatures: {len(first.cosigners)} validators ({', '.join(first.cosigners)})")
+    click.echo(f"  anchored no later than {_utc_and_local(first.time_bound)}")
+    if result.earliest is not None:
+        click.echo(f"  still in the log at tree size {result.size}, cosigned by "
+                   f"{len(result.cosigners)} validators no later than "
+                   f"{_utc(result.time_bound)} (the receipt's checkpoint extends the first)")
+
 
 
 def _names(items: Iterable[str]) -> str:

@@ -285,4 +285,5 @@ def verify_receipt_with_chain(
     if genesis_policy is not None and periods[0].policy != genesis_policy:
         raise VerificationError("the policy chain does not start from the given trust policy")
     size = parse_checkpoint_body(parse_note(parse_receipt(proof_text).checkpoint).text).size
-    return verify_receipt(proof_text, _policy_for(periods, size), digest)
+    return verify_receipt(proof_text, _policy_for(periods, size), digest,
+                          earlier_policy=lambda earlier: _policy_for(periods, earlier))

@@ -27,13 +27,30 @@ document digest:
    honest timestamp nor push it later than the (f + 1)-th honest one.
 
 Failures in steps 2-4 raise :class:`~ledger.errors.VerificationError` with a one-line reason.
-The ``extra`` data is carried but never trusted, as the spec requires.
+
+**The earliest moment, carried along.** The node cuts a receipt against the *first* checkpoint
+whose tree contains the leaf: its time bound is the earliest the ledger can prove. A receipt
+asked for against a later checkpoint (``?against=latest``) carries that first checkpoint in its
+``extra`` data, which the spec leaves to the application, as an *earliest bridge*
+(:class:`EarliestBridge`)::
+
+    ledger/earliest/v1
+    <base64 hash>                  (zero or more: RFC 9162 consistency proof, first -> this size)
+    <empty line>
+    <the first checkpoint note, verbatim>
+
+Nothing in it is taken on trust: :func:`verify_receipt` verifies the first checkpoint's
+signatures and quorum like the receipt's own, checks that the leaf lies inside its tree, and
+checks the consistency proof from its tree to the receipt's (so the later tree extends the
+earlier one), then reports both time bounds. Other ``extra`` data is carried and ignored, as
+the spec requires; a verifier that does not know the bridge ignores it too and still verifies
+the receipt.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,19 +58,23 @@ from ledger.checkpoint import MAX_TREE_SIZE, open_checkpoint, parse_checkpoint_b
 from ledger.crypto import b64decode_strict
 from ledger.errors import MalformedError, VerificationError
 from ledger.merkle.hashing import HASH_SIZE, leaf_hash
-from ledger.merkle.proof import verify_inclusion
+from ledger.merkle.proof import verify_consistency, verify_inclusion
 from ledger.note import MAX_NOTE_SIZE, parse_note
 from ledger.policy import NONE, Policy
 
 __all__ = [
+    "BRIDGE_HEADER",
     "MAX_PROOF_HASHES",
     "MAX_RECEIPT_SIZE",
     "RECEIPT_HEADER",
+    "EarliestBridge",
     "Receipt",
+    "VerifiedCheckpoint",
     "VerifiedReceipt",
     "build_receipt",
     "parse_receipt",
     "time_bound",
+    "verify_checkpoint_note",
     "verify_receipt",
 ]
 
@@ -115,6 +136,48 @@ def build_receipt(
     return Receipt(
         index=index, proof=tuple(proof), checkpoint=checkpoint_note, extra=extra
     ).format()
+
+
+#: The first line of an earliest bridge in a receipt's extra data.
+BRIDGE_HEADER: Final = "ledger/earliest/v1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EarliestBridge:
+    """The first checkpoint containing a leaf, and the consistency proof from its tree to the
+    tree of the receipt that carries it (module docstring)."""
+
+    proof: tuple[bytes, ...]
+    checkpoint: str
+
+    def encode(self) -> bytes:
+        """The bytes that go into a receipt's ``extra``."""
+        lines = [BRIDGE_HEADER, *(base64.b64encode(h).decode("ascii") for h in self.proof)]
+        return ("\n".join(lines) + "\n\n" + self.checkpoint).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> EarliestBridge | None:
+        """The bridge in ``extra`` data, or ``None`` if the data is something else.
+
+        Raises:
+            MalformedError: it starts like a bridge but does not parse.
+        """
+        if not data.startswith(BRIDGE_HEADER.encode("ascii") + b"\n"):
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedError("the earliest bridge is not valid UTF-8") from None
+        lines = _LineReader(text)
+        lines.next()
+        proof: list[bytes] = []
+        while (line := lines.next()) != "":
+            if len(proof) == MAX_PROOF_HASHES:
+                raise MalformedError("the earliest bridge has too many proof hashes")
+            proof.append(b64decode_strict(line, what="bridge proof hash"))
+        checkpoint = lines.rest()
+        parse_checkpoint_body(parse_note(checkpoint).text)
+        return cls(proof=tuple(proof), checkpoint=checkpoint)
 
 
 def parse_receipt(data: str | bytes) -> Receipt:
@@ -187,6 +250,19 @@ class VerifiedReceipt:
     root: bytes
     cosigners: tuple[str, ...]
     time_bound: int
+    #: The first checkpoint containing the leaf, when the receipt carries it (an earliest
+    #: bridge, module docstring): its tree size, cosigners and time bound.
+    earliest: VerifiedCheckpoint | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifiedCheckpoint:
+    """A checkpoint verified under a policy: its tree size, cosigners and time bound."""
+
+    size: int
+    root: bytes
+    cosigners: tuple[str, ...]
+    time_bound: int
 
 
 def time_bound(timestamps: Sequence[int], fault_tolerance: int) -> int:
@@ -205,32 +281,19 @@ def time_bound(timestamps: Sequence[int], fault_tolerance: int) -> int:
     return sorted(timestamps)[fault_tolerance]
 
 
-def verify_receipt(proof_text: str | bytes, policy: Policy, digest: bytes) -> VerifiedReceipt:
-    """Verify a receipt for ``digest`` (the raw 32-byte SHA-256 of a document) under ``policy``.
+def verify_checkpoint_note(note: str, policy: Policy) -> VerifiedCheckpoint:
+    """Verify a checkpoint note under ``policy`` and bound its time.
 
     Raises:
-        MalformedError: the receipt does not parse or ``digest`` is not 32 bytes.
-        VerificationError: a signature by a policy key fails or is duplicated, no trusted log for
-            the origin signed, the quorum is not met, the inclusion proof fails, or the policy
-            cannot bound the time (it has no cosigning quorum); the message is one line.
+        MalformedError: the note does not parse.
+        VerificationError: as steps 2 and 4 of the module docstring.
     """
-    receipt = parse_receipt(proof_text)
-    if len(digest) != HASH_SIZE:
-        raise MalformedError(f"digest must be {HASH_SIZE} bytes")
     if policy.quorum == NONE:
         raise VerificationError("policy requires no cosignatures, so no time can be bounded")
-    opened = open_checkpoint(receipt.checkpoint, policy.verifiers())
+    opened = open_checkpoint(note, policy.verifiers())
     checkpoint = opened.checkpoint
     verified = opened.note.verified
     policy.evaluate((v.verifier for v in verified), origin=checkpoint.origin)
-    try:
-        verify_inclusion(
-            leaf_hash(digest), receipt.index, checkpoint.size, receipt.proof, checkpoint.root
-        )
-    except VerificationError as exc:
-        raise VerificationError(
-            f"digest is not in the checkpointed tree: {exc.diagnostics()}"
-        ) from None
     validators = {w.verifier: w.name for w in policy.quorum_witnesses()}
     stamps: list[int] = []
     cosigners: list[str] = []
@@ -239,11 +302,66 @@ def verify_receipt(proof_text: str | bytes, policy: Policy, digest: bytes) -> Ve
         if name is not None and signature.timestamp is not None:
             stamps.append(signature.timestamp)
             cosigners.append(name)
-    return VerifiedReceipt(
-        index=receipt.index,
-        size=checkpoint.size,
-        origin=checkpoint.origin,
-        root=checkpoint.root,
-        cosigners=tuple(cosigners),
-        time_bound=time_bound(stamps, policy.fault_tolerance()),
-    )
+    return VerifiedCheckpoint(size=checkpoint.size, root=checkpoint.root,
+                              cosigners=tuple(cosigners),
+                              time_bound=time_bound(stamps, policy.fault_tolerance()))
+
+
+def verify_receipt(
+    proof_text: str | bytes, policy: Policy, digest: bytes, *,
+    earlier_policy: Callable[[int], Policy] | None = None,
+) -> VerifiedReceipt:
+    """Verify a receipt for ``digest`` (the raw 32-byte SHA-256 of a document) under ``policy``,
+    and its earliest bridge if it carries one (under ``earlier_policy(size)``, default
+    ``policy``).
+
+    Raises:
+        MalformedError: the receipt or its bridge does not parse, or ``digest`` is not 32
+            bytes.
+        VerificationError: a signature by a policy key fails or is duplicated, no trusted log for
+            the origin signed, the quorum is not met, the inclusion proof fails, the policy
+            cannot bound the time (it has no cosigning quorum), or the bridge does not verify;
+            the message is one line.
+    """
+    receipt = parse_receipt(proof_text)
+    if len(digest) != HASH_SIZE:
+        raise MalformedError(f"digest must be {HASH_SIZE} bytes")
+    checked = verify_checkpoint_note(receipt.checkpoint, policy)
+    origin = parse_checkpoint_body(parse_note(receipt.checkpoint).text).origin
+    try:
+        verify_inclusion(leaf_hash(digest), receipt.index, checked.size, receipt.proof,
+                         checked.root)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"digest is not in the checkpointed tree: {exc.diagnostics()}"
+        ) from None
+    bridge = None if receipt.extra is None else EarliestBridge.decode(receipt.extra)
+    earliest = None
+    if bridge is not None:
+        earliest = _verify_bridge(bridge, receipt.index, checked,
+                                  (earlier_policy or (lambda _size: policy)))
+    return VerifiedReceipt(index=receipt.index, size=checked.size, origin=origin,
+                           root=checked.root, cosigners=checked.cosigners,
+                           time_bound=checked.time_bound, earliest=earliest)
+
+
+def _verify_bridge(bridge: EarliestBridge, index: int, later: VerifiedCheckpoint,
+                   policy_for: Callable[[int], Policy]) -> VerifiedCheckpoint:
+    size = parse_checkpoint_body(parse_note(bridge.checkpoint).text).size
+    try:
+        first = verify_checkpoint_note(bridge.checkpoint, policy_for(size))
+    except VerificationError as exc:
+        raise VerificationError(f"the earliest checkpoint: {exc.diagnostics()}") from None
+    if not index < first.size <= later.size:
+        raise VerificationError("the earliest checkpoint does not contain the leaf, or is not "
+                                "earlier than the receipt's")
+    if first.size < later.size:
+        try:
+            verify_consistency(first.size, later.size, first.root, later.root, bridge.proof)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the receipt's tree does not extend the earliest checkpoint's: "
+                f"{exc.diagnostics()}") from None
+    elif first.root != later.root or bridge.proof:
+        raise VerificationError("the earliest checkpoint contradicts the receipt's")
+    return first

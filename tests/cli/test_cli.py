@@ -89,7 +89,7 @@ def test_verify_valid_receipt_prints_what_it_proves(files: dict[str, Path]) -> N
     assert "tree size:    11" in out
     assert f"origin:       {ORIGIN}" in out
     assert "cosignatures: 4 validators" in out
-    assert "time bound:   2023-11-14T22:13:21Z" in out  # BASE_TIME + 1 in UTC
+    assert "anchored no later than 2023-11-14T22:13:21Z (" in out  # BASE_TIME + 1 in UTC
 
 
 def test_verify_hashes_the_document_file(tmp_path: Path) -> None:
