@@ -1,21 +1,37 @@
 """Storage: the ``Store`` protocol, the durable ``LmdbStore`` and its in-memory twin.
 
-See :mod:`ledger.storage.base` for the rules both implementations follow and
-:mod:`ledger.storage.lmdb_store` for the on-disk layout (tiles, digest index, integrity checks).
+See :mod:`ledger.storage.base` for the rules both implementations follow,
+:mod:`ledger.storage.lmdb_store` for the on-disk layout (format 2: checksummed tiles, compact
+blocks and notes), :mod:`ledger.storage._index` for the digest index, :mod:`ledger.storage._scrub`
+for scrub and repair and :mod:`ledger.storage._migrate` for the upgrade from format 1.
 """
 
 from typing import TYPE_CHECKING
 
-from ledger.storage.base import AppendResult, BlockRecord, Store, TreeHead
-from ledger.storage.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
+from ledger.storage.base import (
+    AppendResult,
+    BlockRecord,
+    Damage,
+    DamageError,
+    DiskFullError,
+    ScrubReport,
+    Store,
+    TreeHead,
+)
+from ledger.storage.lmdb_store import DEFAULT_MAP_SIZE, FORMAT_VERSION, LmdbStore
 from ledger.storage.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
+    "FORMAT_VERSION",
     "AppendResult",
     "BlockRecord",
+    "Damage",
+    "DamageError",
+    "DiskFullError",
     "LmdbStore",
     "MemoryStore",
+    "ScrubReport",
     "Store",
     "TreeHead",
 ]

@@ -1,7 +1,10 @@
 """``ledger db check``: a store built from real blocks passes; one flipped byte anywhere fails.
 
 Each corruption is made the way a disk would make it: the stored value is rewritten with one
-byte flipped, through raw LMDB (so the B-tree stays valid and only our hashes can notice).
+byte flipped, through raw LMDB (so the B-tree stays valid and only our checks can notice): the
+checksum every value carries finds it and the message names the value. A value changed *and
+resealed* (a valid checksum: what a bug or a forger would write) is found by the chain checks
+instead: hashes, signatures, quorums.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
+import msgpack
 import pytest
 from click.testing import CliRunner, Result
 
@@ -24,6 +28,7 @@ from ledger.dbtools import check_database
 from ledger.devnet import init_devnet
 from ledger.errors import CorruptionError, StorageError
 from ledger.storage import LmdbStore
+from ledger.storage._codec import seal, unseal
 from ledger.storage._tiles import OFFSETS
 
 from .chain import MAP_SIZE as TEST_MAP_SIZE
@@ -50,9 +55,9 @@ def run_check(data: Path, genesis: Path) -> Result:
 
 def rewrite(data: Path, db: bytes, key: bytes, change: Callable[[bytes], bytes]) -> None:
     """Replace one stored value through raw LMDB, as bit rot under a valid B-tree would."""
-    env = lmdb.open(str(data), max_dbs=32, map_size=TEST_MAP_SIZE)
+    env = lmdb.open(str(data), max_dbs=40, map_size=TEST_MAP_SIZE)
     try:
-        handle = env.open_db(db, create=False, dupsort=db == b"index")
+        handle = env.open_db(db, create=False)
         with env.begin(write=True) as txn:
             value = txn.get(key, db=handle)
             assert value is not None, (db, key)
@@ -67,6 +72,15 @@ def flip(offset: int) -> Callable[[bytes], bytes]:
         return value[:i] + bytes([value[i] ^ 0x01]) + value[i + 1 :]
 
     return change
+
+
+def resealed(key: bytes, change: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """Change the payload of a stored value and give it a valid checksum again."""
+
+    def reseal(value: bytes) -> bytes:
+        return seal(key, change(unseal(key, value, "test value")))
+
+    return reseal
 
 
 def u64(n: int) -> bytes:
@@ -100,6 +114,7 @@ def test_flipped_byte_in_a_tree_node_is_named(built: tuple[Path, Path, Chain]) -
     rewrite(data, b"tiles00", u64(1), flip(OFFSETS[2][0] + 7))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
+    assert "tiles00/1 (leaves 16-31)" in result.output
     assert "node (2, 4) does not match the hash of its children" in result.output
     assert "Traceback" not in result.output
 
@@ -109,23 +124,46 @@ def test_flipped_byte_in_a_stored_digest_is_found(built: tuple[Path, Path, Chain
     rewrite(data, b"tiles00", u64(0), flip(OFFSETS[0][3]))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "leaf 3 is missing from the digest index" in result.output
+    assert "tiles00/0 (leaves 0-15): damaged (checksum mismatch)" in result.output
+    assert "repairable from any other validator's copy" in result.output
+
+
+def test_resealed_digest_is_found_by_its_hashes(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    rewrite(data, b"tiles00", u64(0), resealed(u64(0), flip(OFFSETS[0][3])))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "node (1, 1) does not match the hash of its children (0, 2) and (0, 3)" \
+        in result.output
 
 
 def test_flipped_byte_in_a_block_names_its_height(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # The record is a 4-byte length, the block, then the certificate. Byte 20 of the block is
-    # inside its prev_hash: the block still decodes, but no longer is what was certified.
-    rewrite(data, b"blocks", u64(3), flip(4 + 20))
+    rewrite(data, b"blocks", u64(3), flip(20))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "blocks/3: damaged (checksum mismatch)" in result.output
+
+
+def test_resealed_block_is_found_by_the_chain(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    # Change the block's time (resealed): it still decodes, but is no longer what was
+    # certified, so its certificate (and the next block's prev_hash) no longer match.
+    def later(stored: bytes) -> bytes:
+        record = msgpack.unpackb(stored, raw=False)
+        record[1][1][1] += 1  # [tag, [compact, [prev_hash, time, ...]], cert]
+        return bytes(msgpack.packb(record, use_bin_type=True))
+
+    rewrite(data, b"blocks", u64(3), resealed(u64(3), later))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
     assert "block 3:" in result.output
 
 
-def test_flipped_byte_in_a_certificate_signature(built: tuple[Path, Path, Chain]) -> None:
+def test_forged_certificate_signature(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # The record ends with the certificate, whose last 64 bytes are a precommit's signature.
-    rewrite(data, b"blocks", u64(2), flip(-10))
+    # The record ends with the certificate, whose last bytes are a precommit's signature.
+    rewrite(data, b"blocks", u64(2), resealed(u64(2), flip(-10)))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
     assert "block 2: bad Ed25519 signature" in result.output
@@ -133,7 +171,18 @@ def test_flipped_byte_in_a_certificate_signature(built: tuple[Path, Path, Chain]
 
 def test_flipped_byte_in_a_checkpoint_note(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    rewrite(data, b"checkpoints", u64(24), lambda note: note.replace(b"\n", b"\n ", 1))
+    rewrite(data, b"checkpoints", u64(24), flip(7))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "checkpoints/24: damaged (checksum mismatch)" in result.output
+
+
+def test_altered_checkpoint_note(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    with LmdbStore.open(data, map_size=TEST_MAP_SIZE) as store:
+        note = store.checkpoint(24)
+        assert note is not None
+        store.put_checkpoint(24, note.replace(b"\n", b"\n ", 1))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
     assert "checkpoint at size 24" in result.output

@@ -36,10 +36,15 @@ def _reference(ds: list[bytes]) -> InMemoryTree:
 def test_public_names_are_exported() -> None:
     assert set(ledger.storage.__all__) == {
         "DEFAULT_MAP_SIZE",
+        "FORMAT_VERSION",
         "AppendResult",
         "BlockRecord",
+        "Damage",
+        "DamageError",
+        "DiskFullError",
         "LmdbStore",
         "MemoryStore",
+        "ScrubReport",
         "Store",
         "TreeHead",
     }
