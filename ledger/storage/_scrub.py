@@ -841,6 +841,7 @@ def _rebuild_filter(store: LmdbStore, first_leaf: int) -> None:
 
         store._write(work)
         store._filter_checked.pop(stripe, None)
+        store._noticed.pop(f"filters/{stripe}", None)
         _refresh_view(store)
 
 

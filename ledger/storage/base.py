@@ -271,6 +271,14 @@ class Store(Protocol):
         """
         ...
 
+    def digests_between(self, start: int, end: int) -> list[bytes]:
+        """The digests of leaves ``[start, end)``, in order, from one snapshot.
+
+        :raises MalformedError: ``start`` is negative or ``end < start``.
+        :raises NotFoundError: ``end`` exceeds the log.
+        """
+        ...
+
     def node(self, level: int, index: int) -> bytes:
         """The full node ``(level, index)`` (level 0: leaf hashes).
 

@@ -468,6 +468,7 @@ class LmdbStore:
         self._filter_checked: dict[int, bytearray] = {}
         #: Damage found while opening that blocks writes until it is repaired.
         self._blocking: list[Damage] = []
+        self._noticed: dict[str, Damage] = {}
         #: Set when the store was upgraded from format 1 by this open.
         self.upgraded_from: int | None = None
 
@@ -918,8 +919,9 @@ class LmdbStore:
             for run in runs:
                 ix.filter_insert(filt, params, ix.read_run_range(
                     txn, self._dbs.runs, run.ident, 0, 1 << 64, "open"))
-        except CorruptionError:
-            # The filter is derived data: rebuild it from the stripe's leaves.
+        except CorruptionError as exc:
+            # The filter is derived data: rebuild it from the stripe's leaves (and say so).
+            self._notice(self._filter_damage(state, stripe, exc.diagnostics()))
             filt = self._filter_from_tiles(txn, state, stripe)
         return filt
 
@@ -990,6 +992,9 @@ class LmdbStore:
             found = None
             for s, filt in enumerate(done):
                 if filt is None or filt.words[w] & m == m or not filt.block_ok(w):
+                    if filt is None or not filt.block_ok(w):
+                        self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"
+                                                         if filt else "missing"))
                     found = self._probe_stripe(txn, snap, state, s, digests[i], h)
                     if found is not None:
                         break
@@ -1027,6 +1032,21 @@ class LmdbStore:
                     raise _damage(self._run_damage(
                         run, f"an entry for leaf {leaf} does not match the digest stored there"))
         return None
+
+    @staticmethod
+    def _filter_damage(state: ix.IndexState, stripe: int, detail: str) -> Damage:
+        start = stripe << state.params.stripe_bits
+        return Damage(kind="filter", key=f"filters/{stripe}", repair=REPAIR_LOCAL,
+                      detail=detail, leaves=(start, start + state.params.stripe))
+
+    def _notice(self, damage: Damage) -> None:
+        self._noticed.setdefault(damage.key, damage)
+
+    def noticed(self) -> list[Damage]:
+        """Damage met by reads that still answered correctly (a damaged lookup filter is
+        bypassed: the runs are read instead). The caller rebuilds it (:meth:`rebuild`); a pass
+        of :meth:`scrub` reports it too."""
+        return list(self._noticed.values())
 
     @staticmethod
     def _run_damage(run: ix.RunInfo, detail: str) -> Damage:
@@ -1198,6 +1218,21 @@ class LmdbStore:
         """
         check_non_negative(index, "leaf index")
         result: bytes = self._read(lambda txn, snap: snap.digest(index), shared=False)
+        return result
+
+    def digests_between(self, start: int, end: int) -> list[bytes]:
+        """The digests of leaves ``[start, end)``, in order, from one snapshot (what a peer
+        serves to repair a damaged stratum-0 tile, see :class:`Damage`).
+
+        :raises MalformedError: ``start`` is negative or ``end < start``.
+        :raises NotFoundError: ``end`` exceeds the log.
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises DamageError: a tile in the range is damaged.
+        """
+        check_non_negative(start, "leaf index")
+        if not isinstance(end, int) or end < start:
+            raise MalformedError(f"no leaf range [{start}, {end!r})")
+        result: list[bytes] = self._read(lambda txn, snap: snap.digests(start, end), False)
         return result
 
     def node(self, level: int, index: int) -> bytes:
@@ -1736,6 +1771,23 @@ def stored_format(env: Any) -> int | None:
         return 2
     raise StorageError(f"unsupported store format {bytes(tag or b'')[:40]!r}; this version "
                        f"reads {FORMAT_TAG!r} (and upgrades {FORMAT_V1_TAG[:13]!r})")
+
+
+def stored_format_of(directory: str | os.PathLike[str]) -> int | None:
+    """The format of the store in ``directory`` (1 or 2), or None if there is none.
+
+    :raises StorageError: it holds something that is not a ledger store.
+    :raises CorruptionError: the data file is truncated.
+    """
+    from ledger.storage._migrate import _format_of
+
+    path = Path(directory)
+    if not (path / "data.mdb").exists():
+        return None
+    found = _format_of(path)
+    if found is None:
+        raise CorruptionError(f"{path / 'data.mdb'} is empty: the store was truncated")
+    return found
 
 
 def _open_databases(

@@ -181,6 +181,22 @@ class MemoryStore:
             raise NotFoundError(f"no leaf {index} in a log of size {len(self._digests)}")
         return self._digests[index]
 
+    def digests_between(self, start: int, end: int) -> list[bytes]:
+        """The digests of leaves ``[start, end)``, in order.
+
+        :raises MalformedError: ``start`` is negative or ``end < start``.
+        :raises NotFoundError: ``end`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(start, "leaf index")
+        if not isinstance(end, int) or end < start:
+            raise MalformedError(f"no leaf range [{start}, {end!r})")
+        if end > len(self._digests):
+            raise NotFoundError(f"no leaves [{start}, {end}) in a log of size "
+                                f"{len(self._digests)}")
+        return self._digests[start:end]
+
     def node(self, level: int, index: int) -> bytes:
         """The full node ``(level, index)``.
 
