@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "CRC_BYTES",
     "Dictionary",
     "DictionaryTxn",
+    "link_certificate",
     "pack_block_record",
     "pack_note",
     "seal",
@@ -175,6 +177,7 @@ class DictionaryTxn:
 
 _VERBATIM = 0
 _COMPACT = 1
+_LINKED = 2  # a certificate whose signatures are read from the next block's last commit
 _RECORD = 2  # the outer tag of a stored block record
 _HASH = 32
 _KEY = 32
@@ -201,13 +204,20 @@ class _NotCompactable(Exception):
     """The input is not of the shape a compact form can describe: store it verbatim."""
 
 
+def _block_hash(block: bytes) -> bytes:
+    """The consensus hash of a block (what its certificate's precommits sign)."""
+    from ledger.consensus.block import BLOCK_HASH_DOMAIN  # the rule, not a copy of it
+
+    return hashlib.sha256(BLOCK_HASH_DOMAIN + block).digest()
+
+
 def _compact_votes(
     votes: object, height: int, block_hash: bytes | None, base_time: int, ids: DictionaryTxn
 ) -> list[Any]:
-    """``[round, block_hash or None, version, type, chain_id id, [[validator id, time delta,
-    signature], ...]]`` for precommits that share everything but validator, time, signature.
+    """``[round, block_hash or None, version, type, chain_id id, validator ids, time deltas,
+    signatures]`` for precommits that share everything but validator, time and signature.
     ``block_hash`` is None when the certificate's block hash is the expected one (the
-    ``prev_hash`` of the block carrying it)."""
+    ``prev_hash`` of the block carrying it, or the hash of the block it certifies)."""
     if type(votes) is not list or len(votes) != 4:
         raise _NotCompactable
     cert_height, rnd, bh, precommits = votes
@@ -220,7 +230,9 @@ def _compact_votes(
     version, vtype, chain_id = first[0], first[1], first[2]
     if not (_is_int(version) and _is_int(vtype) and type(chain_id) is str):
         raise _NotCompactable
-    packed = []
+    validators: list[int] = []
+    deltas: list[int] = []
+    sigs: list[bytes] = []
     for vote in precommits:
         if type(vote) is not list or len(vote) != 9:
             raise _NotCompactable
@@ -231,22 +243,25 @@ def _compact_votes(
                 or type(v_round) is not int or not _is_int(ts) \
                 or not _is_bin(validator, _KEY) or not _is_bin(sig, _SIG):
             raise _NotCompactable
-        packed.append([ids.ident(validator), ts - base_time, sig])
+        validators.append(ids.ident(validator))
+        deltas.append(ts - base_time)
+        sigs.append(sig)
     return [rnd, None if bh == block_hash else bh, version, vtype,
-            ids.ident(chain_id.encode("utf-8")), packed]
+            ids.ident(chain_id.encode("utf-8")), validators, deltas, b"".join(sigs)]
 
 
 def _expand_votes(
     compact: Any, height: int, block_hash: bytes | None, base_time: int,
     value: Callable[[int], bytes],
 ) -> list[Any]:
-    rnd, bh, version, vtype, chain_ident, packed = compact
+    rnd, bh, version, vtype, chain_ident, validators, deltas, sigs = compact
     if bh is None:
         bh = block_hash
     chain_id = value(chain_ident).decode("utf-8")
     precommits = [
-        [version, vtype, chain_id, height, rnd, bh, base_time + delta, value(vid), sig]
-        for vid, delta, sig in packed
+        [version, vtype, chain_id, height, rnd, bh, base_time + delta, value(vid),
+         sigs[_SIG * i : _SIG * (i + 1)]]
+        for i, (vid, delta) in enumerate(zip(validators, deltas, strict=True))
     ]
     return [height, rnd, bh, precommits]
 
@@ -347,14 +362,64 @@ def pack_block_record(
     mark = ids.mark()
     try:
         time = wire[2]
-        compact_cert = _compact_votes(_unpackb(certificate), height, None, time, ids)
-        rebuilt = _packb(_expand_votes(compact_cert, height, None, time, ids.value))
+        own = _block_hash(block)
+        compact_cert = _compact_votes(_unpackb(certificate), height, own, time, ids)
+        rebuilt = _packb(_expand_votes(compact_cert, height, own, time, ids.value))
         if rebuilt != certificate:
             raise _NotCompactable
         cert_part = [_COMPACT, compact_cert]
     except Exception:
         ids.rollback(mark)
     return _packb([_RECORD, block_part, cert_part])
+
+
+def _last_commit_votes(next_stored: bytes) -> tuple[int, list[int], list[int], bytes]:
+    """``(time, validator ids, time deltas, signatures)`` of the last commit carried by a
+    stored compact block record (the precommits of the block before it).
+
+    :raises ValueError: the record has no compact block with a compact last commit.
+    """
+    tag, block_part, _ = _unpackb(next_stored)
+    if tag != _RECORD or block_part[0] != _COMPACT or block_part[1][7] is None:
+        raise ValueError("the next block carries no compact last commit")
+    compact = block_part[1]
+    votes = compact[7]
+    return compact[1], votes[5], votes[6], votes[7]
+
+
+def link_certificate(stored: bytes, next_stored: bytes) -> bytes | None:
+    """``stored`` (a block record) with its certificate's signatures replaced by references to
+    the same precommits in the next block's last commit, or None if none can be shared.
+
+    The references point into *block* bytes, which every validator holds identically, never
+    into another certificate (those differ from node to node): repairing either record from
+    any peer keeps them valid.
+    """
+    try:
+        tag, block_part, cert_part = _unpackb(stored)
+        if tag != _RECORD or block_part[0] != _COMPACT or cert_part[0] != _COMPACT:
+            return None
+        time = block_part[1][1]
+        rnd, bh, version, vtype, chain, validators, deltas, sigs = cert_part[1]
+        n_time, n_validators, n_deltas, n_sigs = _last_commit_votes(next_stored)
+        theirs = {
+            (vid, n_time + delta, n_sigs[_SIG * k : _SIG * (k + 1)]): k
+            for k, (vid, delta) in enumerate(zip(n_validators, n_deltas, strict=True))
+        }
+        sources: list[int] = []
+        kept: list[bytes] = []
+        for i, (vid, delta) in enumerate(zip(validators, deltas, strict=True)):
+            sig = sigs[_SIG * i : _SIG * (i + 1)]
+            k = theirs.get((vid, time + delta, sig))
+            sources.append(-1 if k is None else k)
+            if k is None:
+                kept.append(sig)
+        if all(k < 0 for k in sources):
+            return None
+        linked = [rnd, bh, version, vtype, chain, validators, deltas, b"".join(kept)]
+        return _packb([_RECORD, block_part, [_LINKED, linked, sources]])
+    except Exception:
+        return None
 
 
 def unpack_block_record(
@@ -364,11 +429,16 @@ def unpack_block_record(
     digests_at: Callable[[int, int], list[bytes]],
     root_at: Callable[[int], bytes],
     value: Callable[[int], bytes],
+    next_record: Callable[[], bytes | None] | None = None,
 ) -> tuple[bytes, bytes]:
     """The original ``(block, certificate)`` bytes of a stored record.
 
+    ``next_record()`` returns the stored record of the next height (a linked certificate reads
+    its signatures there; see :func:`link_certificate`).
+
     :raises CorruptionError: the stored form does not decode (its checksum passed, so this is
-        a bug or a store written by other code).
+        a bug or a store written by other code), or a linked certificate's next record is
+        missing or does not hold the precommits it names.
     """
     try:
         tag, block_part, cert_part = _unpackb(stored)
@@ -386,7 +456,11 @@ def unpack_block_record(
         else:
             if time is None:
                 raise ValueError("a compact certificate needs a compact block")
-            certificate = _packb(_expand_votes(cert_part[1], height, None, time, value))
+            compact = cert_part[1]
+            if cert_part[0] == _LINKED:
+                compact = _unlink(compact, cert_part[2], time, next_record)
+            certificate = _packb(_expand_votes(compact, height, _block_hash(block), time,
+                                               value))
     except CorruptionError:
         raise
     except Exception as exc:
@@ -396,6 +470,39 @@ def unpack_block_record(
     if type(block) is not bytes or type(certificate) is not bytes:
         raise CorruptionError(f"stored block {height} does not decode")
     return block, certificate
+
+
+def _unlink(
+    compact: list[Any], sources: list[int], time: int,
+    next_record: Callable[[], bytes | None] | None,
+) -> list[Any]:
+    """The compact certificate with the signatures it shares with the next block put back.
+
+    :raises CorruptionError: the next record is missing or does not hold them.
+    """
+    nxt = None if next_record is None else next_record()
+    if nxt is None:
+        raise CorruptionError("its certificate shares precommits with the next block, which "
+                              "is not stored")
+    try:
+        n_time, n_validators, n_deltas, n_sigs = _last_commit_votes(nxt)
+    except Exception:
+        raise CorruptionError("its certificate shares precommits with the next block, which "
+                              "does not carry them (one of the two is damaged)") from None
+    rnd, bh, version, vtype, chain, validators, deltas, kept = compact
+    sigs: list[bytes] = []
+    local = 0
+    for vid, delta, k in zip(validators, deltas, sources, strict=True):
+        if k < 0:
+            sigs.append(kept[_SIG * local : _SIG * (local + 1)])
+            local += 1
+            continue
+        if k >= len(n_validators) or n_validators[k] != vid or n_time + n_deltas[k] != \
+                time + delta:
+            raise CorruptionError("its certificate shares precommits with the next block, "
+                                  "which does not carry them (one of the two is damaged)")
+        sigs.append(n_sigs[_SIG * k : _SIG * (k + 1)])
+    return [rnd, bh, version, vtype, chain, validators, deltas, b"".join(sigs)]
 
 
 def block_leaf_range(stored: bytes) -> tuple[int, int] | None:
@@ -444,7 +551,10 @@ def pack_note(
         note_root = binascii.a2b_base64(root_text.encode("ascii"), strict_mode=True)
         if len(note_root) != _HASH or _b64(note_root) != root_text:
             raise _NotCompactable
-        signatures = []
+        signers: list[int] = []
+        times: list[int | None] = []
+        blobs: list[bytes] = []
+        first_time: int | None = None
         for line in sigs[:-1].split("\n"):
             if not line.startswith(_DASH):
                 raise _NotCompactable
@@ -454,10 +564,22 @@ def pack_note(
             raw = binascii.a2b_base64(blob.encode("ascii"), strict_mode=True)
             if len(raw) <= _KEY_ID or _b64(raw) != blob:
                 raise _NotCompactable
-            signer = ids.ident(name.encode("utf-8") + b"\n" + raw[:_KEY_ID])
-            signatures.append([signer, raw[_KEY_ID:]])
+            signers.append(ids.ident(name.encode("utf-8") + b"\n" + raw[:_KEY_ID]))
+            rest = raw[_KEY_ID:]
+            if len(rest) == 8 + _SIG:  # a timestamped cosignature: its time as a small number
+                stamp = int.from_bytes(rest[:8], "big")
+                if first_time is None:
+                    first_time = stamp
+                times.append(stamp - first_time)
+                blobs.append(rest[8:])
+            else:
+                times.append(None)
+                blobs.append(rest)
+        lengths = [len(b) for b in blobs]
         compact = [_COMPACT, ids.ident(origin.encode("utf-8")),
-                   None if note_root == root else note_root, extensions, signatures]
+                   None if note_root == root else note_root, extensions, signers,
+                   first_time, times, None if set(lengths) == {_SIG} else lengths,
+                   b"".join(blobs)]
         stored = _packb(compact)
         if unpack_note(size, stored, root=root, value=ids.value) == note:
             return stored
@@ -479,7 +601,8 @@ def unpack_note(
         if parts[0] == _VERBATIM:
             note = parts[1]
         else:
-            _, origin_ident, note_root, extensions, signatures = parts
+            (_, origin_ident, note_root, extensions, signers, first_time, times, lengths,
+             blobs) = parts
             if note_root is None:
                 if root is None:
                     raise ValueError("the note's root is the tree's, which is not there")
@@ -487,8 +610,14 @@ def unpack_note(
             lines = [value(origin_ident).decode("utf-8"), str(size), _b64(note_root),
                      *extensions]
             out = ["\n".join(lines), "\n\n"]
-            for signer, sig in signatures:
+            offset = 0
+            for i, (signer, stamp) in enumerate(zip(signers, times, strict=True)):
+                length = _SIG if lengths is None else lengths[i]
+                sig = blobs[offset : offset + length]
+                offset += length
                 name, _, key_id = value(signer).partition(b"\n")
+                if stamp is not None:
+                    sig = (first_time + stamp).to_bytes(8, "big") + sig
                 out.append(f"{_DASH}{name.decode('utf-8')} {_b64(key_id + sig)}\n")
             note = "".join(out).encode("utf-8")
     except CorruptionError:

@@ -83,6 +83,7 @@ from ledger.storage._codec import (
     Dictionary,
     DictionaryTxn,
     checksum_ok,
+    link_certificate,
     pack_block_record,
     pack_note,
     seal,
@@ -763,8 +764,11 @@ class LmdbStore:
                 root_at=lambda size: proof.root_at(after, size),
             )
             key = _U64.pack(block.height)
-            if not txn.put(key, seal(key, stored), db=dbs.blocks, overwrite=False):
+            # Heights only grow: MDB_APPEND fills pages (a plain insert at the end would
+            # split each page in half).
+            if not txn.put(key, seal(key, stored), db=dbs.blocks, append=True):
                 raise CorruptionError(f"block {block.height} is already stored")
+            self._link_previous(txn, block.height, stored)
         if meta:
             self._put_meta_in(txn, meta)
         self._write_dictionary(txn, ids.added)
@@ -772,6 +776,34 @@ class LmdbStore:
         return _Outcome(result=result, frontier=new_frontier, head=head, state=state,
                         current=current, digests=plan.digests, hashes=new_hashes,
                         added=ids.added)
+
+    def _link_previous(self, txn: Any, height: int, stored: bytes) -> None:
+        """Let the previous block's certificate share the precommits this block's last commit
+        carries (about 70 bytes each; see :func:`~ledger.storage._codec.link_certificate`).
+        A damaged previous record is left as it is (the scrub reports it)."""
+        if height < 2:
+            return
+        key = _U64.pack(height - 1)
+        value = txn.get(key, db=self._dbs.blocks)
+        if value is None or not checksum_ok(key, value):
+            return
+        linked = link_certificate(bytes(value[:-4]), stored)
+        if linked is not None:
+            txn.put(key, seal(key, linked), db=self._dbs.blocks)
+
+    def _stored_block(self, txn: Any, height: int) -> bytes | None:
+        """The stored (unsealed) record of ``height``, or None.
+
+        :raises DamageError: it fails its checksum.
+        """
+        key = _U64.pack(height)
+        value = txn.get(key, db=self._dbs.blocks)
+        if value is None:
+            return None
+        if not checksum_ok(key, value):
+            raise _damage(Damage(kind="block", key=f"blocks/{height}", repair=REPAIR_PEER,
+                                 detail="damaged (checksum mismatch)", height=height))
+        return bytes(value[:-4])
 
     def _write_tiles(self, txn: Any, old: int, new: int, rows: list[list[bytes]]) -> None:
         dbs = self._dbs
@@ -1348,7 +1380,10 @@ class LmdbStore:
         root = proof.root_at(snap, size) if size else EMPTY_ROOT
         ids = DictionaryTxn(self._dictionary)
         stored = pack_note(size, note, root=root, ids=ids)
-        txn.put(key, seal(key, stored), db=dbs.checkpoints)
+        value = seal(key, stored)
+        # Sizes mostly grow: append (full pages) unless the note replaces one or comes late.
+        if not txn.put(key, value, db=dbs.checkpoints, append=True):
+            txn.put(key, value, db=dbs.checkpoints)
         self._write_dictionary(txn, ids.added)
         return ids.added
 
@@ -1444,6 +1479,7 @@ class LmdbStore:
                 height, stored, digests_at=snap.digests,
                 root_at=lambda size: proof.root_at(snap, size),
                 value=self._dictionary.value,
+                next_record=lambda: self._stored_block(txn, height + 1),
             )
         except DamageError:
             raise

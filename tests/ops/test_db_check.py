@@ -147,26 +147,27 @@ def test_flipped_byte_in_a_block_names_its_height(built: tuple[Path, Path, Chain
 
 def test_resealed_block_is_found_by_the_chain(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # Change the block's time (resealed): it still decodes, but is no longer what was
-    # certified, so its certificate (and the next block's prev_hash) no longer match.
+    # Name another validator as the block's proposer (resealed): it still decodes, but is no
+    # longer what was certified, so its certificate no longer verifies.
     def later(stored: bytes) -> bytes:
         record = msgpack.unpackb(stored, raw=False)
-        record[1][1][1] += 1  # [tag, [compact, [prev_hash, time, ...]], cert]
+        record[1][1][2] ^= 1  # [tag, [compact, [prev_hash, time, proposer id, ...]], cert]
         return bytes(msgpack.packb(record, use_bin_type=True))
 
-    rewrite(data, b"blocks", u64(3), resealed(u64(3), later))
+    rewrite(data, b"blocks", u64(4), resealed(u64(4), later))  # the last: nothing links to it
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "block 3:" in result.output
+    assert "block 4:" in result.output
 
 
 def test_forged_certificate_signature(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # The record ends with the certificate, whose last bytes are a precommit's signature.
-    rewrite(data, b"blocks", u64(2), resealed(u64(2), flip(-10)))
+    # The last block's record ends with its certificate, whose last bytes are a precommit's
+    # signature (earlier certificates share theirs with the next block's last commit).
+    rewrite(data, b"blocks", u64(4), resealed(u64(4), flip(-10)))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "block 2: bad Ed25519 signature" in result.output
+    assert "block 4: bad Ed25519 signature" in result.output
 
 
 def test_flipped_byte_in_a_checkpoint_note(built: tuple[Path, Path, Chain]) -> None:

@@ -41,7 +41,8 @@ def build(path: Path, heights: int = 16, per_block: int = 7) -> Chain:
 
 _FLIP = """
 import lmdb, sys
-path, db, key, offset = sys.argv[1], sys.argv[2].encode(), bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+path, db, key, offset = sys.argv[1], sys.argv[2].encode(), bytes.fromhex(sys.argv[3]), \
+    int(sys.argv[4])
 env = lmdb.open(path, max_dbs=40, map_size=1 << 28)
 handle = env.open_db(db, create=False)
 with env.begin(write=True) as txn:
