@@ -75,8 +75,6 @@ CHUNK_RECORDS = 251
 FILTER_CHUNK_WORDS = 252
 #: Words per checksummed block of a completed stripe's filter (4 KiB).
 FILTER_BLOCK_WORDS = 512
-#: Key slices per merge (a merge writes one slice per step).
-MERGE_SLICES = 64
 _MASK_BITS = 18  # three 6-bit bit positions per entry
 _RUN_ID = 4
 
@@ -224,6 +222,21 @@ def run_prefix(run: int) -> bytes:
     return run.to_bytes(_RUN_ID, "big")
 
 
+def run_garbage(run: RunInfo) -> bytes:
+    """The garbage entry that deletes a run's chunks: its database's tag and its prefix."""
+    return (b"R" if run.level == 1 else b"M") + run_prefix(run.ident)
+
+
+def merge_slices(params: IndexParams) -> int:
+    """Key slices a merge is done in: about 1,000 entries each (so a step costs about what
+    two appended digests add)."""
+    return max(1, min(1024, params.flush * params.fanout // 1024))
+
+
+def slice_range(j: int, slices: int) -> tuple[int, int]:
+    return (j << 64) // slices, ((j + 1) << 64) // slices
+
+
 def cur_filter_key(stripe: int, chunk: int) -> bytes:
     return b"C" + stripe.to_bytes(4, "big") + chunk.to_bytes(4, "big")
 
@@ -291,6 +304,15 @@ class DoneFilter:
         self.words = self._raw.cast("Q")
         self._crcs = value[size:].cast("I")
         self._checked = checked
+
+    def all_checked(self) -> bool:
+        """Whether every block was verified by this process already."""
+        if self._checked[-1] == 2:
+            return True
+        if all(self._checked):
+            self._checked[-1] = 2
+            return True
+        return False
 
     def block_ok(self, word: int) -> bool:
         block = word // FILTER_BLOCK_WORDS
@@ -469,13 +491,17 @@ def probe_run(txn: Any, db: Any, run: int, key42: int, bits: int) -> list[int]:
             return out
 
 
-def write_chunks(put: Callable[[bytes, bytes], None], run: int, records: Sequence[int]) -> int:
-    """Write sorted ``records`` as chunks of ``run``; return the number of chunks."""
+def write_chunks(put: Callable[[bytes, bytes], Any], run: int, records: Sequence[int]) -> int:
+    """Write sorted ``records`` as chunks of ``run``; return the number of chunks.
+
+    :raises StorageError: a put was refused (an append out of key order: a bug).
+    """
     n = 0
     for start in range(0, len(records), CHUNK_RECORDS):
         part = array("Q", records[start : start + CHUNK_RECORDS])
         key = run_key(run, part[-1])
-        put(key, seal(key, part.tobytes()))
+        if put(key, seal(key, part.tobytes())) is False:
+            raise StorageError(f"index run {run}: chunk {key.hex()} was not written in order")
         n += 1
     return n
 

@@ -344,7 +344,8 @@ class _Step:
         return None
 
     def _run_slice(self, run: ix.RunInfo, lo: int, hi: int) -> list[int]:
-        records = ix.read_run_range(self.txn, self.dbs.runs, run.ident, lo, hi, "scrub")
+        records = ix.read_run_range(self.txn, self.dbs.run_db(run), run.ident, lo, hi,
+                                    "scrub")
         if records != sorted(records):
             raise CorruptionError(f"index run {run.ident} is not in order")
         return records
@@ -804,10 +805,10 @@ def _rebuild_runs(store: LmdbStore, leaves: tuple[int, int]) -> None:
             gone = {r.ident for r in damaged}
             runs = [r for r in current.runs if r.ident not in gone] + built
             runs.sort(key=lambda r: r.first)
-            garbage = list(current.garbage) + [ix.run_prefix(i) for i in sorted(gone)]
+            garbage = list(current.garbage) + [ix.run_garbage(r) for r in damaged]
             job = current.job
             if job is not None and gone & set(job.inputs):
-                garbage.append(ix.run_prefix(job.output))
+                garbage.append(b"M" + ix.run_prefix(job.output))
                 job = None
             new = replace(current, runs=tuple(runs), garbage=tuple(garbage), job=job,
                           next_run=max(current.next_run, next_run), gen=current.gen + 1)

@@ -25,7 +25,9 @@ checked on every read.
                    change and their keys only grow, so they are written with ``MDB_APPEND``; four
                    fill a 4 KiB page.
 ``edge``           1-byte stratum -> that stratum's partial right-edge tile.
-``runs``           the digest index's sorted runs (:mod:`ledger.storage._index`).
+``runs``, ``merged``
+                   the digest index's sorted runs, flushed and merged
+                   (:mod:`ledger.storage._index`).
 ``filters``        the index's per-stripe lookup filters.
 ``blocks``         8-byte big-endian height -> the block and its certificate, compact
                    (:func:`~ledger.storage._codec.pack_block_record`: a block's digest list is
@@ -140,7 +142,8 @@ _U64 = struct.Struct(">Q")
 MAX_LOG_SIZE = 1 << 48
 _TILE_DB_NAMES = tuple(b"tiles%02d" % s for s in range(MAX_STRATA))
 _OTHER_DB_NAMES = (
-    b"state", b"edge", b"blocks", b"checkpoints", b"meta", b"dict", b"runs", b"filters",
+    b"state", b"edge", b"blocks", b"checkpoints", b"meta", b"dict", b"runs", b"merged",
+    b"filters",
 )
 _MAX_DBS = 40
 _TWIN = 1 << 31
@@ -225,8 +228,14 @@ class _Dbs:
     meta: Any
     dict: Any
     runs: Any
+    merged: Any
     filters: Any
     tiles: tuple[Any, ...]
+
+    def run_db(self, run: Any) -> Any:
+        """Level-1 runs (flushes) and level-2 runs (merges) each have their database, so
+        both are written in key order (MDB_APPEND: full pages)."""
+        return self.runs if run.level == 1 else self.merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +252,25 @@ class _Head:
             [self.size, self.root, self.gen, list(self.hashes)], use_bin_type=True)))
 
 
+_HEAD_CACHE: list[tuple[bytes, _Head]] = []
+
+
 def _decode_head(value: bytes | memoryview | None) -> _Head:
-    """:raises DamageError: the stored tree head is missing, damaged or malformed."""
+    """:raises DamageError: the stored tree head is missing, damaged or malformed.
+
+    Every read transaction reads the head; the last one decoded is remembered by its exact
+    bytes (comparing them is the same check as verifying them again).
+    """
+    if value is not None and _HEAD_CACHE:
+        raw, head = _HEAD_CACHE[0]
+        if len(raw) == len(value) and raw == value:
+            return head
+    head = _decode_head_bytes(value)
+    _HEAD_CACHE[:] = [(bytes(value), head)]  # type: ignore[arg-type]
+    return head
+
+
+def _decode_head_bytes(value: bytes | memoryview | None) -> _Head:
     what = "the stored tree head (state/head)"
     if value is None:
         raise _damage(_state_damage("head", f"{what} is missing"))
@@ -950,7 +976,7 @@ class LmdbStore:
                 runs = state.runs_of_stripe(stripe)
             for run in runs:
                 ix.filter_insert(filt, params, ix.read_run_range(
-                    txn, self._dbs.runs, run.ident, 0, 1 << 64, "open"))
+                    txn, self._dbs.run_db(run), run.ident, 0, 1 << 64, "open"))
         except CorruptionError as exc:
             # The filter is derived data: rebuild it from the stripe's leaves (and say so).
             self._notice(self._filter_damage(state, stripe, exc.diagnostics()))
@@ -1014,28 +1040,46 @@ class LmdbStore:
         shift = 64 - params.filter_bits
         low = max(8, params.stripe_bits)
         masks = ix.MASKS
-        done = self._done_filters(txn, state) if state.filters else []
-        current = view.current
-        current_active = state.ibase > (state.filters << params.stripe_bits)
-        for i in pending:
-            h = hashes[i]
-            w = h >> shift
-            m = masks[(h >> low) & 0x3FFFF]
-            found = None
-            for s, filt in enumerate(done):
-                if filt is None or filt.words[w] & m == m or not filt.block_ok(w):
-                    if filt is None or not filt.block_ok(w):
-                        self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"
-                                                         if filt else "missing"))
-                    found = self._probe_stripe(txn, snap, state, s, digests[i], h)
-                    if found is not None:
-                        break
-            if found is None and current_active and current[w] & m == m:
-                found = self._probe_stripe(txn, snap, state, state.filters, digests[i], h)
-            out[i] = found
+        # Each digest's filter word and bits (the same in every stripe's filter).
+        probes = [(i, (h := hashes[i]) >> shift, masks[(h >> low) & 0x3FFFF]) for i in pending]
+        for s, filt in enumerate(self._done_filters(txn, state) if state.filters else []):
+            if not probes:
+                break
+            if filt is None:
+                self._notice(self._filter_damage(state, s, "missing"))
+                maybe = probes
+            else:
+                words = filt.words
+                maybe = [p for p in probes if words[p[1]] & p[2] == p[2]]
+                if not filt.all_checked():
+                    bad = [p for p in probes if not filt.block_ok(p[1])]
+                    if bad:
+                        self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"))
+                        maybe = list({p[0]: p for p in maybe + bad}.values())
+            probes = self._probe_all(txn, snap, state, s, digests, hashes, maybe, probes, out)
+        if probes and state.ibase > (state.filters << params.stripe_bits):
+            current = view.current
+            maybe = [p for p in probes if current[p[1]] & p[2] == p[2]]
+            self._probe_all(txn, snap, state, state.filters, digests, hashes, maybe, probes, out)
         if view.holes and any(out[i] is None for i in pending):
             raise _damage(view.holes[0])
         return out, hashes
+
+    def _probe_all(
+        self, txn: Any, snap: _Snapshot, state: ix.IndexState, stripe: int,
+        digests: Sequence[bytes], hashes: Sequence[int], maybe: list[tuple[int, int, int]],
+        probes: list[tuple[int, int, int]], out: list[int | None],
+    ) -> list[tuple[int, int, int]]:
+        """Probe a stripe's runs for the digests its filter may hold; return the probes still
+        unanswered."""
+        found: set[int] = set()
+        for p in maybe:
+            i = p[0]
+            index = self._probe_stripe(txn, snap, state, stripe, digests[i], hashes[i])
+            if index is not None:
+                out[i] = index
+                found.add(i)
+        return [p for p in probes if p[0] not in found] if found else probes
 
     def _probe_stripe(
         self, txn: Any, snap: _Snapshot, state: ix.IndexState, stripe: int, digest: bytes,
@@ -1046,7 +1090,7 @@ class LmdbStore:
         key = h >> bits
         for run in state.runs_of_stripe(stripe):
             try:
-                offsets = ix.probe_run(txn, self._dbs.runs, run.ident, key, bits)
+                offsets = ix.probe_run(txn, self._dbs.run_db(run), run.ident, key, bits)
             except CorruptionError as exc:
                 raise _damage(self._run_damage(run, exc.diagnostics())) from None
             for offset in offsets:
@@ -1133,7 +1177,7 @@ class LmdbStore:
                 txn.put(key, ix.seal_done_filter(key, current), db=dbs.filters)
                 self._filter_checked.pop(stripe, None)
                 st["filters"] += 1
-                garbage.append(ix.cur_filter_prefix(stripe))
+                garbage.append(ix.cur_filter_prefix(stripe))  # b"C" + stripe
                 st["fcover"] = st["ibase"]
                 st["flushes"] = 0
                 current = ix.empty_filter(params)
@@ -1141,8 +1185,10 @@ class LmdbStore:
                 self._persist_current(txn, stripe, current)
                 st["fcover"] = st["ibase"]
                 st["flushes"] = 0
-        # Merge work: at least one slice per append while a merge is due, more for big ones.
-        slices = max(1, -(-2 * len(digests) * ix.MERGE_SLICES // (params.flush * params.fanout)))
+        # Merge work, spread evenly: about two entries per appended digest (a merge's entries
+        # arrive at one per digest), at least one slice per append while a merge is due.
+        slices_per_job = ix.merge_slices(params)
+        slices = max(1, -(-2 * len(digests) * slices_per_job // (params.flush * params.fanout)))
         while slices > 0:
             if job is None:
                 job = _next_job(runs, params, st["next_run"])
@@ -1151,25 +1197,26 @@ class LmdbStore:
                 st["next_run"] += 1
                 changed = True
             inputs = [r for r in runs if r.ident in job.inputs]
-            lo = job.next_slice << (64 - 6)
-            hi = (job.next_slice + 1) << (64 - 6)
+            lo, hi = ix.slice_range(job.next_slice, slices_per_job)
             merged: list[int] = []
             try:
                 for r in inputs:
-                    merged.extend(ix.read_run_range(txn, dbs.runs, r.ident, lo, hi, "merge"))
+                    merged.extend(ix.read_run_range(txn, dbs.run_db(r), r.ident, lo, hi,
+                                                    "merge"))
             except CorruptionError:
                 break  # a damaged input: the merge waits for Store.rebuild; lookups report it
             merged.sort()
-            ix.write_chunks(lambda k, v: txn.put(k, v, db=dbs.runs), job.output, merged)
+            ix.write_chunks(lambda k, v: txn.put(k, v, db=dbs.merged, append=True), job.output,
+                            merged)
             job = replace(job, next_slice=job.next_slice + 1)
             changed = True
             slices -= 1
-            if job.next_slice == ix.MERGE_SLICES:
+            if job.next_slice == slices_per_job:
                 first, end = inputs[0].first, inputs[-1].end
                 runs = [r for r in runs if r.ident not in job.inputs]
                 runs.append(ix.RunInfo(job.output, 2, first, end))
                 runs.sort(key=lambda r: r.first)
-                garbage.extend(ix.run_prefix(i) for i in job.inputs)
+                garbage.extend(ix.run_garbage(r) for r in inputs)
                 st["gen"] += 1
                 if first >> bits == st["ibase"] >> bits and st["ibase"] & (params.stripe - 1):
                     self._persist_current(txn, st["ibase"] >> bits, current)
@@ -1179,8 +1226,11 @@ class LmdbStore:
         # Garbage: delete a bounded number of dead chunks per append.
         budget = max(64, len(digests) // 16)
         while garbage and budget > 0:
-            prefix = garbage[0]
-            cursor = txn.cursor(db=dbs.runs if len(prefix) == 4 else dbs.filters)
+            entry = garbage[0]
+            tag = entry[:1]
+            prefix = entry if tag == b"C" else entry[1:]
+            cursor = txn.cursor(db=dbs.runs if tag == b"R" else
+                                dbs.merged if tag == b"M" else dbs.filters)
             exhausted = True
             if cursor.set_range(prefix):
                 while bytes(cursor.key()[: len(prefix)]) == prefix:
@@ -1865,7 +1915,7 @@ def _open_databases(
     return _Dbs(
         state=handles[b"state"], edge=handles[b"edge"], blocks=handles[b"blocks"],
         checkpoints=handles[b"checkpoints"], meta=handles[b"meta"], dict=handles[b"dict"],
-        runs=handles[b"runs"], filters=handles[b"filters"],
+        runs=handles[b"runs"], merged=handles[b"merged"], filters=handles[b"filters"],
         tiles=tuple(handles[name] for name in _TILE_DB_NAMES),
     )
 
