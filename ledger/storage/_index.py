@@ -144,11 +144,14 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class MergeJob:
-    """A merge in progress: ``inputs`` (level-1 runs, contiguous) into run ``output``."""
+    """A merge in progress: ``inputs`` (contiguous runs of one stripe) into run ``output`` of
+    level ``level``, ``slices`` key slices in all, ``next_slice`` the next one to write."""
 
     output: int
     inputs: tuple[int, ...]
     next_slice: int
+    level: int = 2
+    slices: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,8 @@ class IndexState:
 
     def to_bytes(self) -> bytes:
         job = None if self.job is None else [self.job.output, list(self.job.inputs),
-                                             self.job.next_slice]
+                                             self.job.next_slice, self.job.level,
+                                             self.job.slices]
         return bytes(msgpack.packb([
             1, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
             self.filters, self.next_run, self.flushes,
@@ -196,7 +200,8 @@ class IndexState:
                 ibase=int(ibase), fcover=int(fcover), filters=int(filters),
                 next_run=int(next_run), flushes=int(flushes),
                 runs=tuple(RunInfo(int(a), int(b), int(c), int(d)) for a, b, c, d in runs),
-                job=None if job is None else MergeJob(int(job[0]), tuple(job[1]), int(job[2])),
+                job=None if job is None else MergeJob(int(job[0]), tuple(job[1]), int(job[2]),
+                                                      int(job[3]), int(job[4])),
                 garbage=tuple(bytes(g) for g in garbage),
             )
         except Exception as exc:
@@ -227,10 +232,10 @@ def run_garbage(run: RunInfo) -> bytes:
     return (b"R" if run.level == 1 else b"M") + run_prefix(run.ident)
 
 
-def merge_slices(params: IndexParams) -> int:
-    """Key slices a merge is done in: about 1,000 entries each (so a step costs about what
-    two appended digests add)."""
-    return max(1, min(1024, params.flush * params.fanout // 1024))
+def merge_slices(entries: int) -> int:
+    """Key slices a merge of ``entries`` is done in: about 1,000 entries each (a step costs
+    about what a few hundred appended digests add)."""
+    return max(1, min(4096, entries // 1024))
 
 
 def slice_range(j: int, slices: int) -> tuple[int, int]:

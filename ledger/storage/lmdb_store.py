@@ -476,8 +476,10 @@ class _Outcome:
 class LmdbStore:
     """The durable :class:`~ledger.storage.base.Store`; create it with :meth:`open`."""
 
-    #: Free bytes below which a write is refused before LMDB tries it (plus 512 per digest).
+    #: Free bytes below which a write is refused before LMDB tries it, plus
+    #: :attr:`reserve_per_digest` for each digest it appends.
     disk_reserve = 1 << 20
+    reserve_per_digest = 512
 
     def __init__(self, *, env: Any, dbs: _Dbs, path: Path, readonly: bool) -> None:
         """Private: use :meth:`open`, which checks the store before handing it out."""
@@ -1187,17 +1189,19 @@ class LmdbStore:
                 st["flushes"] = 0
         # Merge work, spread evenly: about two entries per appended digest (a merge's entries
         # arrive at one per digest), at least one slice per append while a merge is due.
-        slices_per_job = ix.merge_slices(params)
-        slices = max(1, -(-2 * len(digests) * slices_per_job // (params.flush * params.fanout)))
-        while slices > 0:
+        # Entries to merge in this append: each entry is merged twice in its life (into a
+        # level-2 run, then its stripe's single run), so 3 per digest keeps up with room.
+        budget = 3 * len(digests)
+        stepped = False
+        while budget > 0 or not stepped:
             if job is None:
-                job = _next_job(runs, params, st["next_run"])
+                job = _next_job(runs, params, st["next_run"], st["ibase"])
                 if job is None:
                     break
                 st["next_run"] += 1
                 changed = True
             inputs = [r for r in runs if r.ident in job.inputs]
-            lo, hi = ix.slice_range(job.next_slice, slices_per_job)
+            lo, hi = ix.slice_range(job.next_slice, job.slices)
             merged: list[int] = []
             try:
                 for r in inputs:
@@ -1209,12 +1213,12 @@ class LmdbStore:
             ix.write_chunks(lambda k, v: txn.put(k, v, db=dbs.merged, append=True), job.output,
                             merged)
             job = replace(job, next_slice=job.next_slice + 1)
-            changed = True
-            slices -= 1
-            if job.next_slice == slices_per_job:
+            changed = stepped = True
+            budget -= max(1, len(merged))
+            if job.next_slice == job.slices:
                 first, end = inputs[0].first, inputs[-1].end
                 runs = [r for r in runs if r.ident not in job.inputs]
-                runs.append(ix.RunInfo(job.output, 2, first, end))
+                runs.append(ix.RunInfo(job.output, job.level, first, end))
                 runs.sort(key=lambda r: r.first)
                 garbage.extend(ix.run_garbage(r) for r in inputs)
                 st["gen"] += 1
@@ -1621,7 +1625,7 @@ class LmdbStore:
 
     def _check_space(self, items: int) -> None:
         free = self.free_bytes()
-        if free < self.disk_reserve + 512 * items:
+        if free < self.disk_reserve + self.reserve_per_digest * items:
             raise self._full(free)
 
     def _full(self, free: int) -> DiskFullError:
@@ -1643,21 +1647,29 @@ class LmdbStore:
         except StorageError:
             free = -1
         if code == errno.EIO and 0 <= free < self.disk_reserve * 4:
-            full = True
-        if isinstance(exc, lmdb.PanicError) or code in (errno.EIO, errno.ENOSPC):
-            self._reopen_env()
+            full = True  # LMDB reports a short write (a disk that filled mid-write) as EIO
+        self._recover_env()
         if full:
             return self._full(max(free, 0))
         return _wrap(exc)
 
-    def _reopen_env(self) -> None:
+    def _recover_env(self) -> None:
+        """After a failed commit: keep the environment if LMDB still accepts transactions,
+        else (it marks itself unusable when a meta page write fails) open it again. Nothing
+        in memory changed (a write is only published after its commit), so nothing is lost."""
         old = self._env
         try:
-            env = open_environment(self._path, map_size=old.info()["map_size"],
-                                   readonly=self._readonly)
-        except Exception:
+            with old.begin(write=True):
+                pass  # begun and aborted: the environment is usable
             return
+        except lmdb.Error:
+            pass
+        try:
+            map_size = old.info()["map_size"]
+        except lmdb.Error:
+            map_size = DEFAULT_MAP_SIZE
         old.close()
+        env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
         self._env = env
         self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
 
@@ -2045,23 +2057,30 @@ def _check_shape(txn: Any, dbs: _Dbs, snap: _Snapshot, state: ix.IndexState) -> 
 
 
 def _next_job(
-    runs: list[ix.RunInfo], params: ix.IndexParams, output: int
+    runs: list[ix.RunInfo], params: ix.IndexParams, output: int, ibase: int
 ) -> ix.MergeJob | None:
-    """The next merge: the oldest ``fanout`` level-1 runs of one stripe, or the level-1 runs
-    left in a completed stripe."""
+    """The next merge, oldest stripe first: its oldest ``fanout`` level-1 runs; or, once the
+    stripe is complete, the level-1 runs left in it, then all its level-2 runs into one (a
+    completed stripe ends as a single run: a lookup that its filter lets through reads one)."""
     bits = params.stripe_bits
     by_stripe: dict[int, list[ix.RunInfo]] = {}
     for r in runs:
-        if r.level == 1:
-            by_stripe.setdefault(r.first >> bits, []).append(r)
-    if not by_stripe:
-        return None
-    last_stripe = max(r.first >> bits for r in runs)
+        by_stripe.setdefault(r.first >> bits, []).append(r)
+    candidates: list[list[ix.RunInfo]] = []
     for stripe in sorted(by_stripe):
         group = by_stripe[stripe]
-        if len(group) >= params.fanout:
-            return ix.MergeJob(output, tuple(r.ident for r in group[: params.fanout]), 0)
-        complete = stripe < last_stripe or group[-1].end == (stripe + 1) << bits
-        if complete and len(group) >= 2:
-            return ix.MergeJob(output, tuple(r.ident for r in group), 0)
-    return None
+        level1 = [r for r in group if r.level == 1]
+        complete = ibase >= (stripe + 1) << bits
+        if len(level1) >= params.fanout:
+            return _job(output, level1[: params.fanout])  # level-1 runs first: they pile up
+        if complete and len(level1) >= 2:
+            return _job(output, level1)
+        if complete and not level1 and len(group) >= 2:
+            candidates.append(group)
+    return _job(output, candidates[0]) if candidates else None
+
+
+def _job(output: int, chosen: list[ix.RunInfo]) -> ix.MergeJob:
+    entries = sum(r.end - r.first for r in chosen)
+    return ix.MergeJob(output, tuple(r.ident for r in chosen), 0,
+                       max(r.level for r in chosen) + 1, ix.merge_slices(entries))
