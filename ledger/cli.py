@@ -871,6 +871,7 @@ def simulate_command(
 
 if TYPE_CHECKING:
     from ledger.dbtools import Progress
+    from ledger.storage import Damage
 
 
 def _db_location(
@@ -944,20 +945,31 @@ def db_group() -> None:
 @_db_config
 @_db_data_dir
 @click.option("--genesis", "genesis_path", metavar="FILE", help="Genesis (with --data-dir).")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild damaged derived data (the digest index) first; stop the node.")
 @_errors_to_exit
-def db_check(config_path: str | None, data_dir: str | None, genesis_path: str | None) -> None:
-    """Re-verify every block, certificate, tree node and checkpoint of a store.
+def db_check(
+    config_path: str | None, data_dir: str | None, genesis_path: str | None, rebuild: bool
+) -> None:
+    """Re-verify every stored value, block, certificate, tree node and checkpoint of a store.
 
-    Safe while the node runs (it reads a snapshot). Exit 0 if all verifies; 1 naming the first
-    inconsistency (block height, node (level, index), checkpoint size); 2 on unreadable input.
+    Safe while the node runs (it reads a snapshot), except with --rebuild, which writes: it
+    rebuilds damage to the digest index from the stored tree, then checks. Exit 0 if all
+    verifies; 1 naming the first inconsistency (a stored value, block height, node (level,
+    index), checkpoint size); 2 on unreadable input.
     """
     from ledger.dbtools import check_database
 
     directory, genesis = _db_location(config_path, data_dir, genesis_path)
     if genesis is None:
         _fail(EXIT_ERROR, "--data-dir needs --genesis FILE: blocks are checked against it")
+
+    def rebuilt(damage: Damage) -> None:
+        click.echo(f"rebuilt {damage.key}: {damage.detail}")
+
     with _corruption_exits(directory), _phase_bars() as progress:
-        report = check_database(directory, genesis, progress)
+        report = check_database(directory, genesis, progress,
+                                rebuild=rebuilt if rebuild else None)
     click.echo(f"ok: {directory} verifies against chain {genesis.chain_id}")
     click.echo(f"  blocks:      {report.blocks} (each certificate a quorum of precommits)")
     click.echo(f"  leaves:      {report.leaves} (every tree node rehashed)")

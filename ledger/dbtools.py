@@ -94,7 +94,7 @@ from ledger.note import parse_note
 from ledger.policy import Policy
 from ledger.storage._migrate import MigrationReport
 from ledger.storage._migrate import migrate as _migrate_store
-from ledger.storage.base import TreeHead
+from ledger.storage.base import REPAIR_LOCAL, Damage, DamageError, TreeHead
 from ledger.storage.lmdb_store import FORMAT_VERSION, LmdbStore, stored_format_of
 
 __all__ = [
@@ -122,6 +122,8 @@ _DATA_FILE: Final = "data.mdb"
 _LOCK_FILE: Final = "lock.mdb"
 #: Report block and checkpoint progress every this many (each report redraws a progress bar).
 _BLOCK_TICK: Final = 64
+#: Rebuilds ``check_database(rebuild=...)`` attempts before it reports what is left.
+_REBUILDS: Final = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,17 +161,38 @@ class RestoreResult:
 
 
 def check_database(
-    data_dir: str | os.PathLike[str], genesis: Genesis, progress: Progress | None = None
+    data_dir: str | os.PathLike[str],
+    genesis: Genesis,
+    progress: Progress | None = None,
+    *,
+    rebuild: Callable[[Damage], None] | None = None,
 ) -> CheckReport:
     """Open the store in ``data_dir`` read-only and re-verify all of it against ``genesis``.
 
     See the module docstring for the list of checks. Safe to run while the node writes.
 
+    With ``rebuild``, the store is opened for writing (stop the node first) and damage to data
+    the store derives from its own tree (the digest index, its filters, a dictionary entry's
+    second copy) is rebuilt, ``rebuild(damage)`` told of each, and the check run again.
+
     :raises CorruptionError: naming the first inconsistency (a node ``(level, index)``, a block
         height, a checkpoint size), or the data file is truncated or damaged at open.
     :raises StorageError: ``data_dir`` holds no ledger store or cannot be read.
     """
-    with LmdbStore.open(data_dir, readonly=True) as store:
+    if rebuild is None:
+        with LmdbStore.open(data_dir, readonly=True) as store:
+            return check_store(store, genesis, progress)
+    with LmdbStore.open(data_dir, upgrade=False) as store:
+        for _ in range(_REBUILDS):
+            try:
+                store.check()
+            except DamageError as exc:
+                if exc.damage.repair != REPAIR_LOCAL:
+                    raise
+                store.rebuild(exc.damage)
+                rebuild(exc.damage)
+                continue
+            break
         return check_store(store, genesis, progress)
 
 

@@ -79,15 +79,10 @@ _MASK_BITS = 18  # three 6-bit bit positions per entry
 _RUN_ID = 4
 
 
-def _mask_table() -> array[int]:
-    table = array("Q", bytes(8 << _MASK_BITS))
-    for i in range(1 << _MASK_BITS):
-        table[i] = (1 << (i & 63)) | (1 << ((i >> 6) & 63)) | (1 << ((i >> 12) & 63))
-    return table
-
-
-#: ``MASKS[(h >> 8) & 0x3FFFF]``: the filter bits of an entry within its 64-bit block.
-MASKS = _mask_table()
+#: An entry's three filter bits within its 64-bit block come from 18 hash bits: the low 12
+#: pick two (``PAIRS``, one table lookup), the next 6 the third (``BITS``).
+BITS = array("Q", [1 << i for i in range(64)])
+PAIRS = array("Q", [(1 << (i & 63)) | (1 << (i >> 6)) for i in range(1 << 12)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +399,8 @@ def filter_position(h: int, params: IndexParams) -> tuple[int, int]:
     above ``max(8, stripe_bits)``.
     """
     low = max(8, params.stripe_bits)
-    return h >> (64 - params.filter_bits), MASKS[(h >> low) & 0x3FFFF]
+    return (h >> (64 - params.filter_bits),
+            PAIRS[(h >> low) & 4095] | BITS[(h >> (low + 12)) & 63])
 
 
 def record_of(h: int, offset: int, params: IndexParams) -> int:
@@ -416,9 +412,9 @@ def filter_insert(filt: array[int], params: IndexParams, keys: Iterable[int]) ->
     """Set the bits of each hash (or run entry: the same bits) in ``filt``."""
     shift = 64 - params.filter_bits
     low = max(8, params.stripe_bits)
-    masks = MASKS
+    pairs, bits, low12 = PAIRS, BITS, low + 12
     for h in keys:
-        filt[h >> shift] |= masks[(h >> low) & 0x3FFFF]
+        filt[h >> shift] |= pairs[(h >> low) & 4095] | bits[(h >> low12) & 63]
 
 
 def check_params(params: IndexParams) -> None:

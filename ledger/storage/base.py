@@ -168,7 +168,7 @@ class Damage:
         """One line for an operator: what is damaged, and how it is repaired."""
         how = {
             REPAIR_PEER: "repairable from any other validator's copy",
-            REPAIR_LOCAL: "rebuilt from the store's own data (Store.rebuild)",
+            REPAIR_LOCAL: "derived data, rebuilt from the stored tree: ledger db check --rebuild",
             REPAIR_OWNER: "its writer must write it again",
             REPAIR_NONE: "not repairable: restore a backup or resync into an empty data "
             "directory",

@@ -1041,9 +1041,10 @@ class LmdbStore:
         params = state.params
         shift = 64 - params.filter_bits
         low = max(8, params.stripe_bits)
-        masks = ix.MASKS
+        pairs, bits, low12 = ix.PAIRS, ix.BITS, low + 12
         # Each digest's filter word and bits (the same in every stripe's filter).
-        probes = [(i, (h := hashes[i]) >> shift, masks[(h >> low) & 0x3FFFF]) for i in pending]
+        probes = [(i, (h := hashes[i]) >> shift,
+                   pairs[(h >> low) & 4095] | bits[(h >> low12) & 63]) for i in pending]
         for s, filt in enumerate(self._done_filters(txn, state) if state.filters else []):
             if not probes:
                 break
@@ -1998,10 +1999,9 @@ def _check_meta_values(txn: Any, dbs: _Dbs) -> None:
         k = bytes(key)
         if not checksum_ok(k, value):
             damage = _meta_damage(k)
-            raise _damage(replace(damage, detail=(
-                "damaged (checksum mismatch); it is this node's own state and no peer holds "
-                "it: restore a backup (ledger db restore) or start on an empty data directory "
-                "to resync from peers")))
+            raise _damage(replace(damage, repair=REPAIR_NONE, detail=(
+                "damaged (checksum mismatch): it is this node's own state, which no peer "
+                "holds")))
 
 
 def _last_height(txn: Any, dbs: _Dbs) -> int:
