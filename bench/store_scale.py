@@ -39,7 +39,6 @@ import hashlib
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time

@@ -169,17 +169,15 @@ class IndexState:
     next_run: int = 0
     flushes: int = 0
     runs: tuple[RunInfo, ...] = ()
-    job: MergeJob | None = None
+    jobs: tuple[MergeJob, ...] = ()
     garbage: tuple[bytes, ...] = ()
 
     def to_bytes(self) -> bytes:
-        job = None if self.job is None else [self.job.output, list(self.job.inputs),
-                                             self.job.next_slice, self.job.level,
-                                             self.job.slices]
+        jobs = [[j.output, list(j.inputs), j.next_slice, j.level, j.slices] for j in self.jobs]
         return bytes(msgpack.packb([
             1, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
             self.filters, self.next_run, self.flushes,
-            [[r.ident, r.level, r.first, r.end] for r in self.runs], job, list(self.garbage),
+            [[r.ident, r.level, r.first, r.end] for r in self.runs], jobs, list(self.garbage),
         ], use_bin_type=True))
 
     @classmethod
@@ -187,7 +185,7 @@ class IndexState:
         """:raises CorruptionError: the value does not decode."""
         try:
             (version, params, secret, gen, ibase, fcover, filters, next_run, flushes, runs,
-             job, garbage) = msgpack.unpackb(data, raw=False)
+             jobs, garbage) = msgpack.unpackb(data, raw=False)
             if version != 1:
                 raise ValueError(version)
             return cls(
@@ -195,8 +193,8 @@ class IndexState:
                 ibase=int(ibase), fcover=int(fcover), filters=int(filters),
                 next_run=int(next_run), flushes=int(flushes),
                 runs=tuple(RunInfo(int(a), int(b), int(c), int(d)) for a, b, c, d in runs),
-                job=None if job is None else MergeJob(int(job[0]), tuple(job[1]), int(job[2]),
-                                                      int(job[3]), int(job[4])),
+                jobs=tuple(MergeJob(int(j[0]), tuple(j[1]), int(j[2]), int(j[3]), int(j[4]))
+                           for j in jobs),
                 garbage=tuple(bytes(g) for g in garbage),
             )
         except Exception as exc:
@@ -222,9 +220,13 @@ def run_prefix(run: int) -> bytes:
     return run.to_bytes(_RUN_ID, "big")
 
 
+#: Garbage entry tags: which database a run's chunks are in, by level.
+RUN_TAGS = {1: b"R", 2: b"M", 3: b"T"}
+
+
 def run_garbage(run: RunInfo) -> bytes:
     """The garbage entry that deletes a run's chunks: its database's tag and its prefix."""
-    return (b"R" if run.level == 1 else b"M") + run_prefix(run.ident)
+    return RUN_TAGS[run.level] + run_prefix(run.ident)
 
 
 def merge_slices(entries: int) -> int:

@@ -806,11 +806,13 @@ def _rebuild_runs(store: LmdbStore, leaves: tuple[int, int]) -> None:
             runs = [r for r in current.runs if r.ident not in gone] + built
             runs.sort(key=lambda r: r.first)
             garbage = list(current.garbage) + [ix.run_garbage(r) for r in damaged]
-            job = current.job
-            if job is not None and gone & set(job.inputs):
-                garbage.append(b"M" + ix.run_prefix(job.output))
-                job = None
-            new = replace(current, runs=tuple(runs), garbage=tuple(garbage), job=job,
+            jobs = []
+            for job in current.jobs:
+                if gone & set(job.inputs):  # its inputs are replaced: drop what it wrote
+                    garbage.append(ix.RUN_TAGS[job.level] + ix.run_prefix(job.output))
+                else:
+                    jobs.append(job)
+            new = replace(current, runs=tuple(runs), garbage=tuple(garbage), jobs=tuple(jobs),
                           next_run=max(current.next_run, next_run), gen=current.gen + 1)
             _put_state(store, txn, new)
             return None
@@ -840,7 +842,9 @@ def _rebuild_filter(store: LmdbStore, first_leaf: int) -> None:
                 new = replace(current, fcover=current.ibase, flushes=0, gen=current.gen + 1)
             _put_state(store, txn, new)
 
+        store._done_cache.pop(stripe, None)  # the old value's pages are freed by the write
         store._write(work)
+        store._done_cache.pop(stripe, None)
         store._filter_checked.pop(stripe, None)
         store._noticed.pop(f"filters/{stripe}", None)
         _refresh_view(store)

@@ -25,8 +25,8 @@ checked on every read.
                    change and their keys only grow, so they are written with ``MDB_APPEND``; four
                    fill a 4 KiB page.
 ``edge``           1-byte stratum -> that stratum's partial right-edge tile.
-``runs``, ``merged``
-                   the digest index's sorted runs, flushed and merged
+``runs``, ``merged``, ``stripes``
+                   the digest index's sorted runs: flushed, merged, a completed stripe's
                    (:mod:`ledger.storage._index`).
 ``filters``        the index's per-stripe lookup filters.
 ``blocks``         8-byte big-endian height -> the block and its certificate, compact
@@ -143,10 +143,13 @@ MAX_LOG_SIZE = 1 << 48
 _TILE_DB_NAMES = tuple(b"tiles%02d" % s for s in range(MAX_STRATA))
 _OTHER_DB_NAMES = (
     b"state", b"edge", b"blocks", b"checkpoints", b"meta", b"dict", b"runs", b"merged",
-    b"filters",
+    b"stripes", b"filters",
 )
 _MAX_DBS = 40
 _TWIN = 1 << 31
+#: Values longer than this are certainly in LMDB overflow pages (the node limit is about 2 KiB
+#: on 4 KiB pages), which stay where they are until the value is rewritten or deleted.
+_OVERFLOW_SAFE = 1 << 16
 _CORRUPTION_ERRORS = (
     lmdb.CorruptedError,
     lmdb.PageNotFoundError,
@@ -229,13 +232,21 @@ class _Dbs:
     dict: Any
     runs: Any
     merged: Any
+    stripes: Any
     filters: Any
     tiles: tuple[Any, ...]
 
     def run_db(self, run: Any) -> Any:
-        """Level-1 runs (flushes) and level-2 runs (merges) each have their database, so
-        both are written in key order (MDB_APPEND: full pages)."""
-        return self.runs if run.level == 1 else self.merged
+        """Level-1 runs (flushes), level-2 runs (merges of level-1 runs) and level-3 runs (a
+        completed stripe's) each have their database, so each is written in key order
+        (MDB_APPEND: full pages) while a merge of each level runs."""
+        return self.level_db(run.level)
+
+    def level_db(self, level: int) -> Any:
+        return self.runs if level == 1 else self.merged if level == 2 else self.stripes
+
+    def tag_db(self, tag: bytes) -> Any:
+        return {b"R": self.runs, b"M": self.merged, b"T": self.stripes}.get(tag, self.filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +506,7 @@ class LmdbStore:
         self._head = TreeHead(size=0, root=EMPTY_ROOT)
         self._view: ix.View | None = None
         self._filter_checked: dict[int, bytearray] = {}
+        self._done_cache: dict[int, ix.DoneFilter] = {}
         #: Damage found while opening that blocks writes until it is repaired.
         self._blocking: list[Damage] = []
         self._noticed: dict[str, Damage] = {}
@@ -999,10 +1011,23 @@ class LmdbStore:
 
     def _done_filters(self, txn: Any, state: ix.IndexState) -> list[ix.DoneFilter | None]:
         """The completed stripes' filters, read in place; ``None`` for one that is missing or
-        of the wrong size (its runs are then read for every lookup)."""
+        of the wrong size (its runs are then read for every lookup).
+
+        A completed filter is written once and never changes until a rebuild in this process
+        replaces it, and a value that large lives in overflow pages LMDB never moves, so the
+        view into the memory map is kept across transactions (fetching an 8 MiB value costs
+        LMDB about 15 us, a word test 0.1 us); closing the store, recovering its environment
+        and a rebuild drop it. A small filter (tests) sits in a leaf page that later writes
+        copy elsewhere: it is read again in every transaction.
+        """
         out: list[ix.DoneFilter | None] = []
         nwords = 1 << state.params.filter_bits
+        cache = self._done_cache
         for s in range(state.filters):
+            cached = cache.get(s)
+            if cached is not None:
+                out.append(cached)
+                continue
             key = ix.done_filter_key(s)
             value = txn.get(key, db=self._dbs.filters)
             checked = self._filter_checked.get(s)
@@ -1010,9 +1035,12 @@ class LmdbStore:
                 checked = bytearray(max(1, nwords // ix.FILTER_BLOCK_WORDS))
                 self._filter_checked[s] = checked
             try:
-                out.append(None if value is None else ix.DoneFilter(key, value, nwords, checked))
+                filt = None if value is None else ix.DoneFilter(key, value, nwords, checked)
             except CorruptionError:
-                out.append(None)
+                filt = None
+            if filt is not None and len(value) > _OVERFLOW_SAFE:
+                cache[s] = filt
+            out.append(filt)
         return out
 
     def _lookup_many(
@@ -1150,7 +1178,7 @@ class LmdbStore:
         }
         runs = list(state.runs)
         garbage = list(state.garbage)
-        job = state.job
+        jobs = list(state.jobs)
         changed = False
 
         keep = ((1 << 64) - 1) ^ ((1 << bits) - 1)
@@ -1179,6 +1207,7 @@ class LmdbStore:
                 key = ix.done_filter_key(stripe)
                 txn.put(key, ix.seal_done_filter(key, current), db=dbs.filters)
                 self._filter_checked.pop(stripe, None)
+                self._done_cache.pop(stripe, None)
                 st["filters"] += 1
                 garbage.append(ix.cur_filter_prefix(stripe))  # b"C" + stripe
                 st["fcover"] = st["ibase"]
@@ -1188,54 +1217,68 @@ class LmdbStore:
                 self._persist_current(txn, stripe, current)
                 st["fcover"] = st["ibase"]
                 st["flushes"] = 0
-        # Merge work, spread evenly: about two entries per appended digest (a merge's entries
-        # arrive at one per digest), at least one slice per append while a merge is due.
-        # Entries to merge in this append: each entry is merged twice in its life (into a
-        # level-2 run, then its stripe's single run), so 3 per digest keeps up with room.
+        # Merge work, spread evenly over appends. Each entry is merged twice in its life
+        # (into a level-2 run, then into its stripe's single run): three entries per appended
+        # digest keep up with room to spare. One merge per output level may run at once (each
+        # writes its own database in key order); level-2 merges go first (level-1 runs would
+        # pile up behind a long stripe merge).
         budget = 3 * len(digests)
-        stepped = False
-        while budget > 0 or not stepped:
-            if job is None:
-                job = _next_job(runs, params, st["next_run"], st["ibase"])
+        first_step = True
+        for level in (2, 3):
+            job = next((j for j in jobs if j.level == level), None)
+            while True:
                 if job is None:
+                    job = _next_job(runs, params, st["next_run"], st["ibase"], level)
+                    if job is None:
+                        break
+                    st["next_run"] += 1
+                    jobs.append(job)
+                    changed = True
+                if budget <= 0 and not first_step:
                     break
-                st["next_run"] += 1
+                first_step = False
+                inputs = [r for r in runs if r.ident in job.inputs]
+                lo, hi = ix.slice_range(job.next_slice, job.slices)
+                merged: list[int] = []
+                try:
+                    for r in inputs:
+                        merged.extend(ix.read_run_range(txn, dbs.run_db(r), r.ident, lo, hi,
+                                                        "merge"))
+                except CorruptionError:
+                    break  # a damaged input: the merge waits for Store.rebuild
+                merged.sort()
+                out_db = dbs.level_db(job.level)
+
+                def put(key: bytes, value: bytes, db: Any = out_db) -> Any:
+                    return txn.put(key, value, db=db, append=True)
+
+                ix.write_chunks(put, job.output, merged)
+                advanced = replace(job, next_slice=job.next_slice + 1)
+                jobs = [advanced if j.output == job.output else j for j in jobs]
+                job = advanced
                 changed = True
-            inputs = [r for r in runs if r.ident in job.inputs]
-            lo, hi = ix.slice_range(job.next_slice, job.slices)
-            merged: list[int] = []
-            try:
-                for r in inputs:
-                    merged.extend(ix.read_run_range(txn, dbs.run_db(r), r.ident, lo, hi,
-                                                    "merge"))
-            except CorruptionError:
-                break  # a damaged input: the merge waits for Store.rebuild; lookups report it
-            merged.sort()
-            ix.write_chunks(lambda k, v: txn.put(k, v, db=dbs.merged, append=True), job.output,
-                            merged)
-            job = replace(job, next_slice=job.next_slice + 1)
-            changed = stepped = True
-            budget -= max(1, len(merged))
-            if job.next_slice == job.slices:
-                first, end = inputs[0].first, inputs[-1].end
-                runs = [r for r in runs if r.ident not in job.inputs]
-                runs.append(ix.RunInfo(job.output, job.level, first, end))
-                runs.sort(key=lambda r: r.first)
-                garbage.extend(ix.run_garbage(r) for r in inputs)
-                st["gen"] += 1
-                if first >> bits == st["ibase"] >> bits and st["ibase"] & (params.stripe - 1):
-                    self._persist_current(txn, st["ibase"] >> bits, current)
-                    st["fcover"] = st["ibase"]
-                    st["flushes"] = 0
-                job = None
+                budget -= max(1, len(merged))
+                if job.next_slice == job.slices:
+                    jobs = [j for j in jobs if j.output != job.output]
+                    first, end = inputs[0].first, inputs[-1].end
+                    runs = [r for r in runs if r.ident not in job.inputs]
+                    runs.append(ix.RunInfo(job.output, job.level, first, end))
+                    runs.sort(key=lambda r: r.first)
+                    garbage.extend(ix.run_garbage(r) for r in inputs)
+                    st["gen"] += 1
+                    if first >> bits == st["ibase"] >> bits and \
+                            st["ibase"] & (params.stripe - 1):
+                        self._persist_current(txn, st["ibase"] >> bits, current)
+                        st["fcover"] = st["ibase"]
+                        st["flushes"] = 0
+                    job = None
         # Garbage: delete a bounded number of dead chunks per append.
         budget = max(64, len(digests) // 16)
         while garbage and budget > 0:
             entry = garbage[0]
             tag = entry[:1]
             prefix = entry if tag == b"C" else entry[1:]
-            cursor = txn.cursor(db=dbs.runs if tag == b"R" else
-                                dbs.merged if tag == b"M" else dbs.filters)
+            cursor = txn.cursor(db=dbs.tag_db(tag))
             exhausted = True
             if cursor.set_range(prefix):
                 while bytes(cursor.key()[: len(prefix)]) == prefix:
@@ -1255,7 +1298,7 @@ class LmdbStore:
         new_state = replace(
             state, ibase=st["ibase"], fcover=st["fcover"], filters=st["filters"],
             next_run=st["next_run"], flushes=st["flushes"], gen=st["gen"],
-            runs=tuple(runs), job=job, garbage=tuple(garbage),
+            runs=tuple(runs), jobs=tuple(jobs), garbage=tuple(garbage),
         )
         return new_state, current
 
@@ -1669,6 +1712,7 @@ class LmdbStore:
             map_size = old.info()["map_size"]
         except lmdb.Error:
             map_size = DEFAULT_MAP_SIZE
+        self._done_cache.clear()
         old.close()
         env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
         self._env = env
@@ -1803,6 +1847,7 @@ class LmdbStore:
     def close(self) -> None:
         """Close the environment; later calls raise :class:`~ledger.errors.StorageError`."""
         env, self._env = self._env, None
+        self._done_cache.clear()  # views into the map: invalid once it is closed
         if env is not None:
             env.close()
             self._view = None
@@ -1928,7 +1973,8 @@ def _open_databases(
     return _Dbs(
         state=handles[b"state"], edge=handles[b"edge"], blocks=handles[b"blocks"],
         checkpoints=handles[b"checkpoints"], meta=handles[b"meta"], dict=handles[b"dict"],
-        runs=handles[b"runs"], merged=handles[b"merged"], filters=handles[b"filters"],
+        runs=handles[b"runs"], merged=handles[b"merged"], stripes=handles[b"stripes"],
+        filters=handles[b"filters"],
         tiles=tuple(handles[name] for name in _TILE_DB_NAMES),
     )
 
@@ -2057,30 +2103,31 @@ def _check_shape(txn: Any, dbs: _Dbs, snap: _Snapshot, state: ix.IndexState) -> 
 
 
 def _next_job(
-    runs: list[ix.RunInfo], params: ix.IndexParams, output: int, ibase: int
+    runs: list[ix.RunInfo], params: ix.IndexParams, output: int, ibase: int, level: int
 ) -> ix.MergeJob | None:
-    """The next merge, oldest stripe first: its oldest ``fanout`` level-1 runs; or, once the
-    stripe is complete, the level-1 runs left in it, then all its level-2 runs into one (a
-    completed stripe ends as a single run: a lookup that its filter lets through reads one)."""
+    """The next merge producing a run of ``level``, oldest stripe first: level 2, a stripe's
+    oldest ``fanout`` level-1 runs or, once the stripe is complete, the level-1 runs left in
+    it; level 3, all the level-2 runs of a completed stripe that has no level-1 run left (a
+    completed stripe ends as a single run: a lookup its filter lets through reads one)."""
     bits = params.stripe_bits
     by_stripe: dict[int, list[ix.RunInfo]] = {}
     for r in runs:
         by_stripe.setdefault(r.first >> bits, []).append(r)
-    candidates: list[list[ix.RunInfo]] = []
     for stripe in sorted(by_stripe):
         group = by_stripe[stripe]
         level1 = [r for r in group if r.level == 1]
         complete = ibase >= (stripe + 1) << bits
-        if len(level1) >= params.fanout:
-            return _job(output, level1[: params.fanout])  # level-1 runs first: they pile up
-        if complete and len(level1) >= 2:
-            return _job(output, level1)
-        if complete and not level1 and len(group) >= 2:
-            candidates.append(group)
-    return _job(output, candidates[0]) if candidates else None
+        if level == 2:
+            if len(level1) >= params.fanout:
+                return _job(output, level1[: params.fanout])
+            if complete and len(level1) >= 2:
+                return _job(output, level1)
+        elif complete and not level1 and len(group) >= 2:
+            return _job(output, group, level=3)
+    return None
 
 
-def _job(output: int, chosen: list[ix.RunInfo]) -> ix.MergeJob:
+def _job(output: int, chosen: list[ix.RunInfo], level: int = 2) -> ix.MergeJob:
     entries = sum(r.end - r.first for r in chosen)
-    return ix.MergeJob(output, tuple(r.ident for r in chosen), 0,
-                       max(r.level for r in chosen) + 1, ix.merge_slices(entries))
+    return ix.MergeJob(output, tuple(r.ident for r in chosen), 0, level,
+                       ix.merge_slices(entries))

@@ -365,13 +365,13 @@ def test_rebuild_repairs_a_damaged_digest_index(tmp_path: Path) -> None:
     genesis = tmp_path / "genesis.json"
     genesis.write_text(format_genesis(chain.genesis), encoding="utf-8")
     env = lmdb.open(str(data), max_dbs=40, map_size=TEST_MAP_SIZE)
-    merged = env.open_db(b"merged", create=False)
+    stripes = env.open_db(b"stripes", create=False)  # a completed stripe's single run
     with env.begin(write=True) as txn:
-        cursor = txn.cursor(db=merged)
+        cursor = txn.cursor(db=stripes)
         assert cursor.first()
         key, value = bytes(cursor.key()), bytearray(cursor.value())
         value[3] ^= 0x10
-        txn.put(key, bytes(value), db=merged)
+        txn.put(key, bytes(value), db=stripes)
     env.close()
     result = run_check(data, genesis)
     assert result.exit_code == 1 and "runs/" in result.output, result.output

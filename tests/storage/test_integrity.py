@@ -240,7 +240,7 @@ def test_damaged_index_run_is_never_read_as_absent(built: tuple[Path, Path]) -> 
     with LmdbStore.open(data) as store:
         run = store._view.state.runs_of_stripe(0)[0]  # type: ignore[union-attr]
         everything = store.digests_between(0, store.size)
-    db = b"runs" if run.level == 1 else b"merged"
+    db = {1: b"runs", 2: b"merged", 3: b"stripes"}[run.level]
     key = first_key(data, db, run.ident.to_bytes(4, "big"))
     flip(data, db, key, 3)
     with LmdbStore.open(data) as store:

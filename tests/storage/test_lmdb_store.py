@@ -331,7 +331,7 @@ def test_check_detects_a_missing_index_chunk(tmp_path: Path) -> None:
         store.append(DOCS[:40])
         run = store._view.state.runs[0]  # type: ignore[union-attr]
     env = _raw_env(tmp_path)
-    runs = env.open_db(b"runs" if run.level == 1 else b"merged", create=False)
+    runs = env.open_db({1: b"runs", 2: b"merged", 3: b"stripes"}[run.level], create=False)
     with env.begin(write=True) as txn:
         cursor = txn.cursor(db=runs)
         assert cursor.set_range(run.ident.to_bytes(4, "big"))
