@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint typecheck unit bench chaos fuzz devnet clean
+.PHONY: test lint typecheck unit bench scale chaos fuzz devnet clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/merkle.py
 	$(PY) bench/consensus.py
 	$(PY) bench/cluster.py --duration 60
+
+# The store filled to 10^5, 10^6 and 10^7 anchors (real files, about 5 minutes): append rate
+# against the empty-log rate, RssAnon, disk per anchor, per-block overhead, proof and lookup
+# latency, start-up time, with the machine's ceilings (docs/performance.md, "Storage").
+scale: $(STAMP)
+	$(PY) bench/store_scale.py
 
 # The long fault searches: the consensus simulator over 2000 random schedules (every fault and
 # Byzantine behaviour; JSON summary), then 10 minutes of nemesis on 4 real node processes

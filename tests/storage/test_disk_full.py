@@ -45,15 +45,14 @@ def fill(path: Path, leave: int = 0) -> Path:
     """Fill the file system holding ``path`` until at most ``leave`` bytes are free."""
     filler = path / "filler"
     chunk = b"\xa5" * (64 << 10)
-    with open(filler, "wb") as out:
-        with contextlib.suppress(OSError):
-            while True:
-                st = os.statvfs(path)
-                free = st.f_bavail * st.f_frsize
-                if free <= leave:
-                    break
-                out.write(chunk[: max(4096, min(len(chunk), free - leave))])
-                out.flush()
+    with open(filler, "wb") as out, contextlib.suppress(OSError):
+        while True:
+            st = os.statvfs(path)
+            free = st.f_bavail * st.f_frsize
+            if free <= leave:
+                break
+            out.write(chunk[: max(4096, min(len(chunk), free - leave))])
+            out.flush()
     return filler
 
 

@@ -346,3 +346,22 @@ def test_check_detects_a_missing_index_chunk(tmp_path: Path) -> None:
         assert [store.index_of(d) for d in DOCS[:40]] == list(range(40))
         with pytest.raises(NotFoundError):
             store.digest_at(40)
+
+
+def test_append_metadata_rolls_back_with_the_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failure late in the append's transaction (the block record) leaves the metadata as it
+    # was, on disk too: they are one transaction.
+    with open_lmdb(tmp_path) as store:
+        store.append(DOCS[:10], meta={b"safety": b"before"})
+
+        def broken(*args: object, **kwargs: object) -> bytes:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(lmdb_store, "pack_block_record", broken)
+        with pytest.raises(RuntimeError):
+            store.append(DOCS[10:20], block=BlockRecord(height=1, block=b"", certificate=b""),
+                         meta={b"safety": b"after"})
+    with open_lmdb(tmp_path) as store:
+        assert store.get_meta(b"safety") == b"before" and store.size == 10
