@@ -336,6 +336,15 @@ class Store(Protocol):
         """The checkpoint note with the largest size, or ``None`` if there is none."""
         ...
 
+    def earliest_checkpoint(self, leaf: int) -> tuple[int, bytes] | None:
+        """``(size, note)`` of the stored checkpoint with the smallest size that contains leaf
+        ``leaf`` (``size > leaf``), or ``None``: what a receipt proving the earliest moment is
+        cut against.
+
+        :raises MalformedError: ``leaf`` is negative.
+        """
+        ...
+
     def block(self, height: int) -> BlockRecord | None:
         """The block at ``height``, or ``None``."""
         ...

@@ -1562,6 +1562,27 @@ class LmdbStore:
         result: bytes | None = self._read(compute)
         return result
 
+    def earliest_checkpoint(self, leaf: int) -> tuple[int, bytes] | None:
+        """``(size, note)`` of the smallest stored checkpoint size above ``leaf``, or None.
+
+        One cursor seek, whatever the number of checkpoints.
+
+        :raises MalformedError: ``leaf`` is negative.
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises DamageError: the stored note is damaged.
+        """
+        check_non_negative(leaf, "leaf index")
+
+        def compute(txn: Any, snap: _Snapshot) -> tuple[int, bytes] | None:
+            cursor = txn.cursor(db=self._dbs.checkpoints)
+            if not cursor.set_range(_U64.pack(leaf + 1)):
+                return None
+            size = _key_number(cursor.key(), "checkpoint")
+            return size, self._note_at(txn, snap, size, cursor.value())
+
+        result: tuple[int, bytes] | None = self._read(compute)
+        return result
+
     def _block_at(self, txn: Any, snap: _Snapshot, height: int, value: Any) -> BlockRecord:
         key = _U64.pack(height)
 

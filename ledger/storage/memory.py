@@ -294,6 +294,20 @@ class MemoryStore:
             return None
         return self._checkpoints[max(self._checkpoints)]
 
+    def earliest_checkpoint(self, leaf: int) -> tuple[int, bytes] | None:
+        """``(size, note)`` of the smallest stored checkpoint size above ``leaf``, or None.
+
+        :raises MalformedError: ``leaf`` is negative.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(leaf, "leaf index")
+        sizes = [s for s in self._checkpoints if s > leaf]
+        if not sizes:
+            return None
+        size = min(sizes)
+        return size, self._checkpoints[size]
+
     def block(self, height: int) -> BlockRecord | None:
         """The block at ``height``, or ``None`` (also for height 0).
 

@@ -459,3 +459,18 @@ def test_digests_between_returns_a_leaf_range(store: Store) -> None:
         store.digests_between(0, 41)
     with pytest.raises(MalformedError):
         store.digests_between(10, 5)
+
+
+def test_earliest_checkpoint_containing_a_leaf(store: Store) -> None:
+    # The receipt that proves the earliest moment is cut against the first checkpoint whose
+    # tree holds the leaf (issue 11).
+    store.append(DOCS[:30])
+    for size in (10, 20, 30):
+        store.put_checkpoint(size, b"note %d\n" % size)
+    assert store.earliest_checkpoint(0) == (10, b"note 10\n")
+    assert store.earliest_checkpoint(9) == (10, b"note 10\n")
+    assert store.earliest_checkpoint(10) == (20, b"note 20\n")
+    assert store.earliest_checkpoint(29) == (30, b"note 30\n")
+    assert store.earliest_checkpoint(30) is None
+    with pytest.raises(MalformedError):
+        store.earliest_checkpoint(-1)
