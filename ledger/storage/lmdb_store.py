@@ -274,7 +274,7 @@ def _decode_head(value: bytes | memoryview | None) -> _Head:
     """
     if value is not None and _HEAD_CACHE:
         raw, head = _HEAD_CACHE[0]
-        if len(raw) == len(value) and raw == value:
+        if len(raw) == len(value) and raw == bytes(value):  # bytes == bytes: one memcmp
             return head
     head = _decode_head_bytes(value)
     _HEAD_CACHE[:] = [(bytes(value), head)]  # type: ignore[arg-type]
