@@ -17,7 +17,9 @@ At each size it prints:
 - the **fill rate**: appends per second over the whole stretch up to that size (time in
   ``append`` only, so every merge step and filter write is in it), against the same
   empty-log rate;
-- **RssAnon** of the process (``/proc/self/status``; not the mapped LMDB pages);
+- **RssAnon** of the process (``/proc/self/status``; not the mapped LMDB pages), as the
+  fill leaves it, and after the measurements (which open a second store for the empty-log
+  rate and read thousands of proofs);
 - **disk bytes per anchor** (``data.mdb``, free pages included; target <= 110);
 - **per-block overhead** of 1-digest blocks: bytes the blocks, certificates and checkpoint
   notes of 200 more one-digest blocks take (target <= 1 KB), and the whole file's growth;
@@ -192,6 +194,7 @@ class Row:
     batch_miss: float
     open_s: float
     open_rss: float
+    rss_after: float
 
 
 def measure(
@@ -199,6 +202,8 @@ def measure(
     per_round: int, fill_rate: float,
 ) -> tuple[LmdbStore, Row]:
     """Interleaved rate rounds up to ``size``, then every other figure at ``size``."""
+    gc.collect()
+    rss_filled = rss_anon_mb()  # the store as it runs: before this benchmark's second store
     big_time = empty_time = 0.0
     empty_path = scratch / "empty"
     shutil.rmtree(empty_path, ignore_errors=True)
@@ -257,7 +262,8 @@ def measure(
     store.index_of_many(absent)
     batch_miss = (time.perf_counter() - t0) / BATCH
     gc.collect()
-    rss = rss_anon_mb()
+    rss = max(rss_filled, 0.0)
+    rss_after = rss_anon_mb()
     # Start-up: close and open again.
     store.close()
     t0 = time.perf_counter()
@@ -271,7 +277,7 @@ def measure(
         proof=(percentile(proof_times, 0.5) * us, percentile(proof_times, 0.99) * us),
         hit=(percentile(hit_times, 0.5) * us, percentile(hit_times, 0.99) * us),
         miss=(percentile(miss_times, 0.5) * us, percentile(miss_times, 0.99) * us),
-        batch_miss=batch_miss * us, open_s=open_s, open_rss=open_rss,
+        batch_miss=batch_miss * us, open_s=open_s, open_rss=open_rss, rss_after=rss_after,
     )
 
 
@@ -313,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(row)
                 print(f"n={row.size:>11,}: append {row.rate:>9,.0f}/s = {row.rate / row.empty:.2f}"
                       f" x empty-log {row.empty:,.0f}/s; fill {row.fill:,.0f}/s; RssAnon "
-                      f"{row.rss:.1f} MB; disk {row.disk:.1f} B/anchor; 1-digest block "
+                      f"{row.rss:.1f} MB ({row.rss_after:.1f} after measuring); disk "
+                      f"{row.disk:.1f} B/anchor; 1-digest block "
                       f"{row.block_overhead:.0f} B (file {row.block_file:.0f} B); proof p50/p99 "
                       f"{row.proof[0]:.0f}/{row.proof[1]:.0f} us; index_of hit "
                       f"{row.hit[0]:.1f}/{row.hit[1]:.1f} us, miss {row.miss[0]:.1f}/"
@@ -347,8 +354,9 @@ def report(rows: list[Row], sha: float, sha_lmdb: float) -> int:
     print("|" + "---|" * 9)
     for r in rows:
         ratio = r.rate / r.empty
+        fill = f"{r.fill:,.0f} ({r.fill / r.empty:.2f})" if r.fill else "-"
         print(f"| {r.size:,} | {r.rate:,.0f} ({ratio:.2f}{mark(ratio >= 0.8)}) "
-              f"| {r.fill:,.0f} ({r.fill / r.empty:.2f}) "
+              f"| {fill} "
               f"| {r.rss:.0f}{mark(r.rss <= 100)} | {r.disk:.0f}{mark(r.disk <= 110)} "
               f"| {r.block_overhead:.0f}{mark(r.block_overhead <= 1024)} "
               f"| {r.proof[0]:.0f} / {r.proof[1]:.0f} | {r.hit[0]:.1f} / {r.miss[0]:.1f} "

@@ -60,6 +60,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from itertools import compress
+from operator import and_, eq, itemgetter
 import struct
 import threading
 from array import array
@@ -1070,47 +1072,56 @@ class LmdbStore:
         shift = 64 - params.filter_bits
         low = max(8, params.stripe_bits)
         pairs, bits, low12 = ix.PAIRS, ix.BITS, low + 12
-        # Each digest's filter word and bits (the same in every stripe's filter).
-        probes = [(i, (h := hashes[i]) >> shift,
-                   pairs[(h >> low) & 4095] | bits[(h >> low12) & 63]) for i in pending]
+        # Each digest's filter word and bits (the same in every stripe's filter), then one
+        # gather and compare per filter, in C (map/itemgetter): the test costs what reading
+        # the word from memory costs.
+        hs = [hashes[i] for i in pending]
+        ws = [h >> shift for h in hs]
+        ms = [pairs[(h >> low) & 4095] | bits[(h >> low12) & 63] for h in hs]
         for s, filt in enumerate(self._done_filters(txn, state) if state.filters else []):
-            if not probes:
+            if not pending:
                 break
             if filt is None:
                 self._notice(self._filter_damage(state, s, "missing"))
-                maybe = probes
+                hits = [True] * len(pending)
             else:
-                words = filt.words
-                maybe = [p for p in probes if words[p[1]] & p[2] == p[2]]
+                hits = _filter_hits(filt.words, ws, ms)
                 if not filt.all_checked():
-                    bad = [p for p in probes if not filt.block_ok(p[1])]
-                    if bad:
+                    bad = [not filt.block_ok(w) for w in ws]
+                    if any(bad):
                         self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"))
-                        maybe = list({p[0]: p for p in maybe + bad}.values())
-            probes = self._probe_all(txn, snap, state, s, digests, hashes, maybe, probes, out)
-        if probes and state.ibase > (state.filters << params.stripe_bits):
-            current = view.current
-            maybe = [p for p in probes if current[p[1]] & p[2] == p[2]]
-            self._probe_all(txn, snap, state, state.filters, digests, hashes, maybe, probes, out)
-        if view.holes and any(out[i] is None for i in pending):
+                        hits = [h or b for h, b in zip(hits, bad, strict=True)]
+            if any(hits):
+                pending, ws, ms = self._probe_hits(txn, snap, state, s, digests, hashes, hits,
+                                                   pending, ws, ms, out)
+        if pending and state.ibase > (state.filters << params.stripe_bits):
+            hits = _filter_hits(view.current, ws, ms)
+            if any(hits):
+                self._probe_hits(txn, snap, state, state.filters, digests, hashes, hits,
+                                 pending, ws, ms, out)
+        if view.holes and any(found is None for found in out):
             raise _damage(view.holes[0])
         return out, hashes
 
-    def _probe_all(
+    def _probe_hits(
         self, txn: Any, snap: _Snapshot, state: ix.IndexState, stripe: int,
-        digests: Sequence[bytes], hashes: Sequence[int], maybe: list[tuple[int, int, int]],
-        probes: list[tuple[int, int, int]], out: list[int | None],
-    ) -> list[tuple[int, int, int]]:
-        """Probe a stripe's runs for the digests its filter may hold; return the probes still
-        unanswered."""
-        found: set[int] = set()
-        for p in maybe:
-            i = p[0]
+        digests: Sequence[bytes], hashes: Sequence[int], hits: list[bool], pending: list[int],
+        ws: list[int], ms: list[int], out: list[int | None],
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Probe a stripe's runs for the digests its filter let through; return the digests
+        still unanswered, with their filter words and bits."""
+        found = False
+        for k in compress(range(len(pending)), hits):
+            i = pending[k]
             index = self._probe_stripe(txn, snap, state, stripe, digests[i], hashes[i])
             if index is not None:
                 out[i] = index
-                found.add(i)
-        return [p for p in probes if p[0] not in found] if found else probes
+                found = True
+        if not found:
+            return pending, ws, ms
+        keep = [out[i] is None for i in pending]
+        return (list(compress(pending, keep)), list(compress(ws, keep)),
+                list(compress(ms, keep)))
 
     def _probe_stripe(
         self, txn: Any, snap: _Snapshot, state: ix.IndexState, stripe: int, digest: bytes,
@@ -2121,6 +2132,13 @@ def _check_shape(txn: Any, dbs: _Dbs, snap: _Snapshot, state: ix.IndexState) -> 
     if expected != state.ibase:
         raise _damage(_state_damage("index", f"the digest index's runs cover {expected} "
                                              f"leaves, its state says {state.ibase}"))
+
+
+def _filter_hits(words: Any, ws: list[int], ms: list[int]) -> list[bool]:
+    """For each (word, bits): whether the filter ``words`` has all those bits set."""
+    if len(ws) == 1:
+        return [words[ws[0]] & ms[0] == ms[0]]
+    return list(map(eq, map(and_, itemgetter(*ws)(words), ms), ms))
 
 
 def _next_job(
