@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-test
 DEVNET_DIR ?= devnet
 DEVNET_PORT ?= 7100
 
-.PHONY: install test lint typecheck unit bench chaos fuzz devnet clean
+.PHONY: install test lint typecheck unit bench scale chaos fuzz devnet clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/merkle.py
 	$(PY) bench/consensus.py
 	$(PY) bench/cluster.py --duration 60
+
+# The store filled to 10^5, 10^6 and 10^7 anchors (real files, about 5 minutes): append rate
+# against the empty-log rate, RssAnon, disk per anchor, per-block overhead, proof and lookup
+# latency, start-up time, with the machine's ceilings (docs/performance.md, "Storage").
+scale: $(STAMP)
+	$(PY) bench/store_scale.py
 
 # The long fault searches: the simulator (the production replica) over 2000 random schedules
 # from the fixed seed 1, then 500 more from a fresh seed drawn now and printed, so that the

@@ -1579,6 +1579,7 @@ def simulate_command(
 
 if TYPE_CHECKING:
     from ledger.dbtools import Progress
+    from ledger.storage import Damage
 
 
 def _db_location(
@@ -1646,27 +1647,38 @@ _db_data_dir = click.option(
 
 @main.group("db")
 def db_group() -> None:
-    """Operator tools on a node's data directory: check, backup, restore."""
+    """Operator tools on a node's data directory: check, backup, restore, migrate."""
 
 
 @db_group.command("check")
 @_db_config
 @_db_data_dir
 @click.option("--genesis", "genesis_path", metavar="FILE", help="Genesis (with --data-dir).")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild damaged derived data (the digest index) first; stop the node.")
 @_errors_to_exit
-def db_check(config_path: str | None, data_dir: str | None, genesis_path: str | None) -> None:
-    """Re-verify every block, certificate, tree node and checkpoint of a store.
+def db_check(
+    config_path: str | None, data_dir: str | None, genesis_path: str | None, rebuild: bool
+) -> None:
+    """Re-verify every stored value, block, certificate, tree node and checkpoint of a store.
 
-    Safe while the node runs (it reads a snapshot). Exit 0 if all verifies; 1 naming the first
-    inconsistency (block height, node (level, index), checkpoint size); 2 on unreadable input.
+    Safe while the node runs (it reads a snapshot), except with --rebuild, which writes: it
+    rebuilds damage to the digest index from the stored tree, then checks. Exit 0 if all
+    verifies; 1 naming the first inconsistency (a stored value, block height, node (level,
+    index), checkpoint size); 2 on unreadable input.
     """
     from ledger.dbtools import check_database
 
     directory, genesis = _db_location(config_path, data_dir, genesis_path)
     if genesis is None:
         _fail(EXIT_ERROR, "--data-dir needs --genesis FILE: blocks are checked against it")
+
+    def rebuilt(damage: Damage) -> None:
+        click.echo(f"rebuilt {damage.key}: {damage.detail}")
+
     with _corruption_exits(directory), _phase_bars() as progress:
-        report = check_database(directory, genesis, progress)
+        report = check_database(directory, genesis, progress,
+                                rebuild=rebuilt if rebuild else None)
     click.echo(f"ok: {directory} verifies against chain {genesis.chain_id}")
     click.echo(f"  blocks:      {report.blocks} (each certificate a quorum of precommits)")
     click.echo(f"  leaves:      {report.leaves} (every tree node rehashed)")
@@ -1731,6 +1743,35 @@ def db_restore(
         f"{result.head.size}, root {result.head.root.hex()}"
         + ("" if genesis is not None else " (tree checked; no genesis, blocks not checked)")
     )
+
+
+@db_group.command("migrate")
+@click.argument("data_dir_arg", metavar="[DIR]", required=False)
+@_db_config
+@_errors_to_exit
+def db_migrate(data_dir_arg: str | None, config_path: str | None) -> None:
+    """Upgrade the store in DIR (or the node's, with --config) to the current format.
+
+    Stop the node first (a node that opens an old store upgrades it too). The upgraded store is
+    built beside the old one, checked value for value, then swapped in; the old data file is
+    kept as DIR/data-format1.mdb. Exit 0 when upgraded or already current.
+    """
+    from ledger.dbtools import migrate
+
+    if (config_path is None) == (data_dir_arg is None):
+        _fail(EXIT_ERROR, "give the data directory DIR or --config FILE")
+    directory, _ = _db_location(config_path, data_dir_arg, None)
+    with _corruption_exits(directory):
+        report = migrate(directory)
+    if report is None:
+        click.echo(f"{directory} is already in the current store format")
+        return
+    click.echo(
+        f"upgraded {directory} to the current store format: {report.leaves} leaves, "
+        f"{report.blocks} blocks, {report.checkpoints} checkpoints, {report.meta} metadata "
+        f"values; {report.old_bytes} -> {report.new_bytes} bytes"
+    )
+    click.echo(f"kept the old data file as {report.kept} (remove it once the node runs well)")
 
 
 # ------------------------------------------------------------------------------------ eod

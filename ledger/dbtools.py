@@ -1,14 +1,17 @@
-"""Operator tools on a node's data directory: full check, hot backup, restore.
+"""Operator tools on a node's data directory: full check, hot backup, restore, format upgrade.
 
-These are library functions; ``ledger db check|backup|restore`` (:mod:`ledger.cli`) is a thin
-layer over them. They run in their own process, next to or instead of the node.
+These are library functions; ``ledger db check|backup|restore|migrate`` (:mod:`ledger.cli`) is
+a thin layer over them. They run in their own process, next to or instead of the node.
 
 What :func:`check_database` proves
 ----------------------------------
-:meth:`LmdbStore.check <ledger.storage.lmdb_store.LmdbStore.check>` proves that the stored tree
-is *a* Merkle tree: every node hashes its children, every leaf is indexed, the stored head is the
-recomputed root. It cannot tell whether that tree is the one the validators agreed on. This
-module adds the chain of blocks on top, with the genesis as the only trusted input:
+:meth:`LmdbStore.check <ledger.storage.lmdb_store.LmdbStore.check>` (one pass of the store's
+scrub, the same checks a node runs in the background) proves that every stored value carries
+its checksum and that the stored tree is *a* Merkle tree: every node hashes its children, every
+leaf is indexed exactly once and no digest twice, the stored head is the recomputed root, every
+block and checkpoint rebuilds. It cannot tell whether that tree is the one the validators
+agreed on. This module adds the chain of blocks on top, with the genesis as the only trusted
+input:
 
 * every block decodes, sits at its height, and extends the hash of the block before it (block 1
   extends :data:`~ledger.consensus.block.GENESIS_PREV_HASH`);
@@ -31,9 +34,9 @@ So a flipped byte anywhere (tree node, leaf, index, block, certificate signature
 note) is reported, naming the first place that disagrees, and a store that passes is one the
 genesis validators signed, block by block.
 
-Limits, stated: checkpoint notes are looked up at block boundaries (every size at which a node
-stores one) plus the latest; a note filed under another size is not visited, because the
-:class:`~ledger.storage.base.Store` interface offers no iteration over checkpoints. Run against a
+Limits, stated: checkpoint notes are checked against the chain at block boundaries (every size
+at which a node stores one) plus the latest; a note filed under another size is checked by the
+store's own pass (checksum, it rebuilds) but not against a trust policy. Run against a
 live node, the tree scan and the chain scan read two successive snapshots; both are prefixes of
 one append-only history, so a check of a running node is sound, merely a few blocks behind.
 
@@ -49,6 +52,13 @@ place, so a crash never leaves a half-written backup under the destination name.
 directory, checks the copy, and renames it into place. An existing non-empty data directory is
 kept aside under a new name (``<data_dir>.replaced-N``), never deleted; it is only replaced with
 ``force``, and never while a process holds the store open.
+
+Upgrade
+-------
+:func:`migrate` upgrades a store written by an older version (format 1) to the current format
+in place (:mod:`ledger.storage._migrate`): built beside, verified value for value, swapped in
+atomically, the old data file kept as ``data-format1.mdb``. A node that opens a format-1 store
+upgrades it the same way.
 """
 
 from __future__ import annotations
@@ -82,19 +92,23 @@ from ledger.errors import (
 from ledger.genesis import Genesis
 from ledger.note import parse_note
 from ledger.policy import Policy
-from ledger.storage.base import TreeHead
-from ledger.storage.lmdb_store import LmdbStore
+from ledger.storage._migrate import MigrationReport
+from ledger.storage._migrate import migrate as _migrate_store
+from ledger.storage.base import REPAIR_LOCAL, Damage, DamageError, TreeHead
+from ledger.storage.lmdb_store import FORMAT_VERSION, LmdbStore, stored_format_of
 
 __all__ = [
     "PHASES",
     "BackupResult",
     "CheckReport",
+    "MigrationReport",
     "Progress",
     "RestoreResult",
     "backup",
     "backup_store",
     "check_database",
     "check_store",
+    "migrate",
     "restore",
 ]
 
@@ -108,6 +122,8 @@ _DATA_FILE: Final = "data.mdb"
 _LOCK_FILE: Final = "lock.mdb"
 #: Report block and checkpoint progress every this many (each report redraws a progress bar).
 _BLOCK_TICK: Final = 64
+#: Rebuilds ``check_database(rebuild=...)`` attempts before it reports what is left.
+_REBUILDS: Final = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,17 +161,38 @@ class RestoreResult:
 
 
 def check_database(
-    data_dir: str | os.PathLike[str], genesis: Genesis, progress: Progress | None = None
+    data_dir: str | os.PathLike[str],
+    genesis: Genesis,
+    progress: Progress | None = None,
+    *,
+    rebuild: Callable[[Damage], None] | None = None,
 ) -> CheckReport:
     """Open the store in ``data_dir`` read-only and re-verify all of it against ``genesis``.
 
     See the module docstring for the list of checks. Safe to run while the node writes.
 
+    With ``rebuild``, the store is opened for writing (stop the node first) and damage to data
+    the store derives from its own tree (the digest index, its filters, a dictionary entry's
+    second copy) is rebuilt, ``rebuild(damage)`` told of each, and the check run again.
+
     :raises CorruptionError: naming the first inconsistency (a node ``(level, index)``, a block
         height, a checkpoint size), or the data file is truncated or damaged at open.
     :raises StorageError: ``data_dir`` holds no ledger store or cannot be read.
     """
-    with LmdbStore.open(data_dir, readonly=True) as store:
+    if rebuild is None:
+        with LmdbStore.open(data_dir, readonly=True) as store:
+            return check_store(store, genesis, progress)
+    with LmdbStore.open(data_dir, upgrade=False) as store:
+        for _ in range(_REBUILDS):
+            try:
+                store.check()
+            except DamageError as exc:
+                if exc.damage.repair != REPAIR_LOCAL:
+                    raise
+                store.rebuild(exc.damage)
+                rebuild(exc.damage)
+                continue
+            break
         return check_store(store, genesis, progress)
 
 
@@ -376,6 +413,26 @@ def _check_checkpoint(
         raise
     except LedgerError as exc:
         raise CorruptionError(f"checkpoint at size {size}: {exc.diagnostics()}") from None
+
+
+# ---------------------------------------------------------------------------------- migrate
+
+
+def migrate(data_dir: str | os.PathLike[str]) -> MigrationReport | None:
+    """Upgrade the store in ``data_dir`` to the current format; ``None`` if it already is.
+
+    :raises StorageError: ``data_dir`` holds no ledger store, a process holds it open (stop
+        the node first), or the upgraded copy differs from the old store (nothing changed).
+    :raises DiskFullError: not enough free space for the upgraded copy (nothing changed).
+    :raises CorruptionError: the old store is damaged.
+    """
+    directory = Path(data_dir)
+    version = stored_format_of(directory)
+    if version is None:
+        raise StorageError(f"no store at {directory}")
+    if version == FORMAT_VERSION:
+        return None
+    return _migrate_store(directory)
 
 
 # ----------------------------------------------------------------------------------- backup

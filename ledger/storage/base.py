@@ -11,9 +11,10 @@ against both.
 
 Rules every implementation follows, and the tests check:
 
-- **Atomic calls.** Every mutating call (``append``, ``put_checkpoint``, ``put_meta``) takes
-  effect completely or not at all; ``append`` writes the tree nodes, the digest index, the new
-  tree head and the optional block and certificate in one transaction.
+- **Atomic calls.** Every mutating call (``append``, ``put_checkpoint``, ``put_meta``, the
+  ``repair_*`` calls) takes effect completely or not at all; ``append`` writes the tree nodes,
+  the digest index, the new tree head, the optional block and certificate and the optional
+  metadata items in one transaction (one sync).
 - **A digest is anchored once.** ``append`` gives every input digest an index: a digest already
   in the log, or repeated earlier in the same batch, keeps its *first* index and is not
   appended again (``AppendResult.new`` says which ones were). The leaf data is the raw 32-byte
@@ -26,8 +27,17 @@ Rules every implementation follows, and the tests check:
   something the store does not hold raises :class:`~ledger.errors.NotFoundError` (or returns
   ``None`` where the signature says so); refusing a write that contradicts stored state, or a
   failing backend, raises :class:`~ledger.errors.StorageError`; stored bytes that contradict
-  themselves raise :class:`~ledger.errors.CorruptionError`. A closed store raises
-  ``StorageError``.
+  themselves raise :class:`~ledger.errors.CorruptionError`, never "not found"; a write refused
+  because the disk is full raises :class:`DiskFullError` (reads go on; writes are accepted
+  again once space returns). A closed store raises ``StorageError``.
+- **Damage is found and repaired, not served.** :meth:`Store.scrub` re-verifies the store a
+  bounded step at a time and reports each damaged value as a :class:`Damage`, which says what
+  replacement repairs it: ``"peer"`` (a value every validator holds: the caller fetches it,
+  verifies it against the cosigned tree head and passes it to :meth:`Store.repair_tile`,
+  :meth:`Store.repair_block` or :meth:`Store.repair_checkpoint`), ``"local"`` (derived data
+  the store rebuilds from its own intact values: :meth:`Store.rebuild`), ``"owner"`` (a
+  metadata value only its writer can restore, with ``put_meta``) or ``"none"``. The in-memory
+  store holds no damage but offers the same calls.
 """
 
 from __future__ import annotations
@@ -36,11 +46,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ledger.errors import MalformedError, NotFoundError, StorageError
+from ledger.errors import CorruptionError, MalformedError, NotFoundError, StorageError
 from ledger.merkle.frontier import Frontier
 from ledger.merkle.hashing import HASH_SIZE, leaf_hashes
 
-__all__ = ["AppendResult", "BlockRecord", "Store", "TreeHead"]
+__all__ = [
+    "AppendResult",
+    "BlockRecord",
+    "Damage",
+    "DamageError",
+    "DiskFullError",
+    "ScrubReport",
+    "Store",
+    "TreeHead",
+]
 
 #: LMDB's key size limit; both stores apply it to meta keys so that they behave alike.
 MAX_META_KEY = 511
@@ -97,6 +116,96 @@ class BlockRecord:
             raise MalformedError("block and certificate must be bytes")
 
 
+class DiskFullError(StorageError):
+    """A write was refused because the file system holding the store is full.
+
+    The message says ``no space left on device``, names the directory and the bytes still
+    free. Nothing was written; reads keep working; the same write succeeds once space returns.
+    """
+
+    code = "disk_full"
+
+
+#: What a :class:`Damage` asks for: the kinds of replacement that repair it.
+REPAIR_PEER = "peer"
+REPAIR_LOCAL = "local"
+REPAIR_OWNER = "owner"
+REPAIR_NONE = "none"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Damage:
+    """One damaged stored value, as :meth:`Store.scrub` or a failed read finds it.
+
+    ``kind`` is one of ``"tile"`` (tree nodes), ``"block"`` (a block and its certificate),
+    ``"checkpoint"``, ``"meta"``, ``"index"`` (a run of the digest index), ``"filter"`` (a
+    stripe's lookup filter), ``"dictionary"`` or ``"state"``; ``key`` names the stored value
+    (``"tiles00/12"``, ``"blocks/7"``). ``repair`` is ``"peer"``, ``"local"``, ``"owner"``
+    or ``"none"`` (see the module docstring) and ``detail`` says what was wrong.
+
+    For a tile: ``stratum`` and ``tile`` address it, ``levels`` are the tree levels it holds
+    (``4s .. 4s+3``), ``nodes`` the index range ``[first, end)`` of its bottom-row nodes at
+    level ``4s`` (what :meth:`Store.repair_tile` takes: for stratum 0 the leaves' digests, for
+    higher strata the level-``4s`` node hashes) and ``leaves`` the leaf range it covers. For a
+    block, ``height``; for a checkpoint, ``size``; for metadata, ``meta_key``; for an index run
+    or a filter, ``leaves`` (the leaves it indexes).
+    """
+
+    kind: str
+    key: str
+    repair: str
+    detail: str
+    stratum: int | None = None
+    tile: int | None = None
+    levels: tuple[int, int] | None = None
+    nodes: tuple[int, int] | None = None
+    leaves: tuple[int, int] | None = None
+    height: int | None = None
+    size: int | None = None
+    meta_key: bytes | None = None
+
+    def line(self) -> str:
+        """One line for an operator: what is damaged, and how it is repaired."""
+        how = {
+            REPAIR_PEER: "repairable from any other validator's copy",
+            REPAIR_LOCAL: "derived data, rebuilt from the stored tree: ledger db check --rebuild",
+            REPAIR_OWNER: "its writer must write it again",
+            REPAIR_NONE: "not repairable: restore a backup or resync into an empty data "
+            "directory",
+        }.get(self.repair, self.repair)
+        where = self.key
+        if self.leaves is not None and self.kind in ("tile", "index", "filter"):
+            where += f" (leaves {self.leaves[0]}-{self.leaves[1] - 1})"
+        return f"{where}: {self.detail} ({how})"
+
+
+class DamageError(CorruptionError):
+    """A read or write met a damaged stored value; :attr:`damage` says which and how it is
+    repaired. The message is :meth:`Damage.line`."""
+
+    def __init__(self, damage: Damage) -> None:
+        super().__init__(damage.line())
+        self.damage = damage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScrubReport:
+    """The outcome of one :meth:`Store.scrub` step.
+
+    ``cursor`` is where the next step continues (``None``: this step finished a full pass);
+    ``findings`` the damage found in this step; ``checked`` the units (tiles, run chunks,
+    filter blocks, blocks, checkpoints, metadata values) verified in it; ``done`` and
+    ``total`` the progress through the current pass, in the same units (``total`` is an
+    estimate taken at the start of the pass).
+    """
+
+    cursor: bytes | None
+    findings: tuple[Damage, ...]
+    checked: int
+    done: int
+    total: int
+
+
 @runtime_checkable
 class Store(Protocol):
     """One node's ledger state; see the module docstring for the rules."""
@@ -122,12 +231,18 @@ class Store(Protocol):
         ...
 
     def append(
-        self, digests: Iterable[bytes], *, block: BlockRecord | None = None
+        self,
+        digests: Iterable[bytes],
+        *,
+        block: BlockRecord | None = None,
+        meta: Mapping[bytes, bytes | None] | None = None,
     ) -> AppendResult:
-        """Append the digests not yet in the log and, if given, the block, in one transaction.
+        """Append the digests not yet in the log and, if given, the block and the metadata
+        items (set, or delete for ``None``, as :meth:`put_meta`), all in one transaction.
 
-        :raises MalformedError: a digest is not 32 bytes.
-        :raises StorageError: ``block.height`` is not ``last_height() + 1``, or the write fails.
+        :raises MalformedError: a digest is not 32 bytes, or a metadata key or value is bad.
+        :raises StorageError: ``block.height`` is not ``last_height() + 1``, or the write fails
+            (:class:`DiskFullError` when the disk is full).
         """
         ...
 
@@ -153,6 +268,14 @@ class Store(Protocol):
 
         :raises MalformedError: ``index`` is negative.
         :raises NotFoundError: ``index >= size``.
+        """
+        ...
+
+    def digests_between(self, start: int, end: int) -> list[bytes]:
+        """The digests of leaves ``[start, end)``, in order, from one snapshot.
+
+        :raises MalformedError: ``start`` is negative or ``end < start``.
+        :raises NotFoundError: ``end`` exceeds the log.
         """
         ...
 
@@ -213,6 +336,15 @@ class Store(Protocol):
         """The checkpoint note with the largest size, or ``None`` if there is none."""
         ...
 
+    def earliest_checkpoint(self, leaf: int) -> tuple[int, bytes] | None:
+        """``(size, note)`` of the stored checkpoint with the smallest size that contains leaf
+        ``leaf`` (``size > leaf``), or ``None``: what a receipt proving the earliest moment is
+        cut against.
+
+        :raises MalformedError: ``leaf`` is negative.
+        """
+        ...
+
     def block(self, height: int) -> BlockRecord | None:
         """The block at ``height``, or ``None``."""
         ...
@@ -235,6 +367,49 @@ class Store(Protocol):
         """
         ...
 
+    def scrub(self, cursor: bytes | None = None, *, budget: int = 4096) -> ScrubReport:
+        """Re-verify about ``budget`` units of the store, from ``cursor`` (``None``: the
+        start of a pass); see :class:`ScrubReport`. One read snapshot per call.
+
+        :raises MalformedError: ``cursor`` is not one this store returned, or ``budget < 1``.
+        """
+        ...
+
+    def repair_tile(self, stratum: int, tile: int, nodes: Sequence[bytes]) -> None:
+        """Rewrite tile ``tile`` of ``stratum`` from its bottom-row nodes (see
+        :class:`Damage`), after checking that they hash to the stored tree above them.
+
+        :raises MalformedError: wrong count or size of ``nodes``.
+        :raises VerificationError: the nodes do not hash to the node above them.
+        :raises StorageError: no such tile, or the write fails.
+        """
+        ...
+
+    def repair_block(self, record: BlockRecord) -> None:
+        """Rewrite the stored block at ``record.height`` with ``record`` (verified by the
+        caller against the chain).
+
+        :raises StorageError: no block at that height, or the write fails.
+        """
+        ...
+
+    def repair_checkpoint(self, size: int, note: bytes) -> None:
+        """Rewrite the stored checkpoint note of ``size`` (verified by the caller).
+
+        :raises StorageError: no checkpoint at that size, or the write fails.
+        """
+        ...
+
+    def rebuild(self, damage: Damage) -> None:
+        """Rebuild a ``"local"`` damage (an index run, a filter, a dictionary copy) from the
+        store's own data.
+
+        :raises MalformedError: ``damage`` is not repairable locally.
+        :raises CorruptionError: the data it is rebuilt from is damaged too (repair that
+            first: the error names it).
+        """
+        ...
+
     def close(self) -> None:
         """Release the store; any later call raises :class:`~ledger.errors.StorageError`."""
         ...
@@ -246,12 +421,16 @@ class Store(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How a batch maps onto the log: the inputs' indices and the digests to append."""
+    """How a batch maps onto the log: the inputs' indices and the digests to append.
+
+    ``positions[k]`` is where in the input the ``k``-th appended digest was.
+    """
 
     indices: tuple[int, ...]
     new: tuple[bool, ...]
     digests: list[bytes]
     leaves: list[bytes]
+    positions: list[int]
 
 
 def check_digest(digest: object) -> bytes:
@@ -277,8 +456,11 @@ def check_non_negative(value: object, what: str) -> int:
 def check_meta_items(items: Mapping[bytes, bytes | None]) -> None:
     """Check metadata keys (1..511 bytes) and values (bytes or ``None``).
 
-    :raises MalformedError: a key or value is of the wrong type or size.
+    :raises MalformedError: ``items`` is not a mapping, or a key or value is of the wrong type
+        or size.
     """
+    if not isinstance(items, Mapping):
+        raise MalformedError("metadata items must be a mapping")
     for key, value in items.items():
         check_meta_key(key)
         if value is not None and not isinstance(value, bytes):
@@ -327,11 +509,13 @@ def check_within(size: int, stored: int, what: str) -> None:
 
 
 def plan_append(
-    digests: Iterable[bytes], size: int, lookup: Callable[[bytes, bytes], int | None]
+    digests: Iterable[bytes],
+    size: int,
+    lookup_many: Callable[[list[bytes], list[bytes]], Sequence[int | None]],
 ) -> _Plan:
     """Assign an index to every input digest; collect the ones to append.
 
-    ``lookup(digest, leaf_hash)`` returns the index of a digest already in the log, or
+    ``lookup_many(digests, leaf_hashes)`` returns, for each digest, its index in the log or
     ``None``. A digest already in the log keeps its index; a digest repeated within the batch
     keeps the index of its first occurrence; every other digest gets the next index from
     ``size``. The whole input is consumed and checked before anything is decided, so a bad
@@ -341,17 +525,15 @@ def plan_append(
     """
     batch = [check_digest(d) for d in digests]
     hashes = leaf_hashes(batch)
+    known = lookup_many(batch, hashes) if batch else []
     seen: dict[bytes, int] = {}
     indices: list[int] = []
     new: list[bool] = []
     to_append: list[bytes] = []
     leaves: list[bytes] = []
-    for digest, leaf in zip(batch, hashes, strict=True):
-        index = seen.get(digest)
-        if index is None:
-            index = lookup(digest, leaf)
-            if index is not None:
-                seen[digest] = index
+    positions: list[int] = []
+    for position, (digest, leaf, found) in enumerate(zip(batch, hashes, known, strict=True)):
+        index = found if found is not None else seen.get(digest)
         if index is not None:
             indices.append(index)
             new.append(False)
@@ -360,6 +542,7 @@ def plan_append(
         seen[digest] = index
         to_append.append(digest)
         leaves.append(leaf)
+        positions.append(position)
         indices.append(index)
         new.append(True)
-    return _Plan(tuple(indices), tuple(new), to_append, leaves)
+    return _Plan(tuple(indices), tuple(new), to_append, leaves, positions)

@@ -7,19 +7,26 @@ keeps the full nodes in one list per level, extended with the rows that
 
 Atomicity: every mutating method validates and computes everything first and only then
 mutates, with nothing that can fail in between, so a failing call changes nothing.
+
+Memory cannot rot, so :meth:`MemoryStore.scrub` finds nothing; the repair calls check their
+input exactly as the LMDB store does (a tile's nodes must hash to the stored tree) and rewrite
+the value, so callers see one behaviour.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from ledger.errors import MalformedError, NotFoundError, StorageError
+from ledger.errors import MalformedError, NotFoundError, StorageError, VerificationError
 from ledger.merkle import proof
 from ledger.merkle.frontier import Frontier
-from ledger.merkle.hashing import leaf_hash
+from ledger.merkle.hashing import HASH_SIZE, leaf_hash, leaf_hashes, node_hash
 from ledger.storage.base import (
+    REPAIR_LOCAL,
     AppendResult,
     BlockRecord,
+    Damage,
+    ScrubReport,
     TreeHead,
     check_block_follows,
     check_digest,
@@ -94,22 +101,30 @@ class MemoryStore:
         :raises StorageError: the store is closed.
         """
         self._open()
-        plan = plan_append(digests, self._frontier.size, self._lookup)
+        plan = plan_append(digests, self._frontier.size, self._lookup_many)
         frontier, _ = self._frontier.extend(plan.leaves)
         head = TreeHead(size=frontier.size, root=frontier.root())
         return AppendResult(head=head, indices=plan.indices, new=plan.new)
 
     def append(
-        self, digests: Iterable[bytes], *, block: BlockRecord | None = None
+        self,
+        digests: Iterable[bytes],
+        *,
+        block: BlockRecord | None = None,
+        meta: Mapping[bytes, bytes | None] | None = None,
     ) -> AppendResult:
-        """Append the digests not yet in the log and, if given, the block; all or nothing.
+        """Append the digests not yet in the log and, if given, the block and the metadata
+        items; all or nothing.
 
-        :raises MalformedError: a digest is not 32 bytes, or ``block`` is not a BlockRecord.
+        :raises MalformedError: a digest is not 32 bytes, ``block`` is not a BlockRecord, or a
+            metadata key or value is bad.
         :raises StorageError: ``block.height`` is not ``last_height() + 1``, or the store is
             closed.
         """
         self._open()
-        plan = plan_append(digests, self._frontier.size, self._lookup)
+        if meta is not None:
+            check_meta_items(meta)
+        plan = plan_append(digests, self._frontier.size, self._lookup_many)
         if block is not None:
             check_block_follows(block, len(self._blocks))
         frontier, rows = self._frontier.extend(plan.leaves)
@@ -125,11 +140,14 @@ class MemoryStore:
             self._levels[level].extend(rows[level])
         if block is not None:
             self._blocks.append(block)
+        if meta:
+            self._apply_meta(meta)
         self._frontier, self._head = frontier, head
         return AppendResult(head=head, indices=plan.indices, new=plan.new)
 
-    def _lookup(self, digest: bytes, _leaf: bytes) -> int | None:
-        return self._index.get(digest)
+    def _lookup_many(self, digests: list[bytes], _leaves: list[bytes]) -> list[int | None]:
+        index = self._index
+        return [index.get(d) for d in digests]
 
     def index_of(self, digest: bytes) -> int | None:
         """The leaf index of ``digest``, or ``None``.
@@ -162,6 +180,22 @@ class MemoryStore:
         if index >= len(self._digests):
             raise NotFoundError(f"no leaf {index} in a log of size {len(self._digests)}")
         return self._digests[index]
+
+    def digests_between(self, start: int, end: int) -> list[bytes]:
+        """The digests of leaves ``[start, end)``, in order.
+
+        :raises MalformedError: ``start`` is negative or ``end < start``.
+        :raises NotFoundError: ``end`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(start, "leaf index")
+        if not isinstance(end, int) or end < start:
+            raise MalformedError(f"no leaf range [{start}, {end!r})")
+        if end > len(self._digests):
+            raise NotFoundError(f"no leaves [{start}, {end}) in a log of size "
+                                f"{len(self._digests)}")
+        return self._digests[start:end]
 
     def node(self, level: int, index: int) -> bytes:
         """The full node ``(level, index)``.
@@ -260,6 +294,20 @@ class MemoryStore:
             return None
         return self._checkpoints[max(self._checkpoints)]
 
+    def earliest_checkpoint(self, leaf: int) -> tuple[int, bytes] | None:
+        """``(size, note)`` of the smallest stored checkpoint size above ``leaf``, or None.
+
+        :raises MalformedError: ``leaf`` is negative.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_non_negative(leaf, "leaf index")
+        sizes = [s for s in self._checkpoints if s > leaf]
+        if not sizes:
+            return None
+        size = min(sizes)
+        return size, self._checkpoints[size]
+
     def block(self, height: int) -> BlockRecord | None:
         """The block at ``height``, or ``None`` (also for height 0).
 
@@ -296,14 +344,108 @@ class MemoryStore:
         :raises StorageError: the store is closed.
         """
         self._open()
-        if not isinstance(items, Mapping):
-            raise MalformedError("metadata items must be a mapping")
         check_meta_items(items)
+        self._apply_meta(items)
+
+    def _apply_meta(self, items: Mapping[bytes, bytes | None]) -> None:
         for key, value in items.items():
             if value is None:
                 self._meta.pop(key, None)
             else:
                 self._meta[key] = value
+
+    # -- scrub and repair ---------------------------------------------------------------------
+
+    def scrub(self, cursor: bytes | None = None, *, budget: int = 4096) -> ScrubReport:
+        """A pass over memory: nothing to find (one step covers it all).
+
+        :raises MalformedError: ``cursor`` is not ``None`` or ``budget < 1``.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        if cursor is not None:
+            raise MalformedError("not a scrub cursor of this store")
+        if not isinstance(budget, int) or budget < 1:
+            raise MalformedError("a scrub budget must be a positive int")
+        units = len(self._digests) + len(self._blocks) + len(self._checkpoints)
+        return ScrubReport(cursor=None, findings=(), checked=units, done=units, total=units)
+
+    def repair_tile(self, stratum: int, tile: int, nodes: Sequence[bytes]) -> None:
+        """Rewrite the nodes of a tile (levels ``4s .. 4s+3``) from its bottom row, after
+        checking they hash to the stored node above (or to the tree's frontier).
+
+        :raises MalformedError: wrong count or size of ``nodes``.
+        :raises VerificationError: the nodes do not hash to the stored tree.
+        :raises StorageError: no such tile, or the store is closed.
+        """
+        self._open()
+        check_non_negative(stratum, "stratum")
+        check_non_negative(tile, "tile")
+        values = list(nodes)
+        if any(not isinstance(v, bytes) or len(v) != HASH_SIZE for v in values):
+            raise MalformedError("tile nodes must be 32-byte values")
+        size = self._frontier.size
+        base = 4 * stratum
+        count = size >> base
+        width = 16 if tile < count >> 4 else (count & 15 if tile == count >> 4 else 0)
+        if not width:
+            raise StorageError(f"the log of size {size} has no tile {tile} in stratum {stratum}")
+        if len(values) != width:
+            raise MalformedError(f"tile {tile} of stratum {stratum} has {width} bottom-row "
+                                 f"nodes, got {len(values)}")
+        rows = [leaf_hashes(values) if stratum == 0 else values]
+        for _ in range(3):
+            prev = rows[-1]
+            rows.append([node_hash(prev[2 * j], prev[2 * j + 1]) for j in range(len(prev) // 2)])
+        for r, row in enumerate(rows):
+            level = base + r
+            first = tile << (4 - r)
+            for j, value in enumerate(row):
+                if self.node(level, first + j) != value:
+                    raise VerificationError(
+                        f"the nodes do not hash to the stored node ({level}, {first + j})")
+        if width == 16:
+            top = node_hash(rows[3][0], rows[3][1])
+            if self.node(base + 4, tile) != top:
+                raise VerificationError(f"the nodes do not hash to the stored node "
+                                        f"({base + 4}, {tile})")
+        # Memory holds exactly these values already: nothing to rewrite.
+
+    def repair_block(self, record: BlockRecord) -> None:
+        """Replace the block stored at ``record.height``.
+
+        :raises MalformedError: ``record`` is not a BlockRecord.
+        :raises StorageError: no block at that height, or the store is closed.
+        """
+        self._open()
+        if not isinstance(record, BlockRecord):
+            raise MalformedError("record must be a BlockRecord")
+        if not 1 <= record.height <= len(self._blocks):
+            raise StorageError(f"no block is stored at height {record.height}")
+        self._blocks[record.height - 1] = record
+
+    def repair_checkpoint(self, size: int, note: bytes) -> None:
+        """Replace the checkpoint note stored for ``size``.
+
+        :raises MalformedError: ``size`` is negative or ``note`` is not non-empty bytes.
+        :raises StorageError: no checkpoint at that size, or the store is closed.
+        """
+        self._open()
+        check_non_negative(size, "checkpoint size")
+        check_note(note)
+        if size not in self._checkpoints:
+            raise StorageError(f"no checkpoint is stored for size {size}")
+        self._checkpoints[size] = note
+
+    def rebuild(self, damage: Damage) -> None:
+        """Nothing is derived on disk here: accepts any local damage and does nothing.
+
+        :raises MalformedError: ``damage`` is not repairable locally.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        if not isinstance(damage, Damage) or damage.repair != REPAIR_LOCAL:
+            raise MalformedError("only damage marked 'local' is rebuilt by the store")
 
     def close(self) -> None:
         """Drop the contents; later calls raise :class:`~ledger.errors.StorageError`."""

@@ -1,7 +1,10 @@
 """``ledger db check``: a store built from real blocks passes; one flipped byte anywhere fails.
 
 Each corruption is made the way a disk would make it: the stored value is rewritten with one
-byte flipped, through raw LMDB (so the B-tree stays valid and only our hashes can notice).
+byte flipped, through raw LMDB (so the B-tree stays valid and only our checks can notice): the
+checksum every value carries finds it and the message names the value. A value changed *and
+resealed* (a valid checksum: what a bug or a forger would write) is found by the chain checks
+instead: hashes, signatures, quorums.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
+import msgpack
 import pytest
 from click.testing import CliRunner, Result
 
@@ -25,6 +29,7 @@ from ledger.devnet import init_devnet
 from ledger.errors import CorruptionError, StorageError
 from ledger.genesis import GenesisDraft, ValidatorInfo, format_genesis
 from ledger.storage import LmdbStore
+from ledger.storage._codec import seal, unseal
 from ledger.storage._tiles import OFFSETS
 
 from .chain import MAP_SIZE as TEST_MAP_SIZE
@@ -51,9 +56,9 @@ def run_check(data: Path, genesis: Path) -> Result:
 
 def rewrite(data: Path, db: bytes, key: bytes, change: Callable[[bytes], bytes]) -> None:
     """Replace one stored value through raw LMDB, as bit rot under a valid B-tree would."""
-    env = lmdb.open(str(data), max_dbs=32, map_size=TEST_MAP_SIZE)
+    env = lmdb.open(str(data), max_dbs=40, map_size=TEST_MAP_SIZE)
     try:
-        handle = env.open_db(db, create=False, dupsort=db == b"index")
+        handle = env.open_db(db, create=False)
         with env.begin(write=True) as txn:
             value = txn.get(key, db=handle)
             assert value is not None, (db, key)
@@ -68,6 +73,15 @@ def flip(offset: int) -> Callable[[bytes], bytes]:
         return value[:i] + bytes([value[i] ^ 0x01]) + value[i + 1 :]
 
     return change
+
+
+def resealed(key: bytes, change: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """Change the payload of a stored value and give it a valid checksum again."""
+
+    def reseal(value: bytes) -> bytes:
+        return seal(key, change(unseal(key, value, "test value")))
+
+    return reseal
 
 
 def u64(n: int) -> bytes:
@@ -101,6 +115,7 @@ def test_flipped_byte_in_a_tree_node_is_named(built: tuple[Path, Path, Chain]) -
     rewrite(data, b"tiles00", u64(1), flip(OFFSETS[2][0] + 7))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
+    assert "tiles00/1 (leaves 16-31)" in result.output
     assert "node (2, 4) does not match the hash of its children" in result.output
     assert "Traceback" not in result.output
 
@@ -110,31 +125,66 @@ def test_flipped_byte_in_a_stored_digest_is_found(built: tuple[Path, Path, Chain
     rewrite(data, b"tiles00", u64(0), flip(OFFSETS[0][3]))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "leaf 3 is missing from the digest index" in result.output
+    assert "tiles00/0 (leaves 0-15): damaged (checksum mismatch)" in result.output
+    assert "repairable from any other validator's copy" in result.output
+
+
+def test_resealed_digest_is_found_by_its_hashes(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    rewrite(data, b"tiles00", u64(0), resealed(u64(0), flip(OFFSETS[0][3])))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "node (1, 1) does not match the hash of its children (0, 2) and (0, 3)" \
+        in result.output
 
 
 def test_flipped_byte_in_a_block_names_its_height(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # The record is a 4-byte length, the block, then the certificate. Byte 20 of the block is
-    # inside its prev_hash: the block still decodes, but no longer is what was certified.
-    rewrite(data, b"blocks", u64(3), flip(4 + 20))
+    rewrite(data, b"blocks", u64(3), flip(20))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "block 3:" in result.output
+    assert "blocks/3: damaged (checksum mismatch)" in result.output
 
 
-def test_flipped_byte_in_a_certificate_signature(built: tuple[Path, Path, Chain]) -> None:
+def test_resealed_block_is_found_by_the_chain(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    # The record ends with the certificate, whose last 64 bytes are a precommit's signature.
-    rewrite(data, b"blocks", u64(2), flip(-10))
+    # Name another validator as the block's proposer (resealed): it still decodes, but is no
+    # longer what was certified, so its certificate no longer verifies.
+    def later(stored: bytes) -> bytes:
+        record = msgpack.unpackb(stored, raw=False)
+        record[1][1][2] ^= 1  # [tag, [compact, [prev_hash, time, proposer id, ...]], cert]
+        return bytes(msgpack.packb(record, use_bin_type=True))
+
+    rewrite(data, b"blocks", u64(4), resealed(u64(4), later))  # the last: nothing links to it
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
-    assert "block 2: bad Ed25519 signature" in result.output
+    assert "block 4:" in result.output
+
+
+def test_forged_certificate_signature(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    # The last block's record ends with its certificate, whose last bytes are a precommit's
+    # signature (earlier certificates share theirs with the next block's last commit).
+    rewrite(data, b"blocks", u64(4), resealed(u64(4), flip(-10)))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "block 4: bad Ed25519 signature" in result.output
 
 
 def test_flipped_byte_in_a_checkpoint_note(built: tuple[Path, Path, Chain]) -> None:
     data, genesis, _ = built
-    rewrite(data, b"checkpoints", u64(24), lambda note: note.replace(b"\n", b"\n ", 1))
+    rewrite(data, b"checkpoints", u64(24), flip(7))
+    result = run_check(data, genesis)
+    assert result.exit_code == 1, result.output
+    assert "checkpoints/24: damaged (checksum mismatch)" in result.output
+
+
+def test_altered_checkpoint_note(built: tuple[Path, Path, Chain]) -> None:
+    data, genesis, _ = built
+    with LmdbStore.open(data, map_size=TEST_MAP_SIZE) as store:
+        note = store.checkpoint(24)
+        assert note is not None
+        store.put_checkpoint(24, note.replace(b"\n", b"\n ", 1))
     result = run_check(data, genesis)
     assert result.exit_code == 1, result.output
     assert "checkpoint at size 24" in result.output
@@ -299,3 +349,37 @@ def test_usage_errors_exit_2(built: tuple[Path, Path, Chain]) -> None:
     bad.write_text(json.dumps({"format": "nope"}), encoding="utf-8")
     result = runner.invoke(main, ["db", "check", "--data-dir", str(data), "--genesis", str(bad)])
     assert result.exit_code == 2, result.output
+
+
+def test_rebuild_repairs_a_damaged_digest_index(tmp_path: Path) -> None:
+    # The digest index is derived from the tree: `db check --rebuild` (node stopped) rebuilds
+    # a damaged run from the stored leaves, says so, and then the whole check passes.
+    from ledger.storage._index import IndexParams
+
+    data = tmp_path / "data"
+    data.mkdir()
+    chain = Chain()
+    small = IndexParams(stripe_bits=5, flush=4, fanout=4, filter_bits=3, persist_every=2)
+    with LmdbStore.open(data, map_size=TEST_MAP_SIZE, index_params=small) as store:
+        for h in range(1, 8):
+            chain.commit(store, digests(6, b"r%d" % h))
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(format_genesis(chain.genesis), encoding="utf-8")
+    env = lmdb.open(str(data), max_dbs=40, map_size=TEST_MAP_SIZE)
+    stripes = env.open_db(b"stripes", create=False)  # a completed stripe's single run
+    with env.begin(write=True) as txn:
+        cursor = txn.cursor(db=stripes)
+        assert cursor.first()
+        key, value = bytes(cursor.key()), bytearray(cursor.value())
+        value[3] ^= 0x10
+        txn.put(key, bytes(value), db=stripes)
+    env.close()
+    result = run_check(data, genesis)
+    assert result.exit_code == 1 and "runs/" in result.output, result.output
+    assert "ledger db check --rebuild" in result.output
+    fixed = CliRunner().invoke(
+        main, ["db", "check", "--data-dir", str(data), "--genesis", str(genesis), "--rebuild"]
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert "rebuilt runs/" in fixed.output and "blocks:      7" in fixed.output
+    assert run_check(data, genesis).exit_code == 0

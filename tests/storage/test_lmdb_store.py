@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
+import lmdb
 import pytest
 
+import ledger.storage._index as ix
 import ledger.storage.lmdb_store as lmdb_store
 from ledger.errors import CorruptionError, NotFoundError, StorageError
 from ledger.merkle import InMemoryTree, leaf_hash, verify_inclusion
-from ledger.storage import BlockRecord, LmdbStore
+from ledger.storage import BlockRecord, DamageError, LmdbStore
 
-from .conftest import digests, open_lmdb
+from .conftest import SMALL, TEST_MAP_SIZE, digests, open_lmdb
 
 DOCS = digests(2000)
 
@@ -148,12 +151,12 @@ def test_failed_append_leaves_nothing_on_disk(
     # edge tiles, index entries and tree head already written in the same transaction.
     _build(tmp_path, 100)
 
-    def broken(block: BlockRecord) -> bytes:
+    def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("disk on fire")
 
     with open_lmdb(tmp_path) as store:
         head = store.tree_head()
-        monkeypatch.setattr(lmdb_store, "_encode_block", broken)
+        monkeypatch.setattr(lmdb_store, "pack_block_record", broken)
         with pytest.raises(RuntimeError):
             store.append(DOCS[100:400], block=BlockRecord(height=3, block=b"", certificate=b""))
         assert store.tree_head() == head
@@ -179,8 +182,8 @@ def test_check_passes_on_a_healthy_store_and_reports_progress(tmp_path: Path) ->
     calls: list[tuple[int, int]] = []
     with open_lmdb(tmp_path) as store:
         store.check(progress=lambda done, total: calls.append((done, total)))
-    # 2000 leaves: 125 full tiles in stratum 0, 7 full + 1 edge in stratum 1, 1 edge in 2.
-    assert calls[-1] == (134, 134)
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones) and calls[-1][0] == calls[-1][1] > 2000
 
 
 @pytest.mark.parametrize(
@@ -271,16 +274,20 @@ def test_foreign_lmdb_environment_is_refused(tmp_path: Path) -> None:
 # -- the digest index under hostile key collisions ----------------------------------------------
 
 
-@pytest.mark.parametrize("key_bytes", [0, 1])
+@pytest.mark.parametrize("distinct", [1, 2])
 def test_index_is_correct_when_every_key_collides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_bytes: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, distinct: int
 ) -> None:
     # An attacker who could make index keys collide must not get a wrong index, a lost
-    # duplicate or a double append: keys are candidates, full digests decide.
-    monkeypatch.setattr(lmdb_store, "_index_key", lambda leaf: b"\x00" * 7 + leaf[:key_bytes])
+    # duplicate or a double append: keys are candidates, full digests decide. With the small
+    # index the 150 leaves pass through L0, runs, merges and completed stripes.
+    monkeypatch.setattr(
+        ix, "hashes_of", lambda leaves, secret: [(leaf[0] % distinct) << 63 for leaf in leaves]
+    )
     docs = DOCS[:150]
-    with open_lmdb(tmp_path) as store:
-        store.append(docs[:100])
+    with open_lmdb(tmp_path, SMALL) as store:
+        for start in range(0, 100, 7):
+            store.append(docs[start : min(start + 7, 100)])
         result = store.append([docs[50], docs[120], docs[120], docs[0], docs[149]])
         assert result.indices == (50, 100, 100, 0, 101)
         assert result.new == (False, True, False, False, True)
@@ -295,27 +302,66 @@ def test_index_is_correct_when_every_key_collides(
 def test_check_detects_a_digest_stored_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Simulate a dedup failure: a lookup that never finds anything lets a digest in twice.
-    with open_lmdb(tmp_path) as store:
-        store.append(DOCS[:10])
-        monkeypatch.setattr(lmdb_store._Snapshot, "lookup", lambda *args: None)
-        store.append([DOCS[3]])
-        monkeypatch.undo()
-        with pytest.raises(CorruptionError, match="same digest"):
-            store.check()
+    # Simulate a dedup failure: a lookup that never finds anything lets a digest in twice,
+    # once while the first copy is in L0 and once after it moved into a run.
+    for when in (10, 40):
+        path = tmp_path / str(when)
+        with open_lmdb(path, SMALL) as store:
+            store.append(DOCS[:when])
+            def blind(
+                self: LmdbStore, *args: object, real: Any = lmdb_store.LmdbStore._lookup_many
+            ) -> tuple[list[None], list[int]]:
+                found, hashes = real(self, *args)
+                return [None] * len(found), hashes
+
+            monkeypatch.setattr(lmdb_store.LmdbStore, "_lookup_many", blind)
+            store.append([DOCS[3]])
+            monkeypatch.undo()
+            with pytest.raises(CorruptionError, match="same digest"):
+                store.check()
 
 
-def test_check_detects_a_missing_index_entry(tmp_path: Path) -> None:
-    _build(tmp_path, 40)
-    env = lmdb_store.lmdb.open(str(tmp_path), max_dbs=32)
-    index = env.open_db(b"index", dupsort=True, dupfixed=True)
+def _raw_env(path: Path) -> lmdb.Environment:
+    return lmdb.open(str(path), max_dbs=40, map_size=TEST_MAP_SIZE)
+
+
+def test_check_detects_a_missing_index_chunk(tmp_path: Path) -> None:
+    # A run chunk deleted under a valid B-tree: the run no longer covers its leaves.
+    with open_lmdb(tmp_path, SMALL) as store:
+        store.append(DOCS[:40])
+        run = store._view.state.runs[0]  # type: ignore[union-attr]
+    env = _raw_env(tmp_path)
+    runs = env.open_db({1: b"runs", 2: b"merged", 3: b"stripes"}[run.level], create=False)
     with env.begin(write=True) as txn:
-        key = leaf_hash(DOCS[7])[:8]
-        assert txn.delete(key, (7).to_bytes(6, "big"), db=index)
-        assert txn.put(key, (39).to_bytes(6, "big"), db=index)  # keep the count right
+        cursor = txn.cursor(db=runs)
+        assert cursor.set_range(run.ident.to_bytes(4, "big"))
+        assert cursor.delete()
     env.close()
     with open_lmdb(tmp_path) as store:
-        with pytest.raises(CorruptionError, match="leaf 7 is missing"):
+        with pytest.raises(DamageError, match=f"runs/{run.ident}") as caught:
             store.check()
+        assert caught.value.damage.repair == "local"
+        store.rebuild(caught.value.damage)
+        store.check()
+        assert [store.index_of(d) for d in DOCS[:40]] == list(range(40))
         with pytest.raises(NotFoundError):
             store.digest_at(40)
+
+
+def test_append_metadata_rolls_back_with_the_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failure late in the append's transaction (the block record) leaves the metadata as it
+    # was, on disk too: they are one transaction.
+    with open_lmdb(tmp_path) as store:
+        store.append(DOCS[:10], meta={b"safety": b"before"})
+
+        def broken(*args: object, **kwargs: object) -> bytes:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(lmdb_store, "pack_block_record", broken)
+        with pytest.raises(RuntimeError):
+            store.append(DOCS[10:20], block=BlockRecord(height=1, block=b"", certificate=b""),
+                         meta={b"safety": b"after"})
+    with open_lmdb(tmp_path) as store:
+        assert store.get_meta(b"safety") == b"before" and store.size == 10

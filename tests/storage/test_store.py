@@ -36,10 +36,15 @@ def _reference(ds: list[bytes]) -> InMemoryTree:
 def test_public_names_are_exported() -> None:
     assert set(ledger.storage.__all__) == {
         "DEFAULT_MAP_SIZE",
+        "FORMAT_VERSION",
         "AppendResult",
         "BlockRecord",
+        "Damage",
+        "DamageError",
+        "DiskFullError",
         "LmdbStore",
         "MemoryStore",
+        "ScrubReport",
         "Store",
         "TreeHead",
     }
@@ -418,3 +423,54 @@ def test_lmdb_store_matches_the_model(batches: list[list[int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp, open_lmdb(Path(tmp)) as store:
         _check_against_model(store, batches)
         store.check()
+
+
+# -- metadata written with an append ------------------------------------------------------------
+
+
+def test_append_writes_its_metadata_in_the_same_transaction(store: Store) -> None:
+    # The node keeps its safety record and indexes with the block that changes them: one
+    # transaction, one sync. All of it lands, or none of it.
+    b1 = BlockRecord(height=1, block=b"b1", certificate=b"c1")
+    store.append(DOCS[:3], block=b1, meta={b"safety": b"h1", b"changes/1": b"x"})
+    assert store.get_meta(b"safety") == b"h1" and store.get_meta(b"changes/1") == b"x"
+    with pytest.raises(StorageError, match="does not follow"):  # a bad block: nothing lands
+        store.append(DOCS[3:6], block=BlockRecord(height=3, block=b"", certificate=b""),
+                     meta={b"safety": b"h3"})
+    assert store.get_meta(b"safety") == b"h1" and store.size == 3
+    with pytest.raises(MalformedError):  # a bad key: nothing lands either
+        store.append(DOCS[3:6], meta={b"safety": b"h2", b"": b"bad"})
+    assert store.get_meta(b"safety") == b"h1" and store.size == 3
+    with pytest.raises(MalformedError):
+        store.append(DOCS[3:6], meta={b"safety": "text"})  # type: ignore[dict-item]
+    store.append([], meta={b"changes/1": None, b"safety": b"h1b"})  # metadata alone, deletes
+    assert store.get_meta(b"changes/1") is None and store.get_meta(b"safety") == b"h1b"
+    result = store.append(DOCS[3:6], block=BlockRecord(height=2, block=b"b2", certificate=b""),
+                          meta={b"safety": b"h2"})
+    assert result.indices == (3, 4, 5) and store.get_meta(b"safety") == b"h2"
+    assert store.last_height() == 2
+
+
+def test_digests_between_returns_a_leaf_range(store: Store) -> None:
+    store.append(DOCS[:40])
+    assert store.digests_between(5, 37) == DOCS[5:37]
+    assert store.digests_between(40, 40) == []
+    with pytest.raises(NotFoundError):
+        store.digests_between(0, 41)
+    with pytest.raises(MalformedError):
+        store.digests_between(10, 5)
+
+
+def test_earliest_checkpoint_containing_a_leaf(store: Store) -> None:
+    # The receipt that proves the earliest moment is cut against the first checkpoint whose
+    # tree holds the leaf (issue 11).
+    store.append(DOCS[:30])
+    for size in (10, 20, 30):
+        store.put_checkpoint(size, b"note %d\n" % size)
+    assert store.earliest_checkpoint(0) == (10, b"note 10\n")
+    assert store.earliest_checkpoint(9) == (10, b"note 10\n")
+    assert store.earliest_checkpoint(10) == (20, b"note 20\n")
+    assert store.earliest_checkpoint(29) == (30, b"note 30\n")
+    assert store.earliest_checkpoint(30) is None
+    with pytest.raises(MalformedError):
+        store.earliest_checkpoint(-1)
