@@ -134,17 +134,33 @@ def _anchor_response(node: Node, statuses: Sequence[AnchorStatus], *, done: bool
 
 
 async def get_proof(request: web.Request) -> web.Response:
-    """``GET /v1/proofs/{digest}``: the receipt (text, or JSON with ``Accept``)."""
+    """``GET /v1/proofs/{digest}[?against=latest]``: the receipt (text, or JSON with
+    ``Accept``), against the first checkpoint that holds the digest (the earliest time bound)
+    or, on request, the latest."""
     replica = replica_of(request)
-    status = replica.proof(parse_digest(request.match_info["digest"]))
+    against = request.query.get("against", "first")
+    if against not in ("first", "latest"):
+        raise ApiError(400, "invalid_parameter", "against must be first or latest")
+    status, size = replica.proof(parse_digest(request.match_info["digest"]),
+                                 latest=against == "latest")
     if status.receipt is None:
         return web.json_response(status.to_json(with_receipt=False), status=202)
     if "application/json" in request.headers.get("Accept", ""):
-        checkpoint = replica.checkpoint
-        assert checkpoint is not None
-        return web.json_response({**status.to_json(with_receipt=True),
-                                  "tree_size": checkpoint[0]})
+        return web.json_response({**status.to_json(with_receipt=True), "tree_size": size})
     return web.Response(text=status.receipt, content_type="text/plain")
+
+
+async def get_checkpoint_of(request: web.Request) -> web.Response:
+    """``GET /v1/checkpoints/{size}``: the stored quorum checkpoint of one tree size."""
+    replica = replica_of(request)
+    text = request.match_info["size"]
+    if not text.isdigit() or len(text) > 19 or (len(text) > 1 and text[0] == "0"):
+        raise ApiError(400, "invalid_parameter", "size must be a non-negative integer")
+    note = replica.store.checkpoint(int(text))
+    if note is None:
+        raise NotFoundError(f"no cosigned checkpoint of tree size {int(text)} is stored here")
+    return web.Response(body=note, content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:

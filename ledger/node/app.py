@@ -25,6 +25,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/anchors", api.post_anchors, ANY_CLIENT, api.MAX_ANCHOR_BODY_BYTES),
     Route("GET", "/v1/proofs/{digest}", api.get_proof),
     Route("GET", "/v1/checkpoint", api.get_checkpoint),
+    Route("GET", "/v1/checkpoints/{size}", api.get_checkpoint_of),
     Route("GET", "/v1/consistency", api.get_consistency),
     Route("GET", "/v1/blocks/{height}", api.get_block),
     Route("GET", "/v1/policy", api.get_policy),

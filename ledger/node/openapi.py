@@ -104,8 +104,14 @@ def _client_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
             },
         }},
         "/v1/proofs/{digest}": {"get": {
-            "summary": "The receipt of a digest",
-            "parameters": [s["digest_param"]],
+            "summary": "The receipt of a digest: against the first cosigned checkpoint whose "
+                       "tree holds it (the earliest time bound), or the latest on request",
+            "parameters": [s["digest_param"], {
+                "name": "against", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": ["first", "latest"], "default": "first"},
+                "description": "first: the earliest checkpoint (the same on every node); "
+                               "latest: the latest, carrying the first as an earliest bridge",
+            }],
             "responses": {
                 "200": {
                     "description": "tlog-proof text, or JSON with Accept: application/json",
@@ -136,6 +142,15 @@ def _tree_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
             "summary": "The latest checkpoint cosigned by a quorum (signed note text)",
             "responses": {"200": _text("c2sp.org/tlog-checkpoint signed note"),
                           "404": _error("No checkpoint yet")},
+        }},
+        "/v1/checkpoints/{size}": {"get": {
+            "summary": "The stored checkpoint of one tree size (signed note text, with every "
+                       "cosignature this node holds for it)",
+            "parameters": [{"name": "size", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 0,
+                                       "maximum": _MAX_SIZE}}],
+            "responses": {"200": _text("c2sp.org/tlog-checkpoint signed note"),
+                          **s["common_errors"]},
         }},
         "/v1/consistency": {"get": {
             "summary": "RFC 9162 consistency proof between two tree sizes",

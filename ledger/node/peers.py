@@ -263,7 +263,8 @@ class HttpTransport:
         path, limit = {
             FetchKind.STATUS: ("/v1/status", _MAX_STATUS_ANSWER),
             FetchKind.BLOCK: (f"/v1/blocks/{fetch.height}", _MAX_BLOCK_ANSWER),
-            FetchKind.CHECKPOINT: ("/v1/checkpoint", MAX_NOTE_SIZE),
+            FetchKind.CHECKPOINT: (f"/v1/checkpoints/{fetch.height}" if fetch.height
+                                   else "/v1/checkpoint", MAX_NOTE_SIZE),
         }[fetch.what]
         async with session.get(base + path) as response:
             if response.status != 200:

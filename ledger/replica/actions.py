@@ -83,7 +83,8 @@ class FetchKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Fetch:
-    """Ask ``peer`` for something (``height``: the block's, for :attr:`FetchKind.BLOCK`)."""
+    """Ask ``peer`` for something: ``height`` is the block's for :attr:`FetchKind.BLOCK`, and
+    the tree size of the checkpoint for :attr:`FetchKind.CHECKPOINT` (0: the latest)."""
 
     peer: str
     what: FetchKind

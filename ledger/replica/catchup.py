@@ -239,10 +239,22 @@ class Sync:
             driver.out.append(Fetch(peer=peer, what=FetchKind.BLOCK, height=h))
 
     def tick(self, now: int) -> None:
-        """Housekeeping: polls, catch-up, readiness, the switch to signing."""
+        """Housekeeping: polls, catch-up, missing checkpoints, the switch to signing."""
         self.poll(now, initial=False)
         self.catch_up(now)
+        self.fetch_missing(now)
         self.maybe_start_signing(now)
+
+    def fetch_missing(self, now: int) -> None:
+        """Ask peers for the notes of committed blocks this replica does not hold (after a
+        catch-up, or when it never got a quorum of cosignatures for one), round robin over the
+        peers that have reached further."""
+        driver = self.driver
+        sources = [p.name for p in self.peers if p.height >= driver.store.last_height()]
+        for n, size in enumerate(driver.checkpoints.missing(now)):
+            if sources:
+                driver.out.append(Fetch(peer=sources[n % len(sources)],
+                                        what=FetchKind.CHECKPOINT, height=size))
 
     def maybe_start_signing(self, now: int) -> None:
         """Replace the follower core by the signing one once the initial catch-up is done: a
@@ -283,9 +295,6 @@ class Sync:
         self.catch_up(now)
         if applied and driver.cosigning:
             driver.cosign(now)
-            if driver.checkpoints.latest_size < driver.store.size:
-                for p in self.peers:  # our checkpoint lags our tree: adopt a peer's
-                    driver.out.append(Fetch(peer=p.name, what=FetchKind.CHECKPOINT))
             if len(driver.mempool):
                 driver.unpark(now)
         self.maybe_start_signing(now)
@@ -309,6 +318,11 @@ class Sync:
         driver.unpark(now, early=True)
         driver.core_event(now, lambda c, t: c.on_message(
             Decision(block=block, certificate=cert), t))
+        if driver.store.last_height() >= height and block.tree_size \
+                and driver.store.checkpoint(block.tree_size) is None:
+            # The block's cosigned checkpoint comes with it, from the peer that had the block.
+            driver.out.append(Fetch(peer=peer, what=FetchKind.CHECKPOINT,
+                                    height=block.tree_size))
         if driver.store.last_height() < height:
             # The core records a Decision's block but re-evaluates its rules only when the
             # Decision brings a new precommit; a node that saw every precommit but lost the

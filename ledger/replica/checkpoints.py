@@ -30,19 +30,68 @@ from ledger.checkpoint import (
 )
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, ValidatorKeys
 from ledger.errors import MalformedError, VerificationError
-from ledger.note import Signature, Verifier
+from ledger.note import Note, Signature, Verifier, parse_note
 from ledger.replica.wire import Cosignature
 from ledger.storage.base import Store
 
 if TYPE_CHECKING:
     from ledger.replica.validators import NodeValidators
 
-__all__ = ["CheckpointBook", "CosignatureCollector", "note_body"]
+__all__ = [
+    "COSIGNATURE_TOLERANCE_S",
+    "RESEND_OWN",
+    "CheckpointBook",
+    "CosignatureCollector",
+    "merge_notes",
+    "note_body",
+]
 
 #: Cosignatures for tree sizes beyond our own are buffered for at most this many sizes.
 _MAX_FUTURE_SIZES: Final = 16
 #: Tree heads whose cosignatures are still collected (older ones are complete or abandoned).
 _MAX_OPEN_SIZES: Final = 64
+#: Our own cosignatures re-sent on every tick: of this many newest tree heads (a peer that
+#: missed one holds a note with fewer cosignatures, so a later time bound, until it gets it).
+RESEND_OWN: Final = 8
+#: A committed block's note not stored after this long is fetched from a peer (ms).
+FETCH_MISSING_AFTER_MS: Final = 2_000
+#: Missing notes tracked at most (the oldest are forgotten beyond).
+MAX_EXPECTED: Final = 4096
+#: The clock tolerance validators enforce on each other's cosignatures, in seconds: a
+#: timestamp more than this before the time of the block that produced the tree head, or more
+#: than this after the receiver's own clock, is refused. So no validator can put a time into a
+#: note that it could not have seen, and the (f + 1)-th smallest time of a note is at least the
+#: block's time minus this tolerance.
+COSIGNATURE_TOLERANCE_S: Final = 30
+
+
+def merge_notes(held: str, other: str, verifiers: Sequence[Verifier]) -> str:
+    """``held`` with the valid signatures of ``other`` (the same checkpoint) it lacks, by the
+    keys of ``verifiers``; unknown and invalid lines of ``other`` are left out.
+
+    Raises:
+        MalformedError: a note does not parse, or the two are of different checkpoints.
+    """
+    first, second = parse_note(held), parse_note(other)
+    if first.text != second.text:
+        raise MalformedError("the two notes are of different checkpoints")
+    known = {(v.name, v.key_id): v for v in verifiers}
+    have = {(sig.name, sig.key_id) for sig in first.signatures}
+    extra: list[Signature] = []
+    for sig in second.signatures:
+        ident = (sig.name, sig.key_id)
+        verifier = known.get(ident)
+        if verifier is None or ident in have:
+            continue
+        try:
+            verifier.verify(second.text.encode("utf-8"), sig)
+        except VerificationError:
+            continue
+        extra.append(sig)
+        have.add(ident)
+    if not extra:
+        return held
+    return Note(text=first.text, signatures=(*first.signatures, *extra)).format()
 
 
 def note_body(text: str) -> str:
@@ -53,10 +102,12 @@ def note_body(text: str) -> str:
 
 @dataclass
 class _Open:
-    """Cosignatures collected for one tree head."""
+    """Cosignatures collected for one tree head; ``not_before``: the time (UNIX seconds) of
+    the block that produced it, minus the tolerance."""
 
     body: Checkpoint
     log_signature: Signature
+    not_before: int
     cosignatures: dict[str, Signature] = field(default_factory=dict)
 
 
@@ -83,8 +134,11 @@ class CosignatureCollector:
         self._future: dict[int, list[tuple[bytes, Signature]]] = {}
         self.rejected = 0
 
-    def sign_local(self, body: Checkpoint, *, timestamp: int) -> Cosignature:
-        """Sign tree head ``body`` as the log and cosign it; return our cosignature to send.
+    def sign_local(self, body: Checkpoint, *, timestamp: int, block_time: int) -> Cosignature:
+        """Sign tree head ``body`` as the log and cosign it at ``timestamp`` (UNIX seconds);
+        return our cosignature to send. ``block_time`` (UNIX seconds) is the time of the block
+        that produced the head (the tolerance of :data:`COSIGNATURE_TOLERANCE_S` counts from
+        it).
 
         Cosignatures that arrived before we reached this size are verified now.
 
@@ -93,7 +147,8 @@ class CosignatureCollector:
         """
         entry = self._open.get(body.size)
         if entry is None or entry.body != body:
-            entry = _Open(body=body, log_signature=sign_checkpoint(body, key=self._keys.log_key))
+            entry = _Open(body=body, log_signature=sign_checkpoint(body, key=self._keys.log_key),
+                          not_before=block_time - COSIGNATURE_TOLERANCE_S)
             self._open[body.size] = entry
         mine = entry.cosignatures.get(self._keys.name)
         if mine is None:
@@ -101,7 +156,7 @@ class CosignatureCollector:
                           timestamp=timestamp)
             entry.cosignatures[self._keys.name] = mine
         for root, sig in self._future.pop(body.size, []):
-            self._try_add(entry, root, sig)
+            self._try_add(entry, root, sig, now=timestamp)
         for size in [s for s in self._open if s < body.size - _MAX_OPEN_SIZES]:
             del self._open[size]
         for size in [s for s in self._future if s <= body.size]:
@@ -116,16 +171,25 @@ class CosignatureCollector:
             return None
         return Cosignature(size=size, root=entry.body.root, line=mine.line().rstrip("\n"))
 
-    def add(self, cosig: Cosignature, *, latest_size: int) -> bool:
+    def own_recent(self, count: int) -> list[Cosignature]:
+        """Our cosignatures of the ``count`` newest tree heads we cosigned, newest first."""
+        out: list[Cosignature] = []
+        for size in sorted(self._open, reverse=True)[:count]:
+            mine = self.own(size)
+            if mine is not None:
+                out.append(mine)
+        return out
+
+    def add(self, cosig: Cosignature, *, latest_size: int, now: int) -> bool:
         """Take a peer's cosignature; return true if it is new and valid for a known head.
 
         ``latest_size`` is our own tree size: a cosignature for a larger one is buffered
-        (bounded) until we commit that far.
+        (bounded) until we commit that far. ``now`` (UNIX seconds) is our clock.
 
         Raises:
             MalformedError: the signature line does not parse or names no validator.
-            VerificationError: it is for a root that differs from ours at that size, or it
-                does not verify.
+            VerificationError: it is for a root that differs from ours at that size, it does
+                not verify, or its timestamp is outside the tolerance.
         """
         sig = Signature.parse_line(cosig.line)
         if sig.name not in self._cosigners:
@@ -138,9 +202,10 @@ class CosignatureCollector:
                 if len(bucket) < 2 * len(self._cosigners):
                     bucket.append((cosig.root, sig))
             return False
-        return self._try_add(entry, cosig.root, sig, strict=True)
+        return self._try_add(entry, cosig.root, sig, now=now, strict=True)
 
-    def _try_add(self, entry: _Open, root: bytes, sig: Signature, strict: bool = False) -> bool:
+    def _try_add(self, entry: _Open, root: bytes, sig: Signature, *, now: int,
+                 strict: bool = False) -> bool:
         try:
             if root != entry.body.root:
                 raise VerificationError(
@@ -151,7 +216,12 @@ class CosignatureCollector:
             verifier = self._cosigners[sig.name]
             if sig.key_id != verifier.key_id:
                 raise VerificationError(f"cosignature by {sig.name} has the wrong key ID")
-            verifier.verify(entry.body.body().encode("utf-8"), sig)
+            stamp = verifier.verify(entry.body.body().encode("utf-8"), sig)
+            if stamp is None or not (entry.not_before <= stamp
+                                     <= now + COSIGNATURE_TOLERANCE_S):
+                raise VerificationError(
+                    f"cosignature by {sig.name} is timestamped {stamp}, outside the "
+                    f"{COSIGNATURE_TOLERANCE_S} s tolerance of the block's time and our clock")
         except VerificationError:
             self.rejected += 1
             if strict:
@@ -159,6 +229,10 @@ class CosignatureCollector:
             return False
         entry.cosignatures[sig.name] = sig
         return True
+
+    def sizes(self) -> list[int]:
+        """The tree sizes whose cosignatures are still collected."""
+        return sorted(self._open)
 
     def count(self, size: int) -> int:
         """How many valid cosignatures (ours included) we hold for ``size``."""
@@ -183,6 +257,12 @@ class CheckpointBook:
     """The checkpoints of one replica (see the module docstring).
 
     ``validators`` gives the collector and the trust policy of each tree size's period.
+
+    **Every cosignature is kept.** A note is stored as soon as it holds a quorum, and stored
+    again whenever a further valid cosignature for that tree head arrives (while its
+    cosignatures are still collected, :data:`_MAX_OPEN_SIZES` heads): each cosignature more
+    can only lower the (f + 1)-th smallest timestamp, so the time bound of a receipt cut later
+    is never later than that of one cut earlier, on any node that has heard what the first had.
     """
 
     def __init__(self, *, store: Store, validators: NodeValidators, origin: str) -> None:
@@ -190,6 +270,11 @@ class CheckpointBook:
         self._validators = validators
         self._origin = origin
         self.latest: tuple[int, str] | None = None
+        #: tree size -> how many cosignatures the stored note of it holds (open sizes only)
+        self._stored: dict[int, int] = {}
+        #: tree sizes of committed blocks whose note is not stored yet -> (since, last asked;
+        #: ``since`` until a peer was asked)
+        self._expected: dict[int, tuple[int, int]] = {}
         raw = store.latest_checkpoint()
         if raw is not None:
             text = raw.decode("utf-8")
@@ -200,10 +285,11 @@ class CheckpointBook:
         """The tree size of the latest stored checkpoint (0: none yet)."""
         return 0 if self.latest is None else self.latest[0]
 
-    def cosign_head(self, *, now: int) -> Cosignature | None:
-        """Sign and cosign the current tree head (``now`` in ms); return the cosignature to
-        send, or ``None`` if there is nothing new or we hold no key of this period's set.
-        Stores the checkpoint at once if our cosignature completes a quorum.
+    def cosign_head(self, *, now: int, block_time: int) -> Cosignature | None:
+        """Sign and cosign the current tree head (``now`` and ``block_time``, the committed
+        block's time, in ms); return the cosignature to send, or ``None`` if there is nothing
+        new or we hold no key of this period's set. Stores the checkpoint at once if our
+        cosignature completes a quorum.
 
         Raises:
             StorageError: storing the note failed.
@@ -215,12 +301,13 @@ class CheckpointBook:
         if collector is None:
             return None  # not a validator of this period's set (removed, or not yet added)
         body = Checkpoint(origin=self._origin, size=head.size, root=head.root)
-        cosig = collector.sign_local(body, timestamp=now // 1000)
+        cosig = collector.sign_local(body, timestamp=now // 1000, block_time=block_time // 1000)
         self.store_if_quorum(head.size)
         return cosig
 
-    def add_peer(self, cosig: Cosignature) -> bool:
-        """Take a peer's cosignature; return whether a new checkpoint was stored.
+    def add_peer(self, cosig: Cosignature, *, now: int) -> bool:
+        """Take a peer's cosignature (``now`` in ms); return whether a note was stored (a new
+        checkpoint, or one with more cosignatures).
 
         Raises:
             MalformedError, VerificationError: the cosignature is bad (see
@@ -230,35 +317,71 @@ class CheckpointBook:
         size = self._store.size
         added = False
         for collector in self._validators.collectors_for_peer(cosig.size, latest_size=size):
-            added = collector.add(cosig, latest_size=size) or added
+            added = collector.add(cosig, latest_size=size, now=now // 1000) or added
         return added and self.store_if_quorum(cosig.size)
 
     def store_if_quorum(self, size: int) -> bool:
-        """Store the note of ``size`` if it is newer than the latest and holds a quorum.
+        """Store the note of ``size`` if it holds a quorum and more cosignatures than the note
+        stored for it (none, the first time).
 
         Raises:
             StorageError: the write failed.
         """
-        if size <= self.latest_size:
-            return False
         collector = self._validators.collector(size)
-        note = None if collector is None else collector.note(size)
+        if collector is None or collector.count(size) <= self._stored.get(size, 0):
+            return False
+        note = collector.note(size)
         if note is None:
             return False
         self._store.put_checkpoint(size, note.encode("utf-8"))
-        self.latest = (size, note)
+        self._expected.pop(size, None)
+        self._stored[size] = collector.count(size)
+        while len(self._stored) > _MAX_OPEN_SIZES:
+            del self._stored[min(self._stored)]
+        if size >= self.latest_size:
+            self.latest = (size, note)
         return True
 
-    def own_newest(self) -> Cosignature | None:
-        """Our cosignature of the newest tree head, for re-sending (``None`` if none)."""
-        size = self._store.size
-        collector = self._validators.collector(size)
-        return None if collector is None else collector.own(size)
+    def expect(self, size: int, now: int) -> None:
+        """A committed block grew the tree to ``size``: its note must be stored here (from
+        our own quorum, or fetched from a peer, :meth:`missing`)."""
+        if size and size not in self._expected and self._store.checkpoint(size) is None:
+            self._expected[size] = (now, now)
+            while len(self._expected) > MAX_EXPECTED:
+                del self._expected[min(self._expected)]
+
+    def missing(self, now: int) -> list[int]:
+        """The expected notes still missing :data:`FETCH_MISSING_AFTER_MS` after their block
+        (or after we last asked a peer): to fetch now. Each is marked as asked."""
+        out = []
+        for size, (since, asked) in sorted(self._expected.items()):
+            if self._store.checkpoint(size) is not None:
+                del self._expected[size]
+            elif now - asked >= FETCH_MISSING_AFTER_MS:
+                self._expected[size] = (since, now)
+                out.append(size)
+                if len(out) >= 16:
+                    break
+        return out
+
+    def own_recent(self) -> list[Cosignature]:
+        """Our cosignatures of the newest tree heads, for re-sending (:data:`RESEND_OWN`)."""
+        collector = self._validators.collector(self._store.size)
+        return [] if collector is None else collector.own_recent(RESEND_OWN)
+
+    def earliest(self, index: int) -> tuple[int, str] | None:
+        """The first stored checkpoint whose tree holds leaf ``index``: (size, note).
+
+        Raises:
+            StorageError: the store failed.
+        """
+        found = self._store.earliest_checkpoint(index)
+        return None if found is None else (found[0], found[1].decode("utf-8"))
 
     def adopt(self, text: str) -> bool:
-        """Store a peer's quorum checkpoint if it is newer than ours and within our tree.
-
-        Returns whether it was stored; ``False`` for one that is not newer or beyond our tree.
+        """Store a peer's quorum checkpoint of a size within our tree (a block we caught up
+        on), merged with the note we hold for that size, if any: every valid signature of
+        either is kept. Returns whether anything was stored.
 
         Raises:
             MalformedError: the note does not parse.
@@ -274,12 +397,20 @@ class CheckpointBook:
         cp = opened.checkpoint
         if cp.origin != self._origin:
             raise VerificationError(f"checkpoint of origin {cp.origin!r}, not ours")
-        if cp.size <= self.latest_size or cp.size > self._store.size:
+        if cp.size == 0 or cp.size > self._store.size:
             return False
         if self._store.root_at(cp.size) != cp.root:
             raise VerificationError(f"checkpoint of size {cp.size} contradicts our tree")
-        self._store.put_checkpoint(cp.size, text.encode("utf-8"))
-        self.latest = (cp.size, text)
+        held = self._store.checkpoint(cp.size)
+        merged = text if held is None else merge_notes(held.decode("utf-8"), text,
+                                                       policy.verifiers())
+        if held is not None and merged == held.decode("utf-8"):
+            self._expected.pop(cp.size, None)
+            return False
+        self._store.put_checkpoint(cp.size, merged.encode("utf-8"))
+        self._expected.pop(cp.size, None)
+        if cp.size >= self.latest_size:
+            self.latest = (cp.size, merged)
         return True
 
     def rejected(self) -> int:

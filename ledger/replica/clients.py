@@ -7,7 +7,13 @@ waits gets a ticket; :meth:`Clients.answer_covered` answers every waiting client
 latest checkpoint covers, building all their receipts from one store snapshot
 (:mod:`ledger.replica.receipts`).
 
-Receipts are cut against the latest stored checkpoint.
+**The earliest receipt.** A leaf's receipt is cut against the *first* stored checkpoint whose
+tree holds it: the checkpoint of the block that appended it, the same tree size on every node,
+and the earliest time bound the ledger can prove for it, whenever it is asked for. A client
+that waits for a leaf this replica saw committed is answered only once the checkpoint of that
+very block is stored here (never a later one that happened to be stored first). On request
+(:meth:`Clients.proof` with ``latest``) the receipt is cut against the latest checkpoint
+instead and carries the first one as an earliest bridge (:mod:`ledger.receipt`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ledger.errors import NotFoundError
+from ledger.receipt import EarliestBridge
 from ledger.replica.actions import Reply
 from ledger.replica.batching import Mempool
 from ledger.replica.checkpoints import CheckpointBook
@@ -71,21 +78,31 @@ class Clients:
                                         status=ANCHORED if index < covered else COMMITTED))
         return out
 
-    def proof(self, digest: bytes) -> AnchorStatus:
-        """``digest``'s status, with its receipt when it is anchored.
+    def proof(self, digest: bytes, *, latest: bool = False) -> tuple[AnchorStatus, int]:
+        """``digest``'s status, with its receipt when it is anchored (against the first
+        checkpoint that holds it; with ``latest``, against the latest, carrying the first as
+        an earliest bridge), and the tree size of the receipt's checkpoint (0 without one).
 
         Raises:
             NotFoundError: the digest is neither in the log nor pending.
             CorruptionError: the stored tree does not back the receipt.
         """
         status = self.statuses([digest], strict=True)[0]
-        latest = self._checkpoints.latest
-        if status.status != ANCHORED or latest is None or status.index is None:
-            return status
-        size, note = latest
-        receipt = self._receipts.receipts([status.index], [digest], size=size, note=note)[0]
+        first = None if status.index is None else self._checkpoints.earliest(status.index)
+        if first is None or status.index is None:
+            return status, 0
+        size, note = first
+        newest = self._checkpoints.latest
+        if latest and newest is not None and newest[0] > size:
+            bridge = EarliestBridge(proof=tuple(self._store.consistency_proof(size, newest[0])),
+                                    checkpoint=note)
+            text = self._receipts.receipts([status.index], [digest], size=newest[0],
+                                           note=newest[1], extra=bridge.encode())[0]
+            return AnchorStatus(digest=digest, status=ANCHORED, index=status.index,
+                                receipt=text), newest[0]
+        text = self._receipts.receipts([status.index], [digest], size=size, note=note)[0]
         return AnchorStatus(digest=digest, status=ANCHORED, index=status.index,
-                            receipt=receipt)
+                            receipt=text), size
 
     def wait(self, statuses: Sequence[AnchorStatus]) -> int:
         """A client waits for the receipts of ``statuses``' digests; its ticket."""
@@ -95,12 +112,15 @@ class Clients:
         """The client of ``ticket`` stopped waiting."""
         self.waiters.cancel(ticket)
 
-    def committed(self, digests: Sequence[bytes], indices: Sequence[int]) -> None:
-        """A committed block gave ``digests`` these leaf indices."""
-        self.waiters.committed(digests, indices)
+    def committed(self, digests: Sequence[bytes], indices: Sequence[int], size: int) -> None:
+        """A committed block, which grew the tree to ``size``, gave ``digests`` these leaf
+        indices."""
+        self.waiters.committed(digests, indices, size)
 
     def answer_covered(self) -> list[Reply]:
-        """The replies to every waiting client the latest checkpoint covers.
+        """The replies to every waiting client whose leaves' first checkpoints are stored.
+
+        The receipts of all of them are built together: one store snapshot per checkpoint.
 
         Raises:
             CorruptionError: the stored tree does not back a receipt.
@@ -108,16 +128,31 @@ class Clients:
         latest = self._checkpoints.latest
         if latest is None or not len(self.waiters):
             return []
-        size, note = latest
-        done = self.waiters.covered(size)
-        if not done:
-            return []
-        indices = [i for _, _, idx in done for i in idx]
-        digests = [d for _, ds, _ in done for d in ds]
-        texts = iter(self._receipts.receipts(indices, digests, size=size, note=note))
+        answerable: list[tuple[int, tuple[bytes, ...], list[int], list[tuple[int, str]]]] = []
+        for ticket, digests, indices, sizes in self.waiters.covered(latest[0]):
+            found = [self._checkpoints.earliest(i) for i in indices]
+            late = [need for f, need in zip(found, sizes, strict=True)
+                    if f is None or (need is not None and f[0] != need)]
+            if late:  # that block's checkpoint is not stored here yet: wait for it
+                self.waiters.retry(ticket, max(n or 0 for n in late) + 1)
+                continue
+            answerable.append((ticket, digests, indices, [f for f in found if f is not None]))
+        # One store snapshot per checkpoint for every leaf it is the first of.
+        by_note: dict[tuple[int, str], list[tuple[tuple[int, int], int, bytes]]] = {}
+        for n, (_, digests, indices, firsts) in enumerate(answerable):
+            for pos, (digest, index, first) in enumerate(zip(digests, indices, firsts,
+                                                             strict=True)):
+                by_note.setdefault(first, []).append(((n, pos), index, digest))
+        texts: dict[tuple[int, int], str] = {}
+        for (size, note), leaves in by_note.items():
+            made = self._receipts.receipts([i for _, i, _ in leaves], [d for _, _, d in leaves],
+                                           size=size, note=note)
+            texts.update((key, text) for (key, _, _), text in zip(leaves, made, strict=True))
         replies = []
-        for ticket, ds, idx in done:
-            anchors = tuple(AnchorStatus(digest=d, status=ANCHORED, index=i, receipt=next(texts))
-                            for d, i in zip(ds, idx, strict=True))
+        for n, (ticket, digests, indices, _) in enumerate(answerable):
+            self.waiters.done(ticket)
+            anchors = tuple(AnchorStatus(digest=d, status=ANCHORED, index=i,
+                                         receipt=texts[(n, pos)])
+                            for pos, (d, i) in enumerate(zip(digests, indices, strict=True)))
             replies.append(Reply(ticket=ticket, anchors=anchors))
         return replies

@@ -122,6 +122,9 @@ class Driver:
         self.traffic_height = 0
         #: The core is built but its start is parked (see :meth:`start_core`).
         self.start_parked = False
+        #: The time (ms) of the newest committed block (cosignatures count their tolerance
+        #: from it).
+        self.block_time = 0
         #: Safety records not written yet: only with the deliberate ``send_before_persist``.
         self.deferred: list[Persist] = []
 
@@ -148,6 +151,7 @@ class Driver:
                 last_cert = decode_certificate(record.certificate)
             except ProtocolError as exc:
                 raise CorruptionError(f"stored block {height}: {exc.diagnostics()}") from None
+            self.block_time = last_block.time
             try:
                 verify_certificate(last_cert, block_hash=last_block.hash, height=height,
                                    validators=history.set_at(height),
@@ -330,15 +334,17 @@ class Driver:
     def on_commit(self, block: Block, certificate: CommitCertificate, now: int) -> None:
         """Store the block with its certificate, then apply it (module docstring)."""
         result = commit_block(self.store, block, certificate)
+        self.block_time = block.time
         self.mempool.remove(block.digests)
         self.validators.apply(block)
         self.changes.on_commit(block, latest=self.validators.history.latest.roster)
-        self.clients.committed(block.digests, result.indices)
+        self.clients.committed(block.digests, result.indices, block.tree_size)
         new = sum(result.new)
         self.stats.anchors += new
         self.stats.commits += 1
         self.batch.reset()
         self.out.append(Committed(block=block, new=new, started=self.height_started))
+        self.checkpoints.expect(block.tree_size, now)
         self.log.debug("committed block %d: %d digests (%d new), tree size %d", block.height,
                   len(block.digests), new, result.head.size)
         if self.cosigning:
@@ -346,7 +352,7 @@ class Driver:
 
     def cosign(self, now: int) -> None:
         """Cosign the current tree head, send the cosignature, answer covered clients."""
-        cosig = self.checkpoints.cosign_head(now=now)
+        cosig = self.checkpoints.cosign_head(now=now, block_time=self.block_time)
         if cosig is not None:
             self.send(None, KIND_COSIGNATURE, encode_cosignature(cosig))
         self.answer_waiting()

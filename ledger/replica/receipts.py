@@ -72,7 +72,7 @@ class ReceiptMaker:
         self._checked: tuple[str, bytes] | None = None  # (note, its root), parsed once
 
     def receipts(self, indices: Sequence[int], digests: Sequence[bytes], *, size: int,
-                 note: str) -> list[str]:
+                 note: str, extra: bytes | None = None) -> list[str]:
         """The receipt of each leaf index (holding the digest beside it) against the note of
         tree ``size``, with every inclusion path read from one store snapshot.
 
@@ -99,7 +99,11 @@ class ReceiptMaker:
                 raise CorruptionError(
                     f"the stored tree does not back leaf {index} of the cosigned checkpoint "
                     f"of size {size}; run `ledger db check`") from exc
-            out.append(format_receipt(index, path, note))
+            if extra is None:
+                out.append(format_receipt(index, path, note))
+            else:
+                out.append(build_receipt(index=index, proof=path, checkpoint_note=note,
+                                         extra=extra))
         return out
 
 
@@ -108,17 +112,24 @@ class _Waiter:
     ticket: int
     digests: tuple[bytes, ...]
     indices: list[int | None]
+    #: per leaf: the tree size of the block that appended it (its first checkpoint's size),
+    #: when this replica saw that block commit; None for a leaf already in the log before.
+    sizes: list[int | None]
     missing: int
-    deadline: int = 0
 
 
 @dataclass
 class Waiters:
-    """Requests waiting for their receipts (module docstring), by ticket."""
+    """Requests waiting for their receipts (module docstring), by ticket.
+
+    A request is *ready* once every leaf has an index; it is then kept in a heap by the tree
+    size its receipts need at least (the largest of its leaves' first checkpoint sizes, or of
+    ``index + 1`` for a leaf whose block it did not see commit).
+    """
 
     _by_ticket: dict[int, _Waiter] = field(default_factory=dict)
     _pending: dict[bytes, list[tuple[_Waiter, int]]] = field(default_factory=dict)
-    _ready: list[tuple[int, int]] = field(default_factory=list)  # heap of (max index, ticket)
+    _ready: list[tuple[int, int]] = field(default_factory=list)  # heap of (size, ticket)
     _next: int = 1
 
     def __len__(self) -> int:
@@ -128,7 +139,8 @@ class Waiters:
         """Register a request with the current status of each of its digests; its ticket."""
         ticket, self._next = self._next, self._next + 1
         waiter = _Waiter(ticket=ticket, digests=tuple(s.digest for s in statuses),
-                         indices=[s.index for s in statuses], missing=0)
+                         indices=[s.index for s in statuses], sizes=[None] * len(statuses),
+                         missing=0)
         for pos, s in enumerate(statuses):
             if s.index is None:
                 waiter.missing += 1
@@ -151,8 +163,9 @@ class Waiters:
                     if not entries:
                         del self._pending[digest]
 
-    def committed(self, digests: Sequence[bytes], indices: Sequence[int]) -> None:
-        """A committed block gave ``digests`` these leaf indices."""
+    def committed(self, digests: Sequence[bytes], indices: Sequence[int], size: int) -> None:
+        """A committed block, which grew the tree to ``size``, gave ``digests`` these leaf
+        indices."""
         if not self._pending:
             return
         for digest, index in zip(digests, indices, strict=True):
@@ -161,22 +174,36 @@ class Waiters:
                 continue
             for waiter, pos in entries:
                 waiter.indices[pos] = index
+                waiter.sizes[pos] = size if index < size else None
                 waiter.missing -= 1
                 if waiter.missing == 0:
                     self._mark_ready(waiter)
 
     def _mark_ready(self, waiter: _Waiter) -> None:
-        top = max((i for i in waiter.indices if i is not None), default=-1)
-        heapq.heappush(self._ready, (top, waiter.ticket))
+        need = max((s if s is not None else (i or 0) + 1
+                    for i, s in zip(waiter.indices, waiter.sizes, strict=True)), default=0)
+        heapq.heappush(self._ready, (need, waiter.ticket))
 
-    def covered(self, size: int) -> list[tuple[int, tuple[bytes, ...], list[int]]]:
-        """Pop every request whose leaves are all below ``size``: (ticket, digests, indices)."""
-        out: list[tuple[int, tuple[bytes, ...], list[int]]] = []
-        while self._ready and self._ready[0][0] < size:
+    def covered(self, size: int) -> list[tuple[int, tuple[bytes, ...], list[int],
+                                            list[int | None]]]:
+        """Pop every request whose receipts need at most tree ``size``: (ticket, digests,
+        indices, first checkpoint sizes) each."""
+        out: list[tuple[int, tuple[bytes, ...], list[int], list[int | None]]] = []
+        while self._ready and self._ready[0][0] <= size:
             _, ticket = heapq.heappop(self._ready)
-            waiter = self._by_ticket.pop(ticket, None)
+            waiter = self._by_ticket.get(ticket)
             if waiter is None:
                 continue  # cancelled
             indices = [i for i in waiter.indices if i is not None]
-            out.append((ticket, waiter.digests, indices))
+            out.append((ticket, waiter.digests, indices, list(waiter.sizes)))
         return out
+
+    def done(self, ticket: int) -> None:
+        """The request of ``ticket`` was answered."""
+        self._by_ticket.pop(ticket, None)
+
+    def retry(self, ticket: int, size: int) -> None:
+        """Not answerable yet (a first checkpoint is not stored here yet): wait for ``size``
+        again."""
+        if ticket in self._by_ticket:
+            heapq.heappush(self._ready, (size, ticket))

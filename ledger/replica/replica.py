@@ -139,8 +139,9 @@ class Replica:
             for data in driver.safety_log.at(core.height):
                 driver.send(None, KIND_CONSENSUS, data)
         self._last_tick_state = state
-        own = driver.checkpoints.own_newest()
-        if own is not None:  # a peer that missed it may lack a quorum until it gets it
+        # A peer that missed one may lack a quorum, or hold a note with fewer cosignatures
+        # (so a later time bound), until it gets it.
+        for own in driver.checkpoints.own_recent():
             driver.send(None, KIND_COSIGNATURE, encode_cosignature(own))
         for change in driver.changes.changes():  # a peer that missed one cannot propose it
             driver.send(None, KIND_CHANGE, change.encode())
@@ -202,7 +203,7 @@ class Replica:
             self._on_change_item(name, payload, now)
         else:
             try:
-                stored = driver.checkpoints.add_peer(decode_cosignature(payload))
+                stored = driver.checkpoints.add_peer(decode_cosignature(payload), now=now)
             except (MalformedError, VerificationError) as exc:
                 driver.stats.peer_invalid += 1
                 self.driver.log.warning("bad cosignature from %s: %s", name,
@@ -246,7 +247,8 @@ class Replica:
         return self.driver.flush()
 
     def on_checkpoint(self, peer: str, text: str | None, now: int) -> list[Action]:
-        """A checkpoint request answered with the peer's latest note (``None``: failed)."""
+        """A checkpoint request answered with the peer's note (of the size asked for, or its
+        latest; ``None``: failed)."""
         if text is not None:
             self.driver.run(now, lambda t: self.sync.on_checkpoint(peer, text, t))
         return self.driver.flush()
@@ -326,15 +328,17 @@ class Replica:
         """
         return self.driver.clients.statuses(digests, strict=True)
 
-    def proof(self, digest: bytes) -> AnchorStatus:
-        """The status of ``digest``, with its receipt if it is anchored.
+    def proof(self, digest: bytes, *, latest: bool = False) -> tuple[AnchorStatus, int]:
+        """The status of ``digest`` with its receipt if it is anchored: against the first
+        checkpoint that holds it, or (``latest``) the latest, carrying the first as an
+        earliest bridge; and the tree size of the receipt's checkpoint.
 
         Raises:
             NotFoundError: the digest is neither in the log nor pending.
             CorruptionError: the stored tree does not back the receipt (the replica halts).
         """
         try:
-            return self.driver.clients.proof(digest)
+            return self.driver.clients.proof(digest, latest=latest)
         except CorruptionError as exc:
             self.driver.halt(exc.diagnostics())
             raise

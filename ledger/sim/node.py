@@ -367,6 +367,9 @@ class SimNode:
         elif kind is FetchKind.BLOCK:
             record = replica.block_record(height)
             answer = None if record is None else [record.block, record.certificate]
+        elif height:
+            note = replica.store.checkpoint(height)
+            answer = None if note is None else note.decode("utf-8")
         elif replica.checkpoint is not None:
             answer = replica.checkpoint[1]
         self.world.net.send(self.endpoint, src, ANSWER + msgpack.packb([ident, answer]))

@@ -128,12 +128,13 @@ class SimStore(MemoryStore):
 
         self._write("persist", apply)
 
-    def append(self, digests: Iterable[bytes], *,
-               block: BlockRecord | None = None) -> AppendResult:
+    def append(self, digests: Iterable[bytes], *, block: BlockRecord | None = None,
+               meta: Mapping[bytes, bytes | None] | None = None) -> AppendResult:
         batch = list(digests)
-        if block is None:
+        if block is None and meta is None:
             return super().append(batch)
-        result = self._write("commit", lambda: super(SimStore, self).append(batch, block=block))
+        result = self._write("commit", lambda: super(SimStore, self).append(
+            batch, block=block, meta=meta))
         assert isinstance(result, AppendResult)
         return result
 

@@ -18,7 +18,7 @@ from ledger.errors import LedgerError, MalformedError, ProtocolError, Verificati
 from ledger.policy import parse_policy
 from ledger.prover import trust_policy
 from ledger.replica.batching import Mempool, OverloadedError
-from ledger.replica.checkpoints import CosignatureCollector
+from ledger.replica.checkpoints import COSIGNATURE_TOLERANCE_S, CosignatureCollector
 from ledger.replica.wire import (
     KIND_CONSENSUS,
     KIND_COSIGNATURE,
@@ -130,16 +130,20 @@ def open_cosigner(k: ValidatorKeys):  # type: ignore[no-untyped-def]
     return Verifier.from_vkey(k.cosigner_vkey)
 
 
+#: The time of the block that produced the tree heads below (UNIX seconds).
+T0 = 1_700_000_000
+
+
 def test_cosignatures_make_a_quorum_note_that_verifies() -> None:
     body = Checkpoint(origin=ORIGIN, size=5, root=hashlib.sha256(b"root").digest())
     collectors = _collectors()
-    mine = [c.sign_local(body, timestamp=1_700_000_000 + i) for i, c in enumerate(collectors)]
+    mine = [c.sign_local(body, timestamp=T0 + i, block_time=T0) for i, c in enumerate(collectors)]
     first = collectors[0]
     assert first.note(5) is None  # only its own
-    assert first.add(mine[1], latest_size=5)
-    assert not first.add(mine[1], latest_size=5)  # duplicate
+    assert first.add(mine[1], latest_size=5, now=T0 + 5)
+    assert not first.add(mine[1], latest_size=5, now=T0 + 5)  # duplicate
     assert first.note(5) is None
-    assert first.add(mine[2], latest_size=5)
+    assert first.add(mine[2], latest_size=5, now=T0 + 5)
     note = first.note(5)
     assert note is not None
     policy = parse_policy(trust_policy(KEYS))
@@ -152,28 +156,46 @@ def test_forged_or_conflicting_cosignatures_are_refused() -> None:
     body = Checkpoint(origin=ORIGIN, size=5, root=hashlib.sha256(b"root").digest())
     other = Checkpoint(origin=ORIGIN, size=5, root=hashlib.sha256(b"fork").digest())
     a, b, *_ = _collectors()
-    a.sign_local(body, timestamp=1)
-    forked = b.sign_local(other, timestamp=1)
+    a.sign_local(body, timestamp=T0 + 1, block_time=T0)
+    forked = b.sign_local(other, timestamp=T0 + 1, block_time=T0)
     with pytest.raises(VerificationError, match="another root"):
-        a.add(forked, latest_size=5)
+        a.add(forked, latest_size=5, now=T0 + 5)
     # a signature line moved onto the right root does not verify
     with pytest.raises(VerificationError):
-        a.add(Cosignature(size=5, root=body.root, line=forked.line), latest_size=5)
+        a.add(Cosignature(size=5, root=body.root, line=forked.line), latest_size=5, now=T0 + 5)
     outsider = ValidatorKeys(name="v9", origin=ORIGIN, seed=b"\x07" * 32)
     lone = CosignatureCollector(keys=outsider, cosigners={"v9": open_cosigner(outsider)},
-                                quorum=1).sign_local(body, timestamp=1)
+                                quorum=1).sign_local(body, timestamp=T0 + 1, block_time=T0)
     with pytest.raises(MalformedError, match="not a validator"):
-        a.add(lone, latest_size=5)
+        a.add(lone, latest_size=5, now=T0 + 5)
     assert a.count(5) == 1 and a.rejected == 2
 
 
 def test_cosignatures_for_a_future_size_wait_for_our_commit() -> None:
     body = Checkpoint(origin=ORIGIN, size=9, root=hashlib.sha256(b"r9").digest())
     a, b, c, _ = _collectors()
-    assert not a.add(b.sign_local(body, timestamp=2), latest_size=4)
-    assert not a.add(c.sign_local(body, timestamp=2), latest_size=4)
-    a.sign_local(body, timestamp=3)
+    assert not a.add(b.sign_local(body, timestamp=T0 + 2, block_time=T0), latest_size=4, now=T0 + 5)
+    assert not a.add(c.sign_local(body, timestamp=T0 + 2, block_time=T0), latest_size=4, now=T0 + 5)
+    a.sign_local(body, timestamp=T0 + 3, block_time=T0)
     assert a.count(9) == 3 and a.note(9) is not None
+
+
+def test_a_cosignature_timestamped_outside_the_tolerance_is_refused() -> None:
+    # No validator can put into a note a time it could not have seen: more than the tolerance
+    # before the block's time, or after the receiver's clock.
+    body = Checkpoint(origin=ORIGIN, size=5, root=hashlib.sha256(b"root").digest())
+    a, b, c, d = _collectors()
+    a.sign_local(body, timestamp=T0, block_time=T0)
+    early = b.sign_local(body, timestamp=T0 - COSIGNATURE_TOLERANCE_S - 1, block_time=T0)
+    late = c.sign_local(body, timestamp=T0 + 100, block_time=T0)
+    edge = d.sign_local(body, timestamp=T0 - COSIGNATURE_TOLERANCE_S, block_time=T0)
+    with pytest.raises(VerificationError, match="tolerance"):
+        a.add(early, latest_size=5, now=T0)
+    with pytest.raises(VerificationError, match="tolerance"):
+        a.add(late, latest_size=5, now=T0 + 100 - COSIGNATURE_TOLERANCE_S - 1)
+    assert a.add(late, latest_size=5, now=T0 + 100 - COSIGNATURE_TOLERANCE_S)
+    assert a.add(edge, latest_size=5, now=T0)
+    assert a.count(5) == 3 and a.rejected == 2
 
 
 # ------------------------------------------------------------------------- the HTTP endpoint
