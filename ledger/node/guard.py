@@ -290,8 +290,14 @@ class GuardedProtocol(asyncio.Protocol):
                                        .header_timeout)
         except (OSError, ssl.SSLError, ConnectionError, TimeoutError, ValueError) as exc:
             if not conn.closed:
-                reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) \
-                    or type(exc).__name__
+                if isinstance(exc, ConnectionError):
+                    reason = ("the client hung up during the handshake (does it trust this "
+                              "node's certificate?)")
+                elif isinstance(exc, TimeoutError):
+                    reason = "no handshake in time"
+                else:
+                    reason = str(getattr(exc, "verify_message", None)
+                                 or getattr(exc, "reason", None) or exc)
                 self.listener.faults.note("tls_handshake", "TLS handshake with %s failed: %s",
                                           conn.address, reason)
                 conn.close()

@@ -28,6 +28,7 @@ from typing import Any, Final
 from aiohttp import http_exceptions, web_exceptions
 
 __all__ = [
+    "LIMITED",
     "LINE_INTERVAL_SECONDS",
     "NODE_LOGGERS",
     "ClientFaults",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.node")
+
+#: ``extra`` of a line whose caller bounds its rate itself (:class:`LogFloodFilter` lets it
+#: pass): :class:`ClientFaults`, the peer links' state changes.
+LIMITED: Final = {"rate_limited": True}
 
 #: At most one line per kind of client fault in this many seconds.
 LINE_INTERVAL_SECONDS: Final = 10.0
@@ -92,7 +97,7 @@ class ClientFaults:
         if held:
             message += f" ({held} more like it in the last {self._interval:g} s not logged)"
         self._next[kind] = now + self._interval
-        self._logger.warning(message, *args)
+        self._logger.warning(message, *args, extra=LIMITED)
 
     def count(self, kind: str) -> None:
         """An event that is counted but never logged (an idle connection closed)."""
@@ -153,7 +158,8 @@ class LogFloodFilter(logging.Filter):
     after a quiet spell says how many were held back. CRITICAL lines (a halt) always pass.
 
     :class:`ClientFaults` is the precise tool for the events it knows; this filter bounds the
-    rest (a peer's bad cosignatures, a witness refusing proofs) by the same rule.
+    rest (a peer's bad cosignatures, a witness refusing proofs) by the same rule. A line
+    logged with ``extra=LIMITED`` is bounded by its caller and passes.
     """
 
     def __init__(self, *, burst: int = 5, interval: float = LINE_INTERVAL_SECONDS,
@@ -166,7 +172,7 @@ class LogFloodFilter(logging.Filter):
         self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.CRITICAL:
+        if record.levelno >= logging.CRITICAL or getattr(record, "rate_limited", False):
             return True
         key = (record.name, record.levelno, _DIGITS.sub("#", str(record.msg)))
         now = self._clock()

@@ -88,3 +88,18 @@ class _Collector:
                     len(core.evidence) if core is not None else 0)
         yield gauge("ledger_storage_bytes", "Size of the store on disk.",
                     store.disk_usage() if isinstance(store, LmdbStore) else 0)
+        faults = CounterMetricFamily(
+            "ledger_client_faults", "Client-caused events (aborted requests, refused or "
+            "timed-out connections, bad heads, refused peer envelopes, TLS failures) by kind.",
+            labels=["kind"])
+        for kind, count in sorted(node.faults.counts.items()):
+            faults.add_metric([kind], count)
+        yield faults
+        yield CounterMetricFamily(
+            "ledger_log_lines_suppressed", "Log lines held back by the rate limit.",
+            value=node.faults.suppressed + node.log_filter.suppressed)
+        connections = GaugeMetricFamily("ledger_connections_open", "Open connections.",
+                                        labels=["listener"])
+        for listener in node.listeners:
+            connections.add_metric([listener.name], len(listener.connections))
+        yield connections

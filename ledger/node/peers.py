@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -35,6 +36,7 @@ import aiohttp
 from ledger.consensus.messages import MAX_MESSAGE_BYTES
 from ledger.errors import LedgerError, MalformedError
 from ledger.inputs import parse_base64, parse_json_object
+from ledger.node.logs import LIMITED
 from ledger.note import MAX_NOTE_SIZE
 from ledger.replica import Fetch, FetchKind
 from ledger.replica.wire import MAX_ENVELOPE_BYTES, MAX_ITEMS
@@ -150,8 +152,17 @@ def describe_failure(exc: BaseException) -> str:
         return f"it answered {exc.status}: {exc.message}"
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "no answer in time"
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())[:200]
+
+
+#: A flapping link writes at most this many lines a minute.
+_LINES_PER_MINUTE: Final = 4
 
 
 class _Link:
@@ -162,18 +173,27 @@ class _Link:
         self.name = name
         self.url = url
         self.failure: str | None = None
+        self.own = "?"
+        self._lines: deque[float] = deque()
 
     def failed(self, exc: BaseException) -> None:
         reason = describe_failure(exc)
-        if reason != self.failure:
+        now = time.monotonic()
+        while self._lines and self._lines[0] < now - 60:
+            self._lines.popleft()
+        if reason != self.failure and len(self._lines) < _LINES_PER_MINUTE:
+            self._lines.append(now)
             self.failure = reason
-            log.warning("peer %s at %s refused: %s", self.name, self.url, reason)
+            log.warning("%s: peer %s at %s refused: %s", self.own, self.name, self.url, reason,
+                        extra=LIMITED)
         else:
-            log.debug("peer %s at %s still failing: %s", self.name, self.url, reason)
+            log.debug("%s: peer %s at %s still failing: %s", self.own, self.name, self.url,
+                      reason)
 
     def worked(self) -> None:
         if self.failure is not None:
-            log.info("peer %s at %s reachable again", self.name, self.url)
+            log.info("%s: peer %s at %s reachable again", self.own, self.name, self.url,
+                     extra=LIMITED)
             self.failure = None
 
 
@@ -200,6 +220,8 @@ class HttpTransport:
     def start(self, host: TransportHost) -> None:
         self._host = host
         timeout = aiohttp.ClientTimeout(total=self._timeout)
+        for link in self._links.values():
+            link.own = str(getattr(host, "name", "?"))
         for name in self._urls:
             context = self._ssl.get(name)
             self._sessions[name] = aiohttp.ClientSession(

@@ -170,6 +170,11 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        """This validator's name."""
+        return self.keys.name
+
+    @property
     def store(self) -> Store | None:
         """The open store (``None`` before :meth:`start`)."""
         return None if self.replica is None else self.replica.store
