@@ -272,6 +272,7 @@ class GuardedProtocol(asyncio.Protocol):
             return
         self.conn = conn
         conn.head_started = conn._loop.time()  # the first head (or handshake) is due
+        self.listener.idle[conn] = None  # no request in progress: it may give way
         conn._arm(self.listener.limits.header_timeout, conn._head_expired)
         if self.listener.ssl_context is None:
             self._attach(transport)

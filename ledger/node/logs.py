@@ -116,6 +116,14 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logging.getLogger("aiohttp.server"), {})
         self._faults = faults
 
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if is_client_fault(exc):  # a non-HTTP first line: aiohttp logs it at debug
+            self._faults.count("bad_request")
+            self.logger.debug("%s: %s", _format(msg, args), _one_line(exc), **kwargs)
+            return
+        self.logger.debug(msg, *args, exc_info=exc_info, **kwargs)
+
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any
                   ) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else None
@@ -125,6 +133,13 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
                               _one_line(exc))
             return
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _format(msg: object, args: tuple[object, ...]) -> str:
+    try:
+        return str(msg) % args if args else str(msg)
+    except (TypeError, ValueError):
+        return str(msg)
 
 
 def _one_line(exc: BaseException | None) -> str:
