@@ -71,6 +71,7 @@ from ledger.policy import Policy
 from ledger.receipt import MAX_RECEIPT_SIZE, verify_receipt
 
 __all__ = [
+    "CACERT_ENV",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT",
     "MAX_DIGESTS_PER_REQUEST",
@@ -94,6 +95,7 @@ __all__ = [
     "read_token_file",
     "resolve_node",
     "resolve_token",
+    "tls_context",
 ]
 
 #: The API accepts 1 to 10,000 digests per request (issue 4, item 2).
@@ -109,6 +111,9 @@ MAX_RESPONSE_SIZE: Final = 128 * 1024 * 1024
 #: ``proof``, ``status``, ``validators``, ``eod``); see :func:`resolve_node`,
 #: :func:`resolve_token`.
 NODE_ENV: Final = "LEDGER_NODE"
+#: A PEM CA bundle to verify an https node's certificate against (``--cacert``), when it is
+#: not signed by a CA of the system's trust store (an institutions' private CA).
+CACERT_ENV: Final = "LEDGER_CACERT"
 TOKEN_ENV: Final = "LEDGER_TOKEN"
 TOKEN_FILE_ENV: Final = "LEDGER_TOKEN_FILE"
 MAX_TOKEN_FILE: Final = 4096
@@ -571,6 +576,22 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         text = f"TLS: {exc.reason or text}"
     return text[:1].lower() + text[1:]
+
+
+def tls_context(cacert: str | os.PathLike[str] | None) -> ssl.SSLContext | None:
+    """The TLS context of a client that trusts the CA bundle ``cacert`` (PEM) for https nodes,
+    host names checked; ``None`` for ``None`` (the system's trust store is used).
+
+    Raises:
+        ConfigError: the file is unreadable or holds no certificate.
+    """
+    if cacert is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=os.fspath(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"cannot use CA bundle {os.fspath(cacert)}: {reason}") from None
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

@@ -83,6 +83,7 @@ class _Settings:
     token: str | None
     ground: Path | None
     at: int | None
+    cacert: str | None = None
 
     def clock(self) -> int:
         return self.at if self.at is not None else int(time.time())
@@ -114,9 +115,10 @@ def _anchorer(settings: _Settings) -> Iterator[Anchorer | None]:
         with open_ground(settings.ground, clock=settings.clock) as anchorer:
             yield anchorer
     elif settings.node is not None:
-        from ledger.client import LedgerClient
+        from ledger.client import LedgerClient, tls_context
 
-        with LedgerClient(settings.node, token=settings.token) as client:
+        with LedgerClient(settings.node, token=settings.token,
+                          ssl_context=tls_context(settings.cacert)) as client:
             yield ClientAnchorer(client)
     else:
         yield None
@@ -188,6 +190,8 @@ _ref = click.argument("ref", metavar="CASE")
 )
 @click.option("--node", envvar="LEDGER_NODE", metavar="URL", help="A validator node's API.")
 @click.option("--token", envvar="LEDGER_TOKEN", help="Bearer token for anchoring at --node.")
+@click.option("--cacert", envvar="LEDGER_CACERT", metavar="FILE",
+              help="CA bundle (PEM) to verify an https --node's certificate against.")
 @click.option(
     "--ground",
     type=click.Path(file_okay=False, path_type=Path),
@@ -205,6 +209,7 @@ def eod_group(
     data_dir: Path,
     node: str | None,
     token: str | None,
+    cacert: str | None,
     ground: Path | None,
     at_text: str | None,
 ) -> None:
@@ -218,7 +223,8 @@ def eod_group(
         at = _parse_time(at_text, what="--at") if at_text is not None else None
     except MalformedError as exc:
         raise click.BadParameter(exc.diagnostics()) from None
-    ctx.obj = _Settings(data_dir=data_dir, node=node, token=token, ground=ground, at=at)
+    ctx.obj = _Settings(data_dir=data_dir, node=node, token=token, ground=ground, at=at,
+                        cacert=cacert)
 
 
 @eod_group.command("init")

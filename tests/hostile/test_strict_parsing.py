@@ -10,6 +10,7 @@ no 5xx and no traceback in the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -147,10 +148,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, L
 def raw_request(host: str, port: int, data: bytes) -> int | None:
     """Send ``data`` as is; the status of the answer (``None``: the node closed without one)."""
     with socket.create_connection((host, port), timeout=10) as sock:
-        try:
+        with contextlib.suppress(OSError):  # refused early and closed: read what it said
             sock.sendall(data)
-        except OSError:  # the node refused the head early and closed: read what it said
-            pass
         answer = b""
         while b"\r\n\r\n" not in answer:
             try:
