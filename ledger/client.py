@@ -569,12 +569,15 @@ class LedgerClient:
 
 def _reason(exc: BaseException) -> str:
     """An OS or HTTP error as a short phrase: "connection refused", "name not known"."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted ({exc.verify_message or exc.reason}); "
+                f"give its CA with --cacert or ${CACERT_ENV}")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     else:
         text = str(exc) or type(exc).__name__
-    if isinstance(exc, ssl.SSLError):
-        text = f"TLS: {exc.reason or text}"
     return text[:1].lower() + text[1:]
 
 

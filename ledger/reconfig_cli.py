@@ -88,8 +88,11 @@ def _http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None
         return exc.code, exc.read(64 * 1024)
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, ssl.SSLError):
-            reason = f"TLS: {getattr(reason, 'verify_message', None) or reason.reason or reason}"
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            reason = (f"its TLS certificate is not trusted ({reason.verify_message}); give its "
+                      "CA with --cacert or $LEDGER_CACERT")
+        elif isinstance(reason, ssl.SSLError):
+            reason = f"TLS handshake failed ({reason.reason or reason})"
         elif isinstance(reason, OSError):
             reason = reason.strerror or type(reason).__name__
         text = str(reason)
