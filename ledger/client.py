@@ -40,11 +40,13 @@ subclass of :class:`HttpError` carrying the server's error ``code`` and ``messag
 =========================  ==========================================================
 status                     exception
 =========================  ==========================================================
-400, 405, 413, 414, 422    :class:`BadRequestError` (also a :class:`MalformedError`)
+400, 405, 408, 413, 422    :class:`BadRequestError` (also a :class:`MalformedError`);
+                           414 too
 401                        :class:`UnauthorizedError` (no or unknown token)
 403                        :class:`ForbiddenError` (revoked token)
 404                        :class:`HttpNotFoundError` (also a :class:`NotFoundError`)
-503                        :class:`UnavailableError` (not ready, overloaded, timed out)
+429, 503                   :class:`UnavailableError` (not ready, overloaded, too many
+                           requests or connections: retry later)
 other 4xx, 5xx             :class:`HttpError` / :class:`ServerError` (5xx)
 =========================  ==========================================================
 
@@ -186,9 +188,11 @@ _STATUS_ERRORS: Final[Mapping[int, type[HttpError]]] = {
     403: ForbiddenError,
     404: HttpNotFoundError,
     405: BadRequestError,
+    408: BadRequestError,
     413: BadRequestError,
     414: BadRequestError,
     422: BadRequestError,
+    429: UnavailableError,
     503: UnavailableError,
 }
 
