@@ -67,7 +67,14 @@ def parse_decimal(text: str, *, what: str, limit: int = MAX_TREE_SIZE) -> int:
     Raises:
         MalformedError: not canonical decimal, or above ``limit``.
     """
-    return strict_decimal(text, what=what, high=limit)
+    # The messages are those the browser verifier (ledger/static/verify.js) gives too.
+    if len(text) > 20 or text == "" or not text.isascii() or not text.isdigit() or (
+            len(text) > 1 and text[0] == "0"):
+        raise MalformedError(f"{what} is not a decimal number without leading zeroes")
+    try:
+        return strict_decimal(text, what=what, high=limit)
+    except MalformedError:
+        raise MalformedError(f"{what} is out of range") from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ from typing import Any, Final
 from aiohttp import http_exceptions, web_exceptions
 
 __all__ = [
+    "FAULT_KINDS",
     "LIMITED",
     "LINE_INTERVAL_SECONDS",
     "NODE_LOGGERS",
@@ -43,6 +44,11 @@ log = logging.getLogger("ledger.node")
 #: ``extra`` of a line whose caller bounds its rate itself (:class:`LogFloodFilter` lets it
 #: pass): :class:`ClientFaults`, the peer links' state changes.
 LIMITED: Final = {"rate_limited": True}
+
+#: The kinds of client fault the node counts (``ledger_client_faults_total{kind}``).
+FAULT_KINDS: Final = ("aborted", "bad_request", "evicted", "header_timeout", "idle_closed",
+                      "peer_refused", "refused_address", "refused_busy", "requests_per_address",
+                      "tls_handshake", "transport")
 
 #: At most one line per kind of client fault in this many seconds.
 LINE_INTERVAL_SECONDS: Final = 10.0

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ledger.node.guard import API, PEER
+from ledger.node.logs import FAULT_KINDS
 from ledger.replica import Committed
 from ledger.storage.lmdb_store import LmdbStore
 
@@ -92,7 +94,8 @@ class _Collector:
             "ledger_client_faults", "Client-caused events (aborted requests, refused or "
             "timed-out connections, bad heads, refused peer envelopes, TLS failures) by kind.",
             labels=["kind"])
-        for kind, count in sorted(node.faults.counts.items()):
+        counts = {kind: 0 for kind in FAULT_KINDS} | dict(node.faults.counts)
+        for kind, count in sorted(counts.items()):
             faults.add_metric([kind], count)
         yield faults
         yield CounterMetricFamily(
@@ -100,6 +103,9 @@ class _Collector:
             value=node.faults.suppressed + node.log_filter.suppressed)
         connections = GaugeMetricFamily("ledger_connections_open", "Open connections.",
                                         labels=["listener"])
+        open_now = {API: 0} | ({PEER: 0} if node.config.peer_listen_port is not None else {})
         for listener in node.listeners:
-            connections.add_metric([listener.name], len(listener.connections))
+            open_now[listener.name] = len(listener.connections)
+        for name, count in open_now.items():
+            connections.add_metric([name], count)
         yield connections

@@ -52,7 +52,7 @@ from aiohttp import web
 
 from ledger.config import ClientToken, NodeConfig
 from ledger.errors import LedgerError, MalformedError, NotFoundError, VerificationError
-from ledger.node.guard import PEER
+from ledger.node.guard import PEER, Connection
 from ledger.node.logs import is_client_fault
 from ledger.replica import OverloadedError
 from ledger.replica.wire import UnknownSenderError
@@ -237,96 +237,123 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def middleware(node: Node, routes: Mapping[Handler, Route]) -> Any:
     """The middleware of ``node`` over the route table ``routes`` (by handler)."""
-    config = node.config
-    counter = itertools.count(1)
-    in_progress: Counter[str] = Counter()
-    proxies = config.limits.proxy_networks()
-    per_address = config.limits.max_requests_per_address
-    separate_peers = config.peer_listen_port is not None
-    require_peer_cert = config.tls is not None and config.tls.require_peer_certificate
+    gate = _Gate(node, routes)
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await gate.handle(request, handler)
+
+    return handle
+
+
+class _Gate:
+    """The state of the middleware: request ids, requests in progress per client address."""
+
+    def __init__(self, node: Node, routes: Mapping[Handler, Route]) -> None:
+        config = node.config
+        self.node = node
+        self.config = config
+        self.routes = routes
+        self.counter = itertools.count(1)
+        self.in_progress: Counter[str] = Counter()
+        self.proxies = config.limits.proxy_networks()
+        self.per_address = config.limits.max_requests_per_address
+        self.separate_peers = config.peer_listen_port is not None
+        self.require_peer_cert = config.tls is not None and config.tls.require_peer_certificate
+
+    async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("X-Request-Id", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else f"r{next(counter)}"
-        conn = node.connection_of(request.transport)
+        request_id = given if _REQUEST_ID.fullmatch(given) else f"r{next(self.counter)}"
+        conn = self.node.connection_of(request.transport)
         remote = conn.address if conn is not None else (request.remote or "?")
-        address = client_address(remote, request.headers.get("X-Forwarded-For"), proxies)
+        address = client_address(remote, request.headers.get("X-Forwarded-For"), self.proxies)
+        route = self.routes.get(request.match_info.route.handler)
         if conn is not None:
             conn.request_started()
-        in_progress[address] += 1
-        route = routes.get(request.match_info.route.handler)
+        self.in_progress[address] += 1
         try:
-            try:
-                on_peer_listener = conn is not None and conn.listener.name == PEER
-                if on_peer_listener and (route is None or not route.peer):
-                    raise web.HTTPNotFound()
-                if (separate_peers and route is not None and route.peer_only
-                        and not on_peer_listener):
-                    raise web.HTTPNotFound()
-                transport = request.transport
-                if (route is not None and route.peer_only and require_peer_cert
-                        and not (transport and transport.get_extra_info("peercert"))):
-                    raise ApiError(403, "peer_certificate_required",
-                                   "peer messages need a client certificate of the "
-                                   "validators' CA (TLS)")
-                if in_progress[address] > per_address:
-                    node.faults.note("requests_per_address",
-                                     "request from %s refused: %d requests in progress from it",
-                                     address, in_progress[address] - 1)
-                    raise ApiError(429, "too_many_requests",
-                                   f"{per_address} requests in progress from {address}; retry "
-                                   "when one is answered")
-                if route is not None:
-                    authorize(request, config, route.access)
-                    if (route.max_body and request.content_length is not None
-                            and request.content_length > route.max_body):
-                        raise ApiError(413, "body_too_large",
-                                       f"request body exceeds {route.max_body} bytes")
-                response = await handler(request)
-            except ClientGoneError as exc:
-                node.faults.note("aborted", "%s %s from %s aborted [%s]: %s", request.method,
-                                 request.path, address, request_id, exc.diagnostics())
-                response = error_response(400, exc.code, exc.diagnostics())
-            except LedgerError as exc:
-                status = status_for(exc)
-                if status >= 500 and status != 503:  # 503 (overloaded, stopping) is expected
-                    log.error("%s %s failed [%s]: %s", request.method, request.path,
-                              request_id, exc.diagnostics())
-                elif route is not None and route.peer_only and status in (400, 403):
-                    node.faults.note("peer_refused", "%s %s from %s refused (%d %s): %s",
-                                     request.method, request.path, address, status, exc.code,
-                                     exc.diagnostics())
-                headers = exc.headers if isinstance(exc, ApiError) else None
-                response = error_response(status, exc.code, exc.diagnostics(), headers=headers)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                message = exc.reason if exc.status != 404 else \
-                    f"no route {request.method} {request.path}"
-                response = error_response(exc.status,
-                                          _HTTP_CODES.get(exc.status, "http_error"), message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_client_fault(exc):
-                    node.faults.note("aborted", "%s %s from %s aborted [%s]: %s",
-                                     request.method, request.path, address, request_id,
-                                     type(exc).__name__)
-                    response = error_response(400, "client_gone", "the connection failed")
-                else:  # our own fault: the one place a traceback is written
-                    log.exception("%s %s failed [%s]", request.method, request.path,
-                                  request_id)
-                    response = error_response(500, "internal_error",
-                                              f"internal error (request id {request_id})")
+            response = await self._respond(request, handler, route, conn, address, request_id)
         finally:
-            in_progress[address] -= 1
-            if in_progress[address] <= 0:
-                del in_progress[address]
+            self.in_progress[address] -= 1
+            if self.in_progress[address] <= 0:
+                del self.in_progress[address]
             if conn is not None:
                 conn.request_finished()
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response
 
-    return handle
+    def _admit(self, request: web.Request, route: Route | None, conn: Connection | None,
+               address: str) -> None:
+        """The listener, per-address and access checks, before the handler runs.
+
+        Raises:
+            web.HTTPNotFound: a route this listener does not serve.
+            ApiError: 429, 401/403, 413 as in the module docstring.
+        """
+        on_peer_listener = conn is not None and conn.listener.name == PEER
+        if on_peer_listener and (route is None or not route.peer):
+            raise web.HTTPNotFound()
+        if self.separate_peers and route is not None and route.peer_only \
+                and not on_peer_listener:
+            raise web.HTTPNotFound()
+        transport = request.transport
+        if (route is not None and route.peer_only and self.require_peer_cert
+                and not (transport and transport.get_extra_info("peercert"))):
+            raise ApiError(403, "peer_certificate_required",
+                           "peer messages need a client certificate of the validators' CA (TLS)")
+        if self.in_progress[address] > self.per_address:
+            self.node.faults.note("requests_per_address",
+                                  "request from %s refused: %d requests in progress from it",
+                                  address, self.in_progress[address] - 1)
+            raise ApiError(429, "too_many_requests",
+                           f"{self.per_address} requests in progress from {address}; retry "
+                           "when one is answered")
+        if route is not None:
+            authorize(request, self.config, route.access)
+            if (route.max_body and request.content_length is not None
+                    and request.content_length > route.max_body):
+                raise ApiError(413, "body_too_large",
+                               f"request body exceeds {route.max_body} bytes")
+
+    async def _respond(self, request: web.Request, handler: Handler, route: Route | None,
+                       conn: Connection | None, address: str, request_id: str
+                       ) -> web.StreamResponse:
+        """The handler's response, or the error model's answer for what it raised."""
+        faults = self.node.faults
+        try:
+            self._admit(request, route, conn, address)
+            return await handler(request)
+        except ClientGoneError as exc:
+            faults.note("aborted", "%s %s from %s aborted [%s]: %s", request.method,
+                        request.path, address, request_id, exc.diagnostics())
+            return error_response(400, exc.code, exc.diagnostics())
+        except LedgerError as exc:
+            status = status_for(exc)
+            if status >= 500 and status != 503:  # 503 (overloaded, stopping) is expected
+                log.error("%s %s failed [%s]: %s", request.method, request.path, request_id,
+                          exc.diagnostics())
+            elif route is not None and route.peer_only and status in (400, 403):
+                faults.note("peer_refused", "%s %s from %s refused (%d %s): %s",
+                            request.method, request.path, address, status, exc.code,
+                            exc.diagnostics())
+            headers = exc.headers if isinstance(exc, ApiError) else None
+            return error_response(status, exc.code, exc.diagnostics(), headers=headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.reason if exc.status != 404 else \
+                f"no route {request.method} {request.path}"
+            return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
+                                  message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_client_fault(exc):
+                faults.note("aborted", "%s %s from %s aborted [%s]: %s", request.method,
+                            request.path, address, request_id, type(exc).__name__)
+                return error_response(400, "client_gone", "the connection failed")
+            # Our own fault: the one place a traceback is written.
+            log.exception("%s %s failed [%s]", request.method, request.path, request_id)
+            return error_response(500, "internal_error",
+                                  f"internal error (request id {request_id})")

@@ -326,6 +326,8 @@ class Node:
             self.replica.store.close()
         for name in NODE_LOGGERS:
             logging.getLogger(name).removeFilter(self.log_filter)
+        if self._loop is not None and self.listeners:
+            self._loop.set_exception_handler(None)
         log.info("node %s stopped", self.keys.name)
 
     # -- executing actions -----------------------------------------------------------------------
