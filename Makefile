@@ -64,10 +64,13 @@ chaos: $(STAMP)
 		--heights 3 --jobs $(CHAOS_JOBS)
 	$(PY) tests/chaos/run.py --duration 600 --seed 1
 
-# The long hostile-input run: 100,000 random, mutated, oversized, replayed and wrong-chain peer
-# messages against a running node; fails on a crash, a 5xx or a state change.
+# The long hostile-input runs: 100,000 random, mutated, oversized, replayed and wrong-chain peer
+# messages against a running node (fails on a crash, a 5xx or a state change); then 20,000 idle
+# and 1,000 slowloris connections to one devnet node (fails unless an anchor and a proof to it
+# succeed within 1 s, the cluster keeps committing and its log grows by less than 1 MB).
 fuzz: $(STAMP)
 	$(PY) tests/hostile/fuzz_peer.py --messages 100000
+	$(PY) tests/hostile/flood.py --idle 20000 --slowloris 1000
 
 # A 4-validator cluster on 127.0.0.1 in the foreground (Ctrl-C stops every node); state in
 # ./devnet. A second one, or any program on its ports, is refused with one line.

@@ -18,13 +18,13 @@ Nothing here reads a clock: the caller passes every timestamp in.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, Ed25519Key, b64decode_strict
 from ledger.errors import MalformedError
+from ledger.inputs import parse_decimal as strict_decimal
 from ledger.merkle.hashing import HASH_SIZE
 from ledger.note import (
     MAX_SIGNATURES,
@@ -53,26 +53,28 @@ __all__ = [
 #: Tree sizes and indices are unsigned 64-bit integers in RFC 9162 and in every tlog tool.
 MAX_TREE_SIZE: Final = (1 << 64) - 1
 
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 # A checkpoint body is three short lines and rarely any extensions; bound what we accept.
 _MAX_EXTENSIONS: Final = 64
 
 
 def parse_decimal(text: str, *, what: str, limit: int = MAX_TREE_SIZE) -> int:
-    """Parse ASCII decimal with no leading zeroes (unless it is ``0``), at most ``limit``.
+    """Parse ASCII decimal with no leading zeroes (unless it is ``0``), at most ``limit``
+    (:func:`ledger.inputs.parse_decimal`, the one decimal parser of untrusted text).
 
-    ``int()`` alone would accept ``+7``, `` 7``, ``7_0`` and non-ASCII digits; the regular
-    expression admits only the canonical spelling, so each number has exactly one encoding.
+    ``int()`` alone would accept ``+7``, `` 7``, ``7_0`` and non-ASCII digits; only the
+    canonical spelling is admitted, so each number has exactly one encoding.
 
     Raises:
         MalformedError: not canonical decimal, or above ``limit``.
     """
-    if len(text) > 20 or not _DECIMAL.fullmatch(text):
+    # The messages are those the browser verifier (ledger/static/verify.js) gives too.
+    if len(text) > 20 or text == "" or not text.isascii() or not text.isdigit() or (
+            len(text) > 1 and text[0] == "0"):
         raise MalformedError(f"{what} is not a decimal number without leading zeroes")
-    value = int(text)
-    if value > limit:
-        raise MalformedError(f"{what} is out of range")
-    return value
+    try:
+        return strict_decimal(text, what=what, high=limit)
+    except MalformedError:
+        raise MalformedError(f"{what} is out of range") from None
 
 
 @dataclass(frozen=True, kw_only=True)

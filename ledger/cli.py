@@ -240,8 +240,9 @@ def main() -> None:
     (c2sp.org/tlog-proof) that anyone can verify offline with the document and the published
     trust policy.
 
-    Commands that talk to a node take --node URL or LEDGER_NODE; those that anchor take the
-    client token from --token-file FILE, LEDGER_TOKEN_FILE or LEDGER_TOKEN.
+    Commands that talk to a node take --node URL or LEDGER_NODE, and --cacert FILE or
+    LEDGER_CACERT for an https node whose certificate is from a private CA; those that anchor
+    take the client token from --token-file FILE, LEDGER_TOKEN_FILE or LEDGER_TOKEN.
     """
 
 
@@ -834,6 +835,20 @@ def _token_file_option(func: Callable[P, R]) -> Callable[P, R]:
     )(func)
 
 
+def _cacert_option(func: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--cacert", envvar="LEDGER_CACERT", show_envvar=True, metavar="FILE",
+        help="CA bundle (PEM) to verify an https node's certificate against, when it is not "
+        "signed by a CA the system trusts (the institutions' own CA, a devnet's tls/ca.crt).",
+    )(func)
+
+
+def _tls(cacert: str | None) -> Any:
+    from ledger.client import tls_context
+
+    return tls_context(cacert)
+
+
 def _node_url(node_url: str | None) -> str:
     from ledger.client import resolve_node
 
@@ -842,13 +857,15 @@ def _node_url(node_url: str | None) -> str:
 
 @main.command("status")
 @_node_option
+@_cacert_option
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True)
 @click.option("--wait-ready", "wait_ready", type=click.FloatRange(0, 86_400), default=None,
               metavar="SECONDS",
               help="Wait up to SECONDS for the node to be ready (reachable, caught up, voting); "
                    "exit 1 if it is not by then.")
 @_errors_to_exit
-def status_command(node_url: str | None, timeout: float, wait_ready: float | None) -> None:
+def status_command(node_url: str | None, cacert: str | None, timeout: float,
+                   wait_ready: float | None) -> None:
     """Show a node's readiness, consensus status, latest checkpoint and key metrics."""
     import json
 
@@ -856,7 +873,8 @@ def status_command(node_url: str | None, timeout: float, wait_ready: float | Non
     from ledger.client import LedgerClient, TransportError, parse_metrics
     from ledger.note import parse_note
 
-    with LedgerClient(_node_url(node_url), timeout=timeout) as client:
+    with LedgerClient(_node_url(node_url), timeout=timeout,
+                      ssl_context=_tls(cacert)) as client:
         deadline = time.monotonic() + (wait_ready or 0)
         while True:
             try:
@@ -930,16 +948,25 @@ _devnet_port = click.option(
 )
 
 
+_devnet_tls = click.option(
+    "--tls", is_flag=True,
+    help="Make a devnet CA and node certificates (DIR/tls, needs openssl): every node serves "
+    "HTTPS and its peers verify it; clients pass --cacert DIR/tls/ca.crt.",
+)
+
+
 @devnet_group.command("init")
 @_devnet_dir
 @_devnet_nodes
 @_devnet_port
+@_devnet_tls
 @_errors_to_exit
-def devnet_init(directory: str, nodes: int, base_port: int) -> None:
+def devnet_init(directory: str, nodes: int, base_port: int, tls: bool) -> None:
     """Write keys, genesis, trust policy, node configs and a client token into DIR."""
     from ledger.devnet import init_devnet
 
-    net = init_devnet(Path(directory), nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms())
+    net = init_devnet(Path(directory), nodes=nodes, base_port=base_port,
+                      genesis_time_ms=_now_ms(), tls=tls)
     _echo_devnet(net)
 
 
@@ -950,6 +977,8 @@ def _echo_devnet(net: Devnet) -> None:
     click.echo(f"genesis hash: {net.genesis_hash}")
     click.echo(f"trust policy: {_shown_path(net.policy_file)}")
     click.echo(f"client token: {_shown_path(net.token_file)}")
+    if net.cacert is not None:
+        click.echo(f"CA certificate: {_shown_path(net.cacert)} (--cacert)")
 
 
 def _shown_path(path: Path) -> str:
@@ -960,7 +989,7 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
+def _prepare_devnet(directory: str, nodes: int, base_port: int, tls: bool) -> Devnet:
     """Load (or initialise) the devnet in DIRECTORY and check that it can start right now."""
     from ledger.devnet import (
         GENESIS_FILE,
@@ -985,13 +1014,15 @@ def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
         return net
     # A fresh directory: check the ports it will use before writing anything.
     check_ports_free(range(base_port, base_port + nodes))
-    return init_devnet(root, nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms())
+    return init_devnet(root, nodes=nodes, base_port=base_port, genesis_time_ms=_now_ms(),
+                       tls=tls)
 
 
 @devnet_group.command("up")
 @_devnet_dir
 @_devnet_nodes
 @_devnet_port
+@_devnet_tls
 @click.option(
     "--grace",
     type=click.FloatRange(0, 600),
@@ -1015,7 +1046,7 @@ def _prepare_devnet(directory: str, nodes: int, base_port: int) -> Devnet:
 @click.option("--background", is_flag=True, hidden=True)
 @_errors_to_exit
 def devnet_up(
-    directory: str, nodes: int, base_port: int, grace: float, detach: bool,
+    directory: str, nodes: int, base_port: int, tls: bool, grace: float, detach: bool,
     ready_timeout: float, background: bool,
 ) -> None:
     """Run every node of DIR (initialising DIR first if needed) until Ctrl-C or SIGTERM.
@@ -1025,7 +1056,7 @@ def devnet_up(
     `ledger devnet down` stop every node (SIGTERM, then SIGKILL after --grace seconds). With
     --detach it runs in the background and this command returns once the devnet is ready.
     """
-    net = _prepare_devnet(directory, nodes, base_port)
+    net = _prepare_devnet(directory, nodes, base_port, tls)
     if detach:
         _devnet_detach(net, grace=grace, ready_timeout=ready_timeout)
     else:
@@ -1378,6 +1409,7 @@ _RECEIPT_SUFFIX: Final = ".tlog-proof"
 @main.command("anchor")
 @_node_option
 @_token_file_option
+@_cacert_option
 @click.option(
     "--policy", "policy_path", metavar="FILE",
     help="Trust policy: verify every receipt (new and existing) against it.",
@@ -1396,6 +1428,7 @@ _RECEIPT_SUFFIX: Final = ".tlog-proof"
 def anchor_command(
     node_url: str | None,
     token_file: str | None,
+    cacert: str | None,
     policy_path: str | None,
     force: bool,
     batch: int,
@@ -1449,7 +1482,8 @@ def anchor_command(
     write_failures = 0
     if pending:
         with (
-            LedgerClient(url, secret, timeout=timeout, policy=policy) as client,
+            LedgerClient(url, secret, timeout=timeout, policy=policy,
+                         ssl_context=_tls(cacert)) as client,
             click.progressbar(length=len(pending), label="anchoring", file=sys.stderr,
                               hidden=not many) as bar,
         ):
@@ -1494,6 +1528,7 @@ def anchor_command(
 @main.command("proof")
 @click.argument("digest_hex", metavar="DIGEST")
 @_node_option
+@_cacert_option
 @click.option("--out", "out_path", metavar="FILE",
               help="Write the receipt here [default: stdout]. An existing receipt of DIGEST "
               "that proves an equal or earlier moment is kept.")
@@ -1504,8 +1539,8 @@ def anchor_command(
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True)
 @_errors_to_exit
 def proof_command(
-    digest_hex: str, node_url: str | None, out_path: str | None, policy_path: str | None,
-    force: bool, timeout: float,
+    digest_hex: str, node_url: str | None, cacert: str | None, out_path: str | None,
+    policy_path: str | None, force: bool, timeout: float,
 ) -> None:
     """Fetch the receipt (.tlog-proof) of an anchored DIGEST (64 hex digits).
 
@@ -1516,7 +1551,7 @@ def proof_command(
     digest = parse_digest(digest_hex)
     url = _node_url(node_url)
     policy = _load_policy_file(policy_path) if policy_path is not None else None
-    with LedgerClient(url, timeout=timeout, policy=policy) as client:
+    with LedgerClient(url, timeout=timeout, policy=policy, ssl_context=_tls(cacert)) as client:
         receipt = client.proof(digest)
     if out_path is None:
         click.echo(receipt, nl=False)

@@ -40,11 +40,13 @@ subclass of :class:`HttpError` carrying the server's error ``code`` and ``messag
 =========================  ==========================================================
 status                     exception
 =========================  ==========================================================
-400, 405, 413, 414, 422    :class:`BadRequestError` (also a :class:`MalformedError`)
+400, 405, 408, 413, 422    :class:`BadRequestError` (also a :class:`MalformedError`);
+                           414 too
 401                        :class:`UnauthorizedError` (no or unknown token)
 403                        :class:`ForbiddenError` (revoked token)
 404                        :class:`HttpNotFoundError` (also a :class:`NotFoundError`)
-503                        :class:`UnavailableError` (not ready, overloaded, timed out)
+429, 503                   :class:`UnavailableError` (not ready, overloaded, too many
+                           requests or connections: retry later)
 other 4xx, 5xx             :class:`HttpError` / :class:`ServerError` (5xx)
 =========================  ==========================================================
 
@@ -71,6 +73,7 @@ from ledger.policy import Policy
 from ledger.receipt import MAX_RECEIPT_SIZE, verify_receipt
 
 __all__ = [
+    "CACERT_ENV",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT",
     "MAX_DIGESTS_PER_REQUEST",
@@ -94,6 +97,7 @@ __all__ = [
     "read_token_file",
     "resolve_node",
     "resolve_token",
+    "tls_context",
 ]
 
 #: The API accepts 1 to 10,000 digests per request (issue 4, item 2).
@@ -109,6 +113,9 @@ MAX_RESPONSE_SIZE: Final = 128 * 1024 * 1024
 #: ``proof``, ``status``, ``validators``, ``eod``); see :func:`resolve_node`,
 #: :func:`resolve_token`.
 NODE_ENV: Final = "LEDGER_NODE"
+#: A PEM CA bundle to verify an https node's certificate against (``--cacert``), when it is
+#: not signed by a CA of the system's trust store (an institutions' private CA).
+CACERT_ENV: Final = "LEDGER_CACERT"
 TOKEN_ENV: Final = "LEDGER_TOKEN"
 TOKEN_FILE_ENV: Final = "LEDGER_TOKEN_FILE"
 MAX_TOKEN_FILE: Final = 4096
@@ -181,9 +188,11 @@ _STATUS_ERRORS: Final[Mapping[int, type[HttpError]]] = {
     403: ForbiddenError,
     404: HttpNotFoundError,
     405: BadRequestError,
+    408: BadRequestError,
     413: BadRequestError,
     414: BadRequestError,
     422: BadRequestError,
+    429: UnavailableError,
     503: UnavailableError,
 }
 
@@ -564,13 +573,32 @@ class LedgerClient:
 
 def _reason(exc: BaseException) -> str:
     """An OS or HTTP error as a short phrase: "connection refused", "name not known"."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted ({exc.verify_message or exc.reason}); "
+                f"give its CA with --cacert or ${CACERT_ENV}")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     else:
         text = str(exc) or type(exc).__name__
-    if isinstance(exc, ssl.SSLError):
-        text = f"TLS: {exc.reason or text}"
     return text[:1].lower() + text[1:]
+
+
+def tls_context(cacert: str | os.PathLike[str] | None) -> ssl.SSLContext | None:
+    """The TLS context of a client that trusts the CA bundle ``cacert`` (PEM) for https nodes,
+    host names checked; ``None`` for ``None`` (the system's trust store is used).
+
+    Raises:
+        ConfigError: the file is unreadable or holds no certificate.
+    """
+    if cacert is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=os.fspath(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"cannot use CA bundle {os.fspath(cacert)}: {reason}") from None
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

@@ -18,6 +18,8 @@ Node config (TOML)
     key_file = "keys/validator-1.key"
     genesis = "genesis.json"
     log_level = "info"                   # debug | info | warning | error
+    peer_listen_port = 7011              # optional: a second listener for peer traffic only
+    peer_listen_host = "0.0.0.0"         # optional, default listen_host
 
     [peers]                              # validator name -> base URL; a genesis validator not
     "validator-2" = "http://127.0.0.1:7002"   # listed here is reached at its genesis "url";
@@ -44,6 +46,27 @@ Node config (TOML)
     peer_request_ms = 2000
     anchor_wait_ms = 30000
 
+    [limits]                             # optional, defaults shown: what one node accepts
+    max_connections = 4096               # open connections on the API listener at most
+    max_connections_per_address = 64     # of them from one client address (proxies exempt)
+    max_requests_per_address = 64        # requests in progress from one client address
+    peer_max_connections = 256           # open connections on the peer listener at most
+    header_timeout_ms = 10000            # a request head must arrive within this
+    body_timeout_ms = 30000              # a request body must arrive within this
+    idle_timeout_ms = 15000              # a connection with no request is closed after this
+    listen_backlog = 1024                # the kernel's queue of connections not accepted yet
+    trusted_proxies = []                 # addresses/networks whose X-Forwarded-For is believed
+
+    [tls]                                # optional: the node serves HTTPS and verifies peers
+    cert_file = "tls/validator-1.crt"    # PEM: certificate (chain); also the client certificate
+    key_file = "tls/validator-1.key"     #   it presents to its peers
+    ca_file = "tls/ca.crt"               # CA bundle peers' certificates must chain to
+                                         #   (default: the system's trust store)
+    require_peer_certificate = true      # /peer/ only over a client certificate from ca_file
+
+    [tls.pins]                           # optional: validator name -> SHA-256 (hex) of the DER
+    "validator-2" = ["<64 hex digits>"]  #   of its certificate; several while it is rotated
+
 Unknown tables or keys are errors, not silently ignored: a misspelt ``max_batch_digest`` must not
 leave the default in force unnoticed. Every error is a :class:`~ledger.errors.ConfigError` that
 names the file and the field.
@@ -53,6 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
@@ -78,9 +102,11 @@ __all__ = [
     "LOCAL_TIMEOUTS",
     "BatchLimits",
     "ClientToken",
+    "Limits",
     "NodeConfig",
     "Peer",
     "Timeouts",
+    "TlsSettings",
     "format_node_config",
     "hash_token",
     "load_node_config",
@@ -192,6 +218,84 @@ LOCAL_TIMEOUTS: Final = Timeouts(
 )
 
 
+#: ``[limits]`` defaults (docs/operators.md, "Limits and timeouts").
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64
+DEFAULT_MAX_REQUESTS_PER_ADDRESS: Final = 64
+DEFAULT_PEER_MAX_CONNECTIONS: Final = 256
+DEFAULT_HEADER_TIMEOUT_MS: Final = 10_000
+DEFAULT_BODY_TIMEOUT_MS: Final = 30_000
+DEFAULT_IDLE_TIMEOUT_MS: Final = 15_000
+DEFAULT_LISTEN_BACKLOG: Final = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one node accepts from the network (``[limits]``; docs/operators.md).
+
+    ``max_connections`` caps the open connections of the API listener (the peer listener has
+    ``peer_max_connections``); at the cap a new connection takes the place of the connection
+    that has been idle longest (one with no request in progress), or is refused when every
+    connection is busy. ``max_connections_per_address`` caps one client address (a trusted
+    proxy is exempt: it carries many clients), ``max_requests_per_address`` the requests in
+    progress for one client address (behind a trusted proxy, the address its
+    ``X-Forwarded-For`` names). A request head must arrive within ``header_timeout_ms`` of its
+    first byte (or of the connection's start), its body within ``body_timeout_ms``, and a
+    connection without a request in progress is closed after ``idle_timeout_ms``.
+    ``trusted_proxies`` holds addresses or networks (``10.0.0.0/8``).
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    max_requests_per_address: int = DEFAULT_MAX_REQUESTS_PER_ADDRESS
+    peer_max_connections: int = DEFAULT_PEER_MAX_CONNECTIONS
+    header_timeout_ms: int = DEFAULT_HEADER_TIMEOUT_MS
+    body_timeout_ms: int = DEFAULT_BODY_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    listen_backlog: int = DEFAULT_LISTEN_BACKLOG
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for entry in self.trusted_proxies:
+            _proxy_network(entry, where="limits.trusted_proxies")
+
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed."""
+        return tuple(_proxy_network(e, where="limits.trusted_proxies")
+                     for e in self.trusted_proxies)
+
+
+def _proxy_network(entry: str, *, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: {entry!r} is not an IP address or network") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsSettings:
+    """The node's own TLS (``[tls]``; docs/operators.md, "TLS").
+
+    The node serves HTTPS with ``cert_file``/``key_file`` (PEM; the certificate file may hold
+    the chain) and presents the same certificate as its client certificate to its peers.
+    Peers' certificates must chain to ``ca_file`` (``None``: the system's trust store) and
+    name the host of the peer's URL; ``pins`` further ties a validator to the SHA-256 of its
+    certificate's DER (any of the listed ones: two while a certificate is rotated). With
+    ``require_peer_certificate``, ``/peer/`` answers 403 on a connection without a client
+    certificate that chains to ``ca_file``.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    require_peer_certificate: bool = True
+    pins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def pins_for(self, name: str) -> tuple[str, ...]:
+        """The pinned certificate fingerprints (lowercase hex) of validator ``name``."""
+        return dict(self.pins).get(name, ())
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """One node's configuration (see the module docstring for the TOML file).
@@ -222,6 +326,10 @@ class NodeConfig:
     batch: BatchLimits = field(default_factory=BatchLimits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     log_level: str = "info"
+    peer_listen_host: str | None = None
+    peer_listen_port: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    tls: TlsSettings | None = None
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -233,6 +341,10 @@ class NodeConfig:
                 f"{', '.join(others)}")
         if self.name in names or len(set(names)) != len(names):
             raise ConfigError("peers must name each other validator once, and not this node")
+        if self.tls is not None:
+            unknown = sorted(set(dict(self.tls.pins)) - set(names))
+            if unknown:
+                raise ConfigError(f"tls.pins: {unknown[0]!r} is not a peer")
 
     def consensus_timeouts(self) -> TimeoutConfig:
         """The consensus timeouts of this node: ``[timeouts]``, with the ``COMMIT`` timeout
@@ -309,6 +421,14 @@ class _Table:
             raise self.fail(key, "must be true or false")
         return value
 
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
@@ -370,7 +490,8 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         root = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML ({exc})") from None
-    unknown = sorted(set(root) - {"node", "peers", "clients", "batch", "timeouts"})
+    unknown = sorted(set(root) - {"node", "peers", "clients", "batch", "timeouts", "limits",
+                                  "tls"})
     if unknown:
         raise ConfigError(f"{where}: unknown table or key {unknown[0]!r}")
 
@@ -389,6 +510,13 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     log_level = node.string("log_level", "info")
     if log_level not in _LOG_LEVELS:
         raise node.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    peer_port_raw = node.get("peer_listen_port")
+    peer_listen_port = None if peer_port_raw is None else node.integer(
+        "peer_listen_port", None, low=0, high=65535)
+    peer_host_raw = node.get("peer_listen_host")
+    peer_listen_host = None if peer_host_raw is None else node.string("peer_listen_host")
+    if peer_listen_host is not None and peer_listen_port is None:
+        raise node.fail("peer_listen_host", "needs peer_listen_port")
 
     def path(key: str) -> Path:
         value = Path(node.string(key))
@@ -450,6 +578,31 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     )
     t.done()
 
+    lt = _Table(_subtable(root, "limits", where), where, "limits")
+    dl = Limits()
+    limits = Limits(
+        max_connections=lt.integer("max_connections", dl.max_connections, low=1,
+                                   high=1_000_000),
+        max_connections_per_address=lt.integer(
+            "max_connections_per_address", dl.max_connections_per_address, low=1,
+            high=1_000_000),
+        max_requests_per_address=lt.integer(
+            "max_requests_per_address", dl.max_requests_per_address, low=1, high=1_000_000),
+        peer_max_connections=lt.integer("peer_max_connections", dl.peer_max_connections,
+                                        low=1, high=1_000_000),
+        header_timeout_ms=lt.integer("header_timeout_ms", dl.header_timeout_ms, low=1,
+                                     high=hour),
+        body_timeout_ms=lt.integer("body_timeout_ms", dl.body_timeout_ms, low=1, high=hour),
+        idle_timeout_ms=lt.integer("idle_timeout_ms", dl.idle_timeout_ms, low=1, high=hour),
+        listen_backlog=lt.integer("listen_backlog", dl.listen_backlog, low=1, high=65535),
+        trusted_proxies=tuple(
+            str(_proxy_network(e, where=f"{where}: limits.trusted_proxies"))
+            for e in lt.strings("trusted_proxies")),
+    )
+    lt.done()
+
+    tls = _parse_tls(root, where, base_dir)
+
     return NodeConfig(
         name=name,
         listen_host=listen_host,
@@ -464,8 +617,50 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         batch=batch,
         timeouts=timeouts,
         log_level=log_level,
+        peer_listen_host=peer_listen_host,
+        peer_listen_port=peer_listen_port,
+        limits=limits,
+        tls=tls,
         source=source,
     )
+
+
+def _parse_tls(root: Mapping[str, Any], where: str, base_dir: Path) -> TlsSettings | None:
+    raw = root.get("tls")
+    if raw is None:
+        return None
+    table = _Table(_subtable(root, "tls", where), where, "tls")
+
+    def path(key: str, required: bool) -> Path | None:
+        if table.get(key) is None and not required:
+            return None
+        value = Path(table.string(key))
+        return Path(os.path.normpath(value if value.is_absolute() else base_dir / value))
+
+    cert_file, key_file = path("cert_file", True), path("key_file", True)
+    assert cert_file is not None and key_file is not None
+    ca_file = path("ca_file", False)
+    require = table.boolean("require_peer_certificate", True)
+    pins_raw = table.get("pins")
+    pins: list[tuple[str, tuple[str, ...]]] = []
+    if pins_raw is not None:
+        if not isinstance(pins_raw, dict):
+            raise table.fail("pins", "must be a table (validator name = [fingerprints])")
+        for peer, values in pins_raw.items():
+            key = f"tls.pins.{_toml_str(peer)}"
+            if isinstance(values, str):
+                values = [values]
+            if (not isinstance(values, list) or not values
+                    or not all(isinstance(v, str) for v in values)):
+                raise ConfigError(f"{where}: {key} must be a list of SHA-256 fingerprints")
+            prints = tuple(v.replace(":", "").lower() for v in values)
+            if not all(_HEX64.fullmatch(v) for v in prints):
+                raise ConfigError(f"{where}: {key} must hold SHA-256 fingerprints "
+                                  "(64 hex digits, colons allowed)")
+            pins.append((peer, prints))
+    table.done()
+    return TlsSettings(cert_file=cert_file, key_file=key_file, ca_file=ca_file,
+                       require_peer_certificate=require, pins=tuple(pins))
 
 
 def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
@@ -517,6 +712,8 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return _toml_str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -548,6 +745,10 @@ def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -
         ("genesis", _path_text(config.genesis_file, relative_to)),
         ("log_level", config.log_level),
     ]
+    if config.peer_listen_port is not None:
+        node_fields.append(("peer_listen_port", config.peer_listen_port))
+    if config.peer_listen_host is not None:
+        node_fields.append(("peer_listen_host", config.peer_listen_host))
     lines += [f"{key} = {_toml_value(value)}" for key, value in node_fields]
     lines += ["", "[peers]"]
     lines += [f"{_toml_str(p.name)} = {_toml_str(p.url)}" for p in config.peers]
@@ -564,4 +765,17 @@ def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -
     lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.batch).items()]
     lines += ["", "[timeouts]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.timeouts).items()]
+    lines += ["", "[limits]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.limits).items()]
+    tls = config.tls
+    if tls is not None:
+        lines += ["", "[tls]",
+                  f"cert_file = {_toml_str(_path_text(tls.cert_file, relative_to))}",
+                  f"key_file = {_toml_str(_path_text(tls.key_file, relative_to))}"]
+        if tls.ca_file is not None:
+            lines.append(f"ca_file = {_toml_str(_path_text(tls.ca_file, relative_to))}")
+        lines.append(f"require_peer_certificate = {_toml_value(tls.require_peer_certificate)}")
+        if tls.pins:
+            lines += ["", "[tls.pins]"]
+            lines += [f"{_toml_str(peer)} = {_toml_value(prints)}" for peer, prints in tls.pins]
     return "\n".join(lines) + "\n"

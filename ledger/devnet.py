@@ -12,6 +12,12 @@ directory, so that ``ledger devnet up`` (and ``make devnet``) start it from a fr
     D/data/validator-N/       each node's store (created by the node)
     D/devnet.pid              the pid of the running ``devnet up`` supervisor (while it runs)
     D/devnet.log              the merged log of a devnet started with ``devnet up --detach``
+    D/tls/                    with ``--tls``: the devnet CA (ca.crt, ca.key) and each node's
+                              certificate and key (validator-N.crt, validator-N.key)
+
+With ``tls`` every node serves HTTPS with its certificate (names 127.0.0.1 and localhost), its
+URLs are https, its peers verify each other against ``tls/ca.crt``, and clients pass
+``--cacert D/tls/ca.crt``.
 
 Every directory is created with mode 0700, whatever the umask.
 
@@ -51,6 +57,7 @@ from ledger.config import (
     ClientToken,
     NodeConfig,
     Peer,
+    TlsSettings,
     format_node_config,
     hash_token,
     write_text_atomic,
@@ -97,6 +104,7 @@ NODES_DIR: Final = "nodes"
 DATA_DIR: Final = "data"
 PID_FILE: Final = "devnet.pid"
 LOG_FILE: Final = "devnet.log"
+TLS_DIR: Final = "tls"
 
 
 
@@ -138,10 +146,16 @@ class Devnet:
     genesis_hash: str
     configs: tuple[tuple[str, Path], ...]
     urls: tuple[tuple[str, str], ...]
+    tls: bool = False
 
     @property
     def policy_file(self) -> Path:
         return self.directory / POLICY_FILE
+
+    @property
+    def cacert(self) -> Path | None:
+        """The devnet CA's certificate (``--cacert``) when it runs TLS."""
+        return self.directory / TLS_DIR / "ca.crt" if self.tls else None
 
     @property
     def token_file(self) -> Path:
@@ -160,6 +174,7 @@ def init_devnet(
     genesis_time_ms: int,
     chain_id: str = DEFAULT_CHAIN_ID,
     origin: str = DEFAULT_ORIGIN,
+    tls: bool = False,
 ) -> Devnet:
     """Write a fresh devnet of ``nodes`` validators into ``directory`` (see the module docstring).
 
@@ -187,7 +202,22 @@ def init_devnet(
     keys = [
         ValidatorKeys.generate(name=f"validator-{i}", origin=origin) for i in range(1, nodes + 1)
     ]
-    urls = {k.name: f"http://127.0.0.1:{base_port + i}" for i, k in enumerate(keys)}
+    scheme = "https" if tls else "http"
+    urls = {k.name: f"{scheme}://127.0.0.1:{base_port + i}" for i, k in enumerate(keys)}
+    certs: dict[str, TlsSettings] = {}
+    if tls:
+        from ledger.devcerts import make_ca, make_node_certificate
+
+        tls_dir = directory / TLS_DIR
+        try:
+            make_private_dir(tls_dir)
+        except FileWriteError as exc:
+            raise ConfigError(f"cannot create {tls_dir}: {exc.diagnostics()}") from None
+        ca_cert, ca_key = make_ca(tls_dir)
+        for k in keys:
+            cert, key = make_node_certificate(tls_dir, k.name, ["127.0.0.1", "localhost"],
+                                              ca_cert=ca_cert, ca_key=ca_key)
+            certs[k.name] = TlsSettings(cert_file=cert, key_file=key, ca_file=ca_cert)
     draft = GenesisDraft(
         chain_id=chain_id,
         origin=origin,
@@ -219,6 +249,7 @@ def init_devnet(
             peers=tuple(Peer(name=v.name, url=urls[v.name]) for v in keys if v.name != k.name),
             clients=(client, operator),
             timeouts=LOCAL_TIMEOUTS,  # one machine: a lost round costs under a second
+            tls=certs.get(k.name),
         )
         write_text_atomic(config_file, format_node_config(config, relative_to=config_file.parent))
         configs.append((k.name, config_file))
@@ -229,6 +260,7 @@ def init_devnet(
         genesis_hash=genesis.genesis_hash(),
         configs=tuple(configs),
         urls=tuple(urls.items()),
+        tls=tls,
     )
 
 
@@ -245,16 +277,19 @@ def load_devnet(directory: Path) -> Devnet:
     genesis = load_genesis(directory / GENESIS_FILE)
     configs: list[tuple[str, Path]] = []
     urls: list[tuple[str, str]] = []
+    tls = False
     for v in genesis.validators:
         path = directory / NODES_DIR / f"{v.name}.toml"
         config = load_node_config(path)
         configs.append((v.name, path))
         urls.append((v.name, config.public_url))
+        tls = tls or config.tls is not None
     return Devnet(
         directory=directory,
         genesis_hash=genesis.genesis_hash(),
         configs=tuple(configs),
         urls=tuple(urls),
+        tls=tls,
     )
 
 
@@ -366,11 +401,12 @@ def release_pid_file(directory: Path) -> None:
 
 def nodes_ready(net: Devnet, *, timeout: float = 1.0) -> bool:
     """Whether every node answers ``/readyz`` with 200 right now."""
-    from ledger.client import LedgerClient
+    from ledger.client import LedgerClient, tls_context
 
+    context = tls_context(net.cacert)
     for _, url in net.urls:
         try:
-            with LedgerClient(url, timeout=timeout) as client:
+            with LedgerClient(url, timeout=timeout, ssl_context=context) as client:
                 if not client.ready():
                     return False
         except Exception:  # any answer but "ready" means not ready yet
@@ -388,9 +424,10 @@ def ready_line(net: Devnet, *, relative_to: Path | None = None) -> str:
         return str(path)
 
     urls = " ".join(url for _, url in net.urls)
+    ca = f"; CA certificate {shown(net.cacert)}" if net.cacert is not None else ""
     return (
         f"devnet ready: {urls}; token file {shown(net.token_file)}; "
-        f"trust policy {shown(net.policy_file)}"
+        f"trust policy {shown(net.policy_file)}{ca}"
     )
 
 

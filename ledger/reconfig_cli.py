@@ -30,6 +30,7 @@ import base64
 import binascii
 import functools
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -73,17 +74,26 @@ class _CliError(LedgerError):
 
 
 def _http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-          limit: int = MAX_CHAIN_SIZE) -> tuple[int, bytes]:
+          limit: int = MAX_CHAIN_SIZE, cacert: str | None = None) -> tuple[int, bytes]:
+    from ledger.client import tls_context
+
     request = urllib.request.Request(url, data=data, headers=headers or {},
                                      method="POST" if data is not None else "GET")
+    context = tls_context(cacert)
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS,
+                                    context=context) as response:
             return response.status, response.read(limit + 1)[:limit]
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(64 * 1024)
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, OSError):
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            reason = (f"its TLS certificate is not trusted ({reason.verify_message}); give its "
+                      "CA with --cacert or $LEDGER_CACERT")
+        elif isinstance(reason, ssl.SSLError):
+            reason = f"TLS handshake failed ({reason.reason or reason})"
+        elif isinstance(reason, OSError):
             reason = reason.strerror or type(reason).__name__
         text = str(reason)
         raise _CliError(
@@ -102,7 +112,8 @@ def _base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def fetch_policy_chain(node: str, *, genesis_path: str | None) -> PolicyChain:
+def fetch_policy_chain(node: str, *, genesis_path: str | None,
+                       cacert: str | None = None) -> PolicyChain:
     """The node's policy chain, verified from the genesis file (if given).
 
     Raises:
@@ -110,7 +121,7 @@ def fetch_policy_chain(node: str, *, genesis_path: str | None) -> PolicyChain:
         MalformedError: the chain does not parse.
         VerificationError: it does not verify, or does not start from this genesis.
     """
-    status, body = _http(node.rstrip("/") + "/v1/policy-chain")
+    status, body = _http(node.rstrip("/") + "/v1/policy-chain", cacert=cacert)
     if status != 200:
         raise _CliError(f"GET /v1/policy-chain answered {status}: {_error_text(body)}")
     chain = parse_policy_chain(body)
@@ -226,6 +237,8 @@ def validators_group() -> None:
               help="The chain's genesis (the node's policy chain is verified from it).")
 @click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
               help="A node of the chain.")
+@click.option("--cacert", envvar="LEDGER_CACERT", show_envvar=True, metavar="FILE",
+              help="CA bundle (PEM) to verify an https node's certificate against.")
 @click.option("--add", "add_vkeys", metavar="VKEYS_FILE", help="Add this validator.")
 @click.option("--remove", "remove_name", metavar="NAME", help="Remove this validator.")
 @click.option("--rotate", "rotate_name", metavar="NAME",
@@ -239,9 +252,9 @@ def validators_group() -> None:
                    "current one (enough to collect the approvals and reach a block).")
 @click.option("--out", "out_path", required=True, metavar="FILE", help="Change file to write.")
 @_exit_on_errors
-def propose(genesis_path: str, node: str | None, add_vkeys: str | None, remove_name: str | None,
-            rotate_name: str | None, vkeys_file: str | None, effective_height: int | None,
-            effective_in: int | None, out_path: str) -> None:
+def propose(genesis_path: str, node: str | None, cacert: str | None, add_vkeys: str | None,
+            remove_name: str | None, rotate_name: str | None, vkeys_file: str | None,
+            effective_height: int | None, effective_in: int | None, out_path: str) -> None:
     """Write an unsigned change of the node's current validator set."""
     chosen = [x for x in (add_vkeys, remove_name, rotate_name) if x is not None]
     if len(chosen) != 1:
@@ -253,7 +266,7 @@ def propose(genesis_path: str, node: str | None, add_vkeys: str | None, remove_n
     from ledger.client import resolve_node
 
     url = resolve_node(node)
-    chain = fetch_policy_chain(url, genesis_path=genesis_path)
+    chain = fetch_policy_chain(url, genesis_path=genesis_path, cacert=cacert)
     if effective_in is not None:
         effective_height = _node_height(url) + effective_in
     assert effective_height is not None
@@ -296,12 +309,15 @@ def approve(change_file: str, key_file: str) -> None:
 @click.argument("change_file")
 @click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
               help="A node of the chain.")
+@click.option("--cacert", envvar="LEDGER_CACERT", show_envvar=True, metavar="FILE",
+              help="CA bundle (PEM) to verify an https node's certificate against.")
 @click.option("--admin-token-file", envvar="LEDGER_ADMIN_TOKEN_FILE", show_envvar=True,
               metavar="FILE",
               help="File holding the operator (admin) token; without it the token is taken from "
                    "$LEDGER_ADMIN_TOKEN.")
 @_exit_on_errors
-def submit(change_file: str, node: str | None, admin_token_file: str | None) -> None:
+def submit(change_file: str, node: str | None, cacert: str | None,
+           admin_token_file: str | None) -> None:
     """Submit an approved change to a node (it gossips it to the others).
 
     Sends POST /v1/admin/validator-changes with the operator token of a [[clients]] entry that
@@ -317,7 +333,8 @@ def submit(change_file: str, node: str | None, admin_token_file: str | None) -> 
     status, answer = _http(url.rstrip("/") + "/v1/admin/validator-changes",
                            data=body.encode(), headers={
                                "Authorization": f"Bearer {token}",
-                               "Content-Type": "application/json"}, limit=64 * 1024)
+                               "Content-Type": "application/json"}, limit=64 * 1024,
+                           cacert=cacert)
     if status == 422:
         raise VerificationError(f"the node refused the change: {_error_text(answer)}")
     if status != 202:
@@ -338,14 +355,17 @@ def _error_text(answer: bytes) -> str:
 @validators_group.command("policy-chain")
 @click.option("--node", envvar="LEDGER_NODE", show_envvar=True, metavar="URL",
               help="A node of the chain.")
+@click.option("--cacert", envvar="LEDGER_CACERT", show_envvar=True, metavar="FILE",
+              help="CA bundle (PEM) to verify an https node's certificate against.")
 @click.option("--genesis", "genesis_path", default=None, metavar="FILE",
               help="Check that the chain starts from this genesis.")
 @click.option("--out", "out_path", required=True, metavar="FILE", help="File to write.")
 @_exit_on_errors
-def policy_chain(node: str | None, genesis_path: str | None, out_path: str) -> None:
+def policy_chain(node: str | None, cacert: str | None, genesis_path: str | None,
+                 out_path: str) -> None:
     """Fetch and verify the node's policy chain (for ledger verify --policy-chain)."""
     from ledger.client import resolve_node
 
-    chain = fetch_policy_chain(resolve_node(node), genesis_path=genesis_path)
+    chain = fetch_policy_chain(resolve_node(node), genesis_path=genesis_path, cacert=cacert)
     write_text_atomic(out_path, chain.format())
     click.echo(f"wrote {out_path}: {len(chain.links)} validator-set changes")

@@ -105,6 +105,7 @@ class _Settings:
     token_file: Path | None
     ground: Path | None
     at_text: str | None
+    cacert: str | None = None
 
     def read_token(self) -> str | None:
         if self.token_file is None:
@@ -145,9 +146,10 @@ def _anchorer(settings: _Settings, clock: Callable[[], int]) -> Iterator[Anchore
         with _GROUND[0](settings.ground, clock) as anchorer:
             yield anchorer
     elif settings.node is not None:
-        from ledger.client import LedgerClient
+        from ledger.client import LedgerClient, tls_context
 
-        with LedgerClient(settings.node, token=settings.read_token()) as client:
+        with LedgerClient(settings.node, token=settings.read_token(),
+                          ssl_context=tls_context(settings.cacert)) as client:
             yield ClientAnchorer(client)
     else:
         yield None
@@ -257,6 +259,8 @@ _quiet = click.option(
     help="File holding the bearer token for anchoring at --node (or env LEDGER_TOKEN).",
 )
 @click.option("--token", envvar="LEDGER_TOKEN", hidden=True)
+@click.option("--cacert", envvar="LEDGER_CACERT", metavar="FILE",
+              help="CA bundle (PEM) to verify an https --node's certificate against.")
 @click.option(
     "--ground",
     type=click.Path(file_okay=False, path_type=Path),
@@ -277,6 +281,7 @@ def eod_group(
     node: str | None,
     token_file: Path | None,
     token: str | None,
+    cacert: str | None,
     ground: Path | None,
     at_text: str | None,
 ) -> None:
@@ -295,6 +300,7 @@ def eod_group(
         token_file=token_file,
         ground=ground,
         at_text=at_text,
+        cacert=cacert,
     )
 
 

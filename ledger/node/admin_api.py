@@ -10,15 +10,13 @@ changes with. docs/reconfiguration.md has the procedure.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Final
 
 from aiohttp import web
 
 from ledger.consensus.reconfig import MAX_CHANGE_BYTES, ValidatorSetChange, decode_change
 from ledger.errors import MalformedError, VerificationError
+from ledger.inputs import parse_base64, parse_json_object
 from ledger.node.api import node_of, replica_of
 from ledger.node.middleware import ApiError, read_body
 
@@ -37,16 +35,10 @@ def parse_change_body(body: bytes) -> ValidatorSetChange:
         MalformedError: not that JSON, not base64, or bytes :func:`decode_change` refuses
             (a :class:`~ledger.errors.ProtocolError`).
     """
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MalformedError("the body is not valid JSON") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("change"), str):
+    obj = parse_json_object(body)
+    if set(obj) != {"change"} or not isinstance(obj.get("change"), str):
         raise MalformedError('the body must be {"change": "<base64>"}')
-    try:
-        raw = base64.b64decode(obj["change"], validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedError("change is not base64") from None
+    raw = parse_base64(obj["change"], what="change", max_bytes=MAX_CHANGE_BYTES)
     return decode_change(raw)
 
 

@@ -7,8 +7,6 @@ authorization, body limits and errors are the middleware's (:mod:`ledger.node.mi
 from __future__ import annotations
 
 import base64
-import json
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -16,6 +14,13 @@ from aiohttp import web
 
 from ledger.consensus.messages import decode_block
 from ledger.errors import NotFoundError, VerificationError
+from ledger.inputs import (
+    parse_decimal,
+    parse_flag,
+    parse_hex,
+    parse_json_object,
+    single_query_value,
+)
 from ledger.merkle.hashing import HASH_SIZE
 from ledger.node.metrics import CONTENT_TYPE_LATEST
 from ledger.node.middleware import ApiError, read_body
@@ -38,7 +43,6 @@ MAX_DIGESTS_PER_REQUEST: Final = 10_000
 MAX_ANCHOR_BODY_BYTES: Final = 1024 * 1024
 
 NODE_KEY: Final = web.AppKey("node", object)
-_HEX_DIGEST = re.compile(r"[0-9a-fA-F]*")
 
 
 def node_of(request: web.Request) -> Node:
@@ -59,45 +63,32 @@ def replica_of(request: web.Request) -> Replica:
 
 
 def parse_digest(text: object) -> bytes:
-    """A digest given as 64 hex digits.
+    """A digest given as 64 hex digits (:func:`ledger.inputs.parse_hex`).
 
     Raises:
-        ApiError: 400 ``invalid_request``, ``invalid_hex`` or ``invalid_length``.
+        InputError: 400 ``invalid_request``, ``invalid_hex`` or ``invalid_length``.
     """
-    if not isinstance(text, str):
-        raise ApiError(400, "invalid_request", "each digest must be a string of 64 hex digits")
-    if not _HEX_DIGEST.fullmatch(text) or len(text) % 2:
-        raise ApiError(400, "invalid_hex", f"digest {text[:80]!r} is not hexadecimal")
-    if len(text) != 2 * HASH_SIZE:
-        raise ApiError(400, "invalid_length",
-                       f"a digest is 64 hex digits (SHA-256), got {len(text)}")
-    return bytes.fromhex(text)
+    return parse_hex(text, what="digest", size=HASH_SIZE)
+
+
+def _query(request: web.Request, name: str) -> str | None:
+    return single_query_value(request.query.getall(name, []), what=name)
 
 
 def _flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name)
-    if value is None or value in ("false", "0"):
-        return False
-    if value in ("true", "1"):
-        return True
-    raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
+    return parse_flag(_query(request, name), what=name)
 
 
 def _int_param(request: web.Request, name: str) -> int:
-    value = request.query.get(name)
+    value = _query(request, name)
     if value is None:
         raise ApiError(400, "invalid_parameter", f"query parameter {name!r} is required")
-    if not value.isdigit() or len(value) > 19 or (len(value) > 1 and value[0] == "0"):
-        raise ApiError(400, "invalid_parameter", f"{name} must be a non-negative integer")
-    return int(value)
+    return parse_decimal(value, what=name)
 
 
 def _digests_of(body: bytes) -> list[bytes]:
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
-    if not isinstance(obj, dict) or set(obj) != {"digests"}:
+    obj = parse_json_object(body)
+    if set(obj) != {"digests"}:
         raise ApiError(400, "invalid_request", 'the body must be {"digests": [...]}')
     raw = obj["digests"]
     if not isinstance(raw, list) or not raw:
@@ -187,10 +178,7 @@ async def get_consistency(request: web.Request) -> web.Response:
 async def get_block(request: web.Request) -> web.Response:
     """``GET /v1/blocks/{height}``: a block and its certificate."""
     replica = replica_of(request)
-    text = request.match_info["height"]
-    if not text.isdigit() or len(text) > 19:
-        raise ApiError(400, "invalid_parameter", "height must be a positive integer")
-    height = int(text)
+    height = parse_decimal(request.match_info["height"], what="height")
     record = replica.block_record(height)
     if record is None:
         raise NotFoundError(f"no block at height {height}")

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ledger.node.guard import API, PEER
+from ledger.node.logs import FAULT_KINDS
 from ledger.replica import Committed
 from ledger.storage.lmdb_store import LmdbStore
 
@@ -89,3 +91,22 @@ class _Collector:
                     if driver is not None else 0)
         yield gauge("ledger_storage_bytes", "Size of the store on disk.",
                     store.disk_usage() if isinstance(store, LmdbStore) else 0)
+        faults = CounterMetricFamily(
+            "ledger_client_faults", "Client-caused events (aborted requests, refused or "
+            "timed-out connections, bad heads, refused peer envelopes, TLS failures) by kind.",
+            labels=["kind"])
+        counts = {kind: 0 for kind in FAULT_KINDS} | dict(node.faults.counts)
+        for kind, count in sorted(counts.items()):
+            faults.add_metric([kind], count)
+        yield faults
+        yield CounterMetricFamily(
+            "ledger_log_lines_suppressed", "Log lines held back by the rate limit.",
+            value=node.faults.suppressed + node.log_filter.suppressed)
+        connections = GaugeMetricFamily("ledger_connections_open", "Open connections.",
+                                        labels=["listener"])
+        open_now = {API: 0} | ({PEER: 0} if node.config.peer_listen_port is not None else {})
+        for listener in node.listeners:
+            open_now[listener.name] = len(listener.connections)
+        for name, count in open_now.items():
+            connections.add_metric([name], count)
+        yield connections

@@ -23,11 +23,10 @@ logic; the simulator has its own network model (:mod:`ledger.sim`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
+import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -35,7 +34,9 @@ from typing import Any, Final, Protocol
 import aiohttp
 
 from ledger.consensus.messages import MAX_MESSAGE_BYTES
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MalformedError
+from ledger.inputs import parse_base64, parse_json_object
+from ledger.node.logs import LIMITED
 from ledger.note import MAX_NOTE_SIZE
 from ledger.replica import Fetch, FetchKind
 from ledger.replica.wire import MAX_ENVELOPE_BYTES, MAX_ITEMS
@@ -99,9 +100,11 @@ class PeerTransport(Protocol):
         """Start a fetch; its answer goes to ``host.fetched``."""
         ...
 
-    def set_peers(self, peers: Mapping[str, str]) -> None:
+    def set_peers(self, peers: Mapping[str, str],
+                  ssl_contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
         """The peers (name -> base URL) are now ``peers``: links to new ones start, links to
-        dropped ones stop, a changed URL is used from the next request."""
+        dropped ones stop, a changed URL is used from the next request; ``ssl_contexts`` has
+        the client TLS context of peers reached over https."""
         ...
 
     def unsent(self) -> bool:
@@ -141,38 +144,117 @@ class _Queue:
         return out
 
 
+def describe_failure(exc: BaseException) -> str:
+    """Why a request to a peer failed, in a few words: the TLS verdict when TLS refused it."""
+    cert = getattr(exc, "certificate_error", None)
+    if isinstance(cert, ssl.SSLCertVerificationError) or isinstance(
+            exc, ssl.SSLCertVerificationError):
+        error = cert if cert is not None else exc
+        detail = getattr(error, "verify_message", None) or getattr(error, "reason", None) \
+            or str(error)
+        return f"its TLS certificate is not trusted ({detail})"
+    ssl_error = exc if isinstance(exc, ssl.SSLError) else getattr(exc, "os_error", None)
+    if isinstance(ssl_error, ssl.SSLError):
+        return f"TLS handshake failed ({ssl_error.reason or ssl_error})"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"it answered {exc.status}: {exc.message}"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "no answer in time"
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:200]
+
+
+#: A flapping link writes at most this many lines a minute.
+_LINES_PER_MINUTE: Final = 4
+
+
+class _Link:
+    """What the log says about one peer: a line when its link fails for a new reason, one when
+    it works again; never one per retry."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self.failure: str | None = None
+        self.own = "?"
+        self._lines: deque[float] = deque()
+
+    def failed(self, exc: BaseException) -> None:
+        reason = describe_failure(exc)
+        now = time.monotonic()
+        while self._lines and self._lines[0] < now - 60:
+            self._lines.popleft()
+        if reason != self.failure and len(self._lines) < _LINES_PER_MINUTE:
+            self._lines.append(now)
+            self.failure = reason
+            log.warning("%s: peer %s at %s refused: %s", self.own, self.name, self.url, reason,
+                        extra=LIMITED)
+        else:
+            log.debug("%s: peer %s at %s still failing: %s", self.own, self.name, self.url,
+                      reason)
+
+    def worked(self) -> None:
+        if self.failure is not None:
+            log.info("%s: peer %s at %s reachable again", self.own, self.name, self.url,
+                     extra=LIMITED)
+            self.failure = None
+
+
 class HttpTransport:
-    """The transport over HTTP between validators (module docstring).
+    """The transport over HTTP(S) between validators (module docstring).
 
     ``peers`` maps each peer's validator name to its base URL; ``timeout`` is the budget of
-    one request in seconds.
+    one request in seconds; ``ssl_contexts`` holds the client TLS context of each peer reached
+    over https (:func:`ledger.node.tls.client_context`; a peer without one gets the system's
+    default verification).
     """
 
-    def __init__(self, peers: Mapping[str, str], *, timeout: float) -> None:
+    def __init__(self, peers: Mapping[str, str], *, timeout: float,
+                 ssl_contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self._urls = dict(peers)
         self._timeout = timeout
+        self._ssl = dict(ssl_contexts or {})
         self._queues = {name: _Queue(name) for name in peers}
+        self._links = {name: _Link(name, url) for name, url in peers.items()}
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._host: TransportHost | None = None
 
     def start(self, host: TransportHost) -> None:
         self._host = host
+        for link in self._links.values():
+            link.own = str(getattr(host, "name", "?"))
         for name in self._urls:
             self._open_link(name)
 
     def _open_link(self, name: str) -> None:
         timeout = aiohttp.ClientTimeout(total=self._timeout)
+        context = self._ssl.get(name)
         self._sessions[name] = aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=4))
+            timeout=timeout, connector=aiohttp.TCPConnector(
+                limit=4, ssl=context if context is not None else True))
         queue = self._queues.setdefault(name, _Queue(name))
         queue.task = self._spawn(self._worker(queue))
 
-    def set_peers(self, peers: Mapping[str, str]) -> None:
+    def set_peers(self, peers: Mapping[str, str],
+                  ssl_contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self._urls.update(peers)
+        self._ssl.update(ssl_contexts or {})
+        own = "?" if self._host is None else str(getattr(self._host, "name", "?"))
+        for name, url in peers.items():
+            link = self._links.get(name)
+            if link is None or link.url != url:
+                self._links[name] = _Link(name, url)
+                self._links[name].own = own
         for name in [n for n in self._queues if n not in peers]:
             queue = self._queues.pop(name)
             del self._urls[name]
+            self._links.pop(name, None)
             if queue.task is not None:
                 queue.task.cancel()
             session = self._sessions.pop(name, None)
@@ -232,11 +314,12 @@ class HttpTransport:
                                 response.request_info, (), status=response.status,
                                 message=(await response.text())[:200])
                     queue.live = True
+                    self._links[queue.name].worked()
                     host.sent(queue.name)
                     backoff = 0.1
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     queue.live = False
-                    log.debug("peer %s unreachable: %s", queue.name, exc)
+                    self._links[queue.name].failed(exc)
                     # Short: the link is sequential, so every second here delays this peer's
                     # consensus traffic once the link heals.
                     await asyncio.sleep(backoff)
@@ -254,7 +337,7 @@ class HttpTransport:
         try:
             answer = await self._get(fetch)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.debug("fetch %s from %s failed: %s", fetch.what.value, fetch.peer, exc)
+            self._links[fetch.peer].failed(exc)
             answer = (None, False)
         host.fetched(fetch, answer)
 
@@ -267,6 +350,7 @@ class HttpTransport:
                                    else "/v1/checkpoint", MAX_NOTE_SIZE),
         }[fetch.what]
         async with session.get(base + path) as response:
+            self._links[fetch.peer].worked()
             if response.status != 200:
                 return None, False
             body = await _read_limited(response.content, limit)
@@ -280,19 +364,17 @@ def parse_answer(what: FetchKind, body: bytes) -> FetchAnswer:
     try:
         if what is FetchKind.CHECKPOINT:
             return body.decode("utf-8"), False
-        obj = json.loads(body)
-        if not isinstance(obj, dict):
-            return None, True
+        obj = parse_json_object(body, what="the peer's answer")
         if what is FetchKind.STATUS:
             height = obj.get("height")
             if isinstance(height, int) and not isinstance(height, bool) and height >= 0:
                 return height, False
             return None, True
-        block = base64.b64decode(obj["block"], validate=True)
-        certificate = base64.b64decode(obj["certificate"], validate=True)
+        block = parse_base64(obj.get("block"), what="block", max_bytes=MAX_MESSAGE_BYTES)
+        certificate = parse_base64(obj.get("certificate"), what="certificate",
+                                   max_bytes=MAX_MESSAGE_BYTES)
         return (block, certificate), False
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error,
-            RecursionError):
+    except (UnicodeDecodeError, MalformedError):
         return None, True
 
 
@@ -399,5 +481,6 @@ class MemoryTransport:
     def unsent(self) -> bool:
         return bool(self._pending)
 
-    def set_peers(self, peers: Mapping[str, str]) -> None:
+    def set_peers(self, peers: Mapping[str, str],
+                  ssl_contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self._peers = list(peers)

@@ -33,9 +33,12 @@ re-read while the node runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -48,7 +51,16 @@ from ledger.config import NodeConfig, load_node_config
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.crypto import ValidatorKeys, read_key_file
 from ledger.errors import ConfigError
+from ledger.node.guard import API, PEER, Connection, GuardedSite, Listener, ListenerLimits
+from ledger.node.logs import (
+    NODE_LOGGERS,
+    ClientFaults,
+    LogFloodFilter,
+    ServerLog,
+    loop_exception_handler,
+)
 from ledger.node.peers import FetchAnswer, HttpTransport, PeerTransport
+from ledger.node.tls import client_context, server_context
 from ledger.replica import (
     Action,
     AnchorStatus,
@@ -68,7 +80,17 @@ from ledger.replica.wire import Envelope
 from ledger.storage.base import Store
 from ledger.storage.lmdb_store import LmdbStore
 
-__all__ = ["MAX_INBOX_ENVELOPES", "SHUTDOWN_GRACE_SECONDS", "Node", "SystemClock", "run_node"]
+__all__ = [
+    "FD_RESERVE",
+    "MAX_INBOX_ENVELOPES",
+    "SHUTDOWN_GRACE_SECONDS",
+    "Node",
+    "SystemClock",
+    "bind_listen_socket",
+    "connection_budget",
+    "peer_ssl_contexts",
+    "run_node",
+]
 
 log = logging.getLogger("ledger.node")
 
@@ -140,7 +162,8 @@ class Node:
         self.clock = clock or SystemClock()
         self._store_arg = store
         self.transport: PeerTransport = transport or HttpTransport(
-            config.peer_urls(), timeout=config.timeouts.peer_request_ms / 1000)
+            config.peer_urls(), timeout=config.timeouts.peer_request_ms / 1000,
+            ssl_contexts=peer_ssl_contexts(config))
         self.replica: Replica | None = None
         self.app: web.Application | None = None
         self.draining = False
@@ -152,11 +175,20 @@ class Node:
         self._stopping = False
         self._watcher: asyncio.Future[None] | None = None
         self._halt_event = asyncio.Event()
+        self.faults = ClientFaults()
+        self.log_filter = LogFloodFilter()
+        self.listeners: list[Listener] = []
+        self.peer_url: str | None = None
         from ledger.node.metrics import NodeMetrics  # the metrics read the node back
 
         self.metrics = NodeMetrics(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """This validator's name."""
+        return self.keys.name
 
     @property
     def store(self) -> Store | None:
@@ -174,19 +206,26 @@ class Node:
         """The node's clock (ms)."""
         return self.clock.now_ms()
 
-    async def start(self, *, sock: Any = None) -> None:
-        """Open the store, start the replica, serve HTTP and start the peer links.
+    def connection_of(self, transport: Any) -> Connection | None:
+        """The guarded connection a request arrived on (``None`` for a foreign transport)."""
+        for listener in self.listeners:
+            conn = listener.connection(transport)
+            if conn is not None:
+                return conn
+        return None
 
-        ``sock``: an already bound listening socket (tests bind free ports up front); default
-        is ``config.listen_host:listen_port``.
+    async def start(self, *, sock: Any = None, peer_sock: Any = None) -> None:
+        """Open the store, start the replica, serve HTTP(S) and start the peer links.
+
+        ``sock``: an already bound socket (tests bind free ports up front); default is
+        ``config.listen_host:listen_port``. ``peer_sock`` likewise for the peer listener when
+        ``config.peer_listen_port`` is set.
 
         Raises:
             StorageError: the store cannot be opened (``CorruptionError`` if damaged).
             ConfigError: the stored chain does not fit this genesis.
             OSError: the listen address is taken.
         """
-        from ledger.node.app import build_app
-
         self._loop = asyncio.get_running_loop()
         self._halt_event = asyncio.Event()
         store = self._store_arg
@@ -201,22 +240,68 @@ class Node:
                 store.close()
             raise
         self.replica = replica
-        self.app = build_app(self)
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site: web.BaseSite
-        if sock is not None:
-            site = web.SockSite(self._runner, sock)
-        else:
-            site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port,
-                               reuse_address=True)
-        await site.start()
+        try:
+            await self._serve(sock, peer_sock)
+        except BaseException:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            if self._store_arg is None:
+                store.close()
+            raise
         self.transport.start(self)
         if self.config.source is not None:
             self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
         self.perform(actions)
         log.info("node %s serving on %s at height %d (follower until caught up)",
                  self.keys.name, self.url, store.last_height())
+
+    async def _serve(self, sock: Any, peer_sock: Any) -> None:
+        """The listeners (module docstring of :mod:`ledger.node.guard`)."""
+        from ledger.node.app import build_app
+
+        config, limits = self.config, self.config.limits
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(loop_exception_handler(self.faults))
+        for name in NODE_LOGGERS:
+            logging.getLogger(name).addFilter(self.log_filter)
+        cap = connection_budget(limits.max_connections + (
+            limits.peer_max_connections if config.peer_listen_port is not None else 0))
+        self.app = build_app(self)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False,
+            keepalive_timeout=limits.idle_timeout_ms / 1000,
+            logger=ServerLog(self.faults),
+            # The parser's own caps on a head (aiohttp's defaults, stated).
+            max_line_size=8190, max_field_size=8190, max_headers=128,
+        )
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+        separate = config.peer_listen_port is not None
+        tls = config.tls
+        listen: list[tuple[str, Any, str, int, int]] = [
+            (API, sock, config.listen_host, config.listen_port,
+             min(limits.max_connections, cap))]
+        if separate:
+            assert config.peer_listen_port is not None
+            listen.append((PEER, peer_sock, config.peer_listen_host or config.listen_host,
+                           config.peer_listen_port, limits.peer_max_connections))
+        for name, given, host, port, max_conns in listen:
+            context = None if tls is None else server_context(
+                tls, peers=name == PEER or not separate, public=name == API)
+            listener = Listener(name, ListenerLimits(
+                max_connections=max_conns,
+                max_per_address=limits.max_connections_per_address,
+                header_timeout=limits.header_timeout_ms / 1000,
+                idle_timeout=limits.idle_timeout_ms / 1000,
+                trusted_proxies=limits.proxy_networks(),
+            ), server, faults=self.faults, ssl_context=context)
+            bound = given if given is not None else bind_listen_socket(host, port)
+            site = GuardedSite(self._runner, bound, listener, backlog=limits.listen_backlog)
+            await site.start()
+            self.listeners.append(listener)
+            if name == PEER:
+                self.peer_url = site.name
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop gracefully (SIGTERM, SIGINT), then :meth:`stop`.
@@ -259,6 +344,10 @@ class Node:
             await self._runner.cleanup()
         if self.replica is not None and self._store_arg is None:
             self.replica.store.close()
+        for name in NODE_LOGGERS:
+            logging.getLogger(name).removeFilter(self.log_filter)
+        if self._loop is not None and self.listeners:
+            self._loop.set_exception_handler(None)
         log.info("node %s stopped", self.keys.name)
 
     # -- peers from the config file -------------------------------------------------------------
@@ -285,9 +374,15 @@ class Node:
             return
         if peers == self.config.peers:
             return
-        self.config = dataclasses.replace(self.config, peers=peers)
+        config = dataclasses.replace(self.config, peers=peers)
+        try:
+            contexts = peer_ssl_contexts(config)
+        except ConfigError as exc:
+            log.warning("config %s not reloaded: %s", source, exc.diagnostics())
+            return
+        self.config = config
         urls = self.config.peer_urls()
-        self.transport.set_peers(urls)
+        self.transport.set_peers(urls, contexts)
         self.replica.set_peers(list(urls))
         log.info("node %s: peers reloaded from %s: %s", self.keys.name, source,
                  ", ".join(f"{n} {u}" for n, u in urls.items()))
@@ -416,6 +511,65 @@ class Node:
     def waiting_requests(self) -> int:
         """``?wait=true`` requests in progress."""
         return len(self._waiting)
+
+
+def bind_listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 when ``host`` is an IPv6 address), not yet
+    listening (the site calls ``listen`` with the configured backlog).
+
+    Raises:
+        OSError: the address is taken or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+#: File descriptors kept out of the connection budget: LMDB, peer links, logs, the loop.
+FD_RESERVE: Final = 256
+
+
+def connection_budget(wanted: int) -> int:
+    """How many connections this process can hold: the open-file limit is raised to its hard
+    limit, and ``wanted`` is capped to what it leaves after :data:`FD_RESERVE` (a node that
+    runs out of descriptors stops answering everyone, its peers included)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    budget = max(16, int(soft) - FD_RESERVE)
+    if budget < wanted:
+        log.warning("the open-file limit (%d) allows %d connections, not the %d configured",
+                    soft, budget, wanted)
+    return min(wanted, budget)
+
+
+def peer_ssl_contexts(config: NodeConfig) -> dict[str, ssl.SSLContext]:
+    """One client TLS context per peer reached over https (module :mod:`ledger.node.tls`).
+
+    Raises:
+        ConfigError: a certificate, key or CA bundle cannot be loaded.
+    """
+    out: dict[str, ssl.SSLContext] = {}
+    for peer in config.peers:
+        if peer.url.startswith("https://"):
+            pins = config.tls.pins_for(peer.name) if config.tls is not None else ()
+            out[peer.name] = client_context(config.tls, pins=pins)
+    return out
 
 
 async def run_node(config: NodeConfig, *, clock: SystemClock | None = None) -> None:

@@ -19,6 +19,7 @@ from aiohttp import web
 from ledger.checkpoint import parse_checkpoint_body, parse_decimal
 from ledger.errors import VerificationError
 from ledger.node.api import node_of
+from ledger.node.middleware import read_body
 from ledger.note import Signature, Verifier, parse_note
 from ledger.replica.witness import (
     MAX_ADD_CHECKPOINT_BYTES,
@@ -57,10 +58,11 @@ def _answer(witness: Witness, data: bytes, now: int) -> web.Response:
     return web.Response(text=line, content_type="text/plain")
 
 
-def _handler(get: Callable[[], tuple[Witness, int] | None]
+def _handler(get: Callable[[], tuple[Witness, int] | None],
+             read: Callable[[web.Request], Awaitable[bytes | None]] = _read_capped,
              ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        data = await _read_capped(request)
+        data = await read(request)
         if data is None:
             return _json_refusal(413, "body_too_large",
                                  f"body exceeds {MAX_ADD_CHECKPOINT_BYTES} bytes")
@@ -82,7 +84,11 @@ async def add_checkpoint(request: web.Request) -> web.StreamResponse:
             return None
         return replica.witness(), node.now()
 
-    return await _handler(get)(request)
+    async def read(request: web.Request) -> bytes:
+        # The node's one body reader: its size cap, body timeout and client-gone handling.
+        return await read_body(request, MAX_ADD_CHECKPOINT_BYTES)
+
+    return await _handler(get, read)(request)
 
 
 def witness_app(witness: Witness) -> web.Application:

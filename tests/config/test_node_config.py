@@ -218,3 +218,53 @@ def test_a_validator_that_joins_by_a_change_has_a_config(tmp_path: Path) -> None
     names = [p.name for p in config.peers]
     assert names[-1] == "validator-8"
     assert set(names[:-1]) == {v.name for v in config.genesis.validators}
+
+
+# ---- [limits], [tls], the peer listener (docs/operators.md 3.5 and 4.1)
+
+
+def test_limits_and_tls_round_trip_and_default(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ledger.config import Limits, TlsSettings, format_node_config
+
+    path, config = write_node_files(tmp_path)
+    assert load_node_config(path).limits == Limits()
+    assert load_node_config(path).tls is None
+    changed = replace(
+        config, peer_listen_port=7301, peer_listen_host="0.0.0.0",
+        limits=Limits(max_connections=100, trusted_proxies=("127.0.0.1/32", "10.0.0.0/8")),
+        tls=TlsSettings(cert_file=tmp_path / "tls" / "n.crt", key_file=tmp_path / "tls" / "n.key",
+                        ca_file=tmp_path / "tls" / "ca.crt", require_peer_certificate=False,
+                        pins=(("validator-3", ("ab" * 32, "cd" * 32)),)))
+    path.write_text(format_node_config(changed, relative_to=tmp_path))
+    loaded = load_node_config(path)
+    assert loaded == replace(changed, source=path)
+    assert loaded.tls is not None and loaded.tls.pins_for("validator-3") == ("ab" * 32, "cd" * 32)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("[limits]\nmax_connection = 5\n", "limits.max_connection is not a known setting"),
+    ("[limits]\nmax_connections = 0\n", "limits.max_connections must be between"),
+    ("[limits]\ntrusted_proxies = [\"not-an-ip\"]\n", "is not an IP address or network"),
+    ("[limits]\ntrusted_proxies = \"127.0.0.1\"\n", "must be a list"),
+    ("[tls]\ncert_file = \"a.crt\"\n", "tls.key_file is missing"),
+    ("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n[tls.pins]\n\"validator-1\" = [\"" + "ab" * 32
+     + "\"]\n", "is not a peer"),
+    ("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n[tls.pins]\n\"validator-2\" = [\"xyz\"]\n",
+     "SHA-256 fingerprints"),
+    ("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nca = \"c\"\n", "tls.ca is not a known setting"),
+])
+def test_limits_and_tls_errors_name_the_field(tmp_path: Path, extra: str, message: str) -> None:
+    (tmp_path / "genesis.json").write_text(format_genesis(make_genesis(4)))
+    (tmp_path / "node.toml").write_text(MINIMAL + extra)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_node_config(tmp_path / "node.toml")
+
+
+def test_a_peer_listen_host_needs_its_port(tmp_path: Path) -> None:
+    (tmp_path / "genesis.json").write_text(format_genesis(make_genesis(4)))
+    (tmp_path / "node.toml").write_text(MINIMAL.replace(
+        'genesis = "genesis.json"', 'genesis = "genesis.json"\npeer_listen_host = "0.0.0.0"'))
+    with pytest.raises(ConfigError, match="needs peer_listen_port"):
+        load_node_config(tmp_path / "node.toml")

@@ -30,6 +30,8 @@ OLD_BASE = 52725
 def _copy_with_ports(tmp: Path) -> tuple[Path, int]:
     root = tmp / "devnet-v1"
     shutil.copytree(FIXTURE, root)
+    for key in (root / "keys").glob("*.key"):  # git keeps no 0600: a checkout has 0644
+        key.chmod(0o600)
     base = free_base_port(4)
     for config in (root / "nodes").glob("*.toml"):
         text = config.read_text(encoding="utf-8")
