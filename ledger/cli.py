@@ -36,7 +36,7 @@ from ledger.consensus.validators import MAX_VALIDATORS
 from ledger.crypto import ValidatorKeys, read_key_file, write_key_file
 from ledger.errors import ConfigError, LedgerError, MalformedError, VerificationError
 from ledger.policy import parse_policy
-from ledger.receipt import MAX_RECEIPT_SIZE, verify_receipt
+from ledger.receipt import MAX_RECEIPT_SIZE, VerifiedReceipt, verify_receipt
 
 if TYPE_CHECKING:
     from ledger.prover import LocalLog
@@ -1268,8 +1268,7 @@ def _examine_receipt(path: Path, digest: bytes, policy: Policy | None) -> _Exist
                 return _Existing(
                     path, valid=False, problem=_explain_failure(data, policy, digest, exc)
                 )
-            return _Existing(path, valid=True, index=result.index, size=result.size,
-                             time_bound=result.time_bound)
+            return _proven(path, result)
         receipt = parse_receipt(data)
         body = parse_checkpoint_body(parse_note(receipt.checkpoint).text)
     except MalformedError as exc:
@@ -1286,6 +1285,17 @@ def _examine_receipt(path: Path, digest: bytes, policy: Policy | None) -> _Exist
     return _Existing(path, valid=True, index=receipt.index, size=body.size)
 
 
+def _proven(path: Path, result: VerifiedReceipt) -> _Existing:
+    """What a verified receipt proves, as :class:`_Existing`: the moment of its earliest
+    bridge when it carries one (verified with it), else of its own checkpoint."""
+    first = result.earliest
+    if first is not None:
+        return _Existing(path, valid=True, index=result.index, size=first.size,
+                         time_bound=first.time_bound)
+    return _Existing(path, valid=True, index=result.index, size=result.size,
+                     time_bound=result.time_bound)
+
+
 def _moment_of(receipt: str, digest: bytes, policy: Policy | None) -> _Existing:
     """A freshly fetched receipt, examined as :func:`_examine_receipt` examines a file."""
     from ledger.checkpoint import parse_checkpoint_body
@@ -1293,9 +1303,7 @@ def _moment_of(receipt: str, digest: bytes, policy: Policy | None) -> _Existing:
     from ledger.receipt import parse_receipt
 
     if policy is not None:
-        result = verify_receipt(receipt, policy, digest)
-        return _Existing(Path("-"), valid=True, index=result.index, size=result.size,
-                         time_bound=result.time_bound)
+        return _proven(Path("-"), verify_receipt(receipt, policy, digest))
     parsed = parse_receipt(receipt)
     body = parse_checkpoint_body(parse_note(parsed.checkpoint).text)
     return _Existing(Path("-"), valid=True, index=parsed.index, size=body.size)
@@ -1536,14 +1544,19 @@ def anchor_command(
               help="Trust policy: verify the receipt first.")
 @click.option("--force", is_flag=True,
               help="With --out: replace a file that is unreadable or not a receipt of DIGEST.")
+@click.option("--latest", is_flag=True,
+              help="Against the node's latest checkpoint (carrying the first one as an "
+              "earliest bridge) instead of the first checkpoint that holds DIGEST.")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True)
 @_errors_to_exit
 def proof_command(
     digest_hex: str, node_url: str | None, cacert: str | None, out_path: str | None,
-    policy_path: str | None, force: bool, timeout: float,
+    policy_path: str | None, force: bool, latest: bool, timeout: float,
 ) -> None:
     """Fetch the receipt (.tlog-proof) of an anchored DIGEST (64 hex digits).
 
+    The receipt is against the first cosigned checkpoint whose tree holds DIGEST (the earliest
+    moment the ledger proves, the same on every node), or with --latest against the latest.
     The node is --node or $LEDGER_NODE.
     """
     from ledger.client import LedgerClient, parse_digest
@@ -1552,7 +1565,7 @@ def proof_command(
     url = _node_url(node_url)
     policy = _load_policy_file(policy_path) if policy_path is not None else None
     with LedgerClient(url, timeout=timeout, policy=policy, ssl_context=_tls(cacert)) as client:
-        receipt = client.proof(digest)
+        receipt = client.proof(digest, latest=latest)
     if out_path is None:
         click.echo(receipt, nl=False)
         return

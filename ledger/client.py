@@ -488,8 +488,10 @@ class LedgerClient:
                 self._check_receipt(result.receipt, result.digest)
         return results
 
-    def proof(self, digest: bytes | str) -> str:
-        """The receipt (c2sp.org/tlog-proof text) of an anchored digest.
+    def proof(self, digest: bytes | str, *, latest: bool = False) -> str:
+        """The receipt (c2sp.org/tlog-proof text) of an anchored digest: against the first
+        cosigned checkpoint that holds it, or (``latest``) against the node's latest, carrying
+        the first as an earliest bridge.
 
         Raises:
             MalformedError: the digest is malformed.
@@ -501,7 +503,7 @@ class LedgerClient:
             VerificationError: with a policy, the receipt does not verify for the digest.
         """
         raw = parse_digest(digest)
-        path = f"/v1/proofs/{quote(raw.hex())}"
+        path = f"/v1/proofs/{quote(raw.hex())}" + ("?against=latest" if latest else "")
         url = self.base_url + path
         status, _, data = self._request("GET", path, accept="text/plain")
         if status == 202:
