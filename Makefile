@@ -40,6 +40,7 @@ test: lint typecheck unit
 bench: $(VENV)/.installed-bench
 	$(PY) bench/merkle.py
 	$(PY) bench/consensus.py
+	$(PY) bench/checkpoints.py
 	$(PY) bench/cluster.py --duration 60
 
 # The store filled to 10^5, 10^6 and 10^7 anchors (real files, about 5 minutes): append rate

@@ -84,6 +84,11 @@ class _Collector:
             "ledger_messages_invalid",
             "Rejected peer messages (consensus, envelopes, cosignatures, blocks).",
             value=invalid)
+        yield CounterMetricFamily(
+            "ledger_cosignatures_rejected",
+            "Peer cosignatures refused (a bad signature, another root, or a timestamp outside "
+            "the 30 s tolerance: a validator's clock is off).",
+            value=driver.checkpoints.rejected() if driver is not None else 0)
         yield CounterMetricFamily("ledger_catchup_blocks", "Blocks fetched from peers.",
                                   value=stats.blocks_fetched if stats else 0)
         yield gauge("ledger_evidence", "Equivocation evidence items this node holds (stored).",

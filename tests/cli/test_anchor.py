@@ -63,6 +63,30 @@ def test_anchoring_twice_keeps_the_first_receipt_byte_for_byte(
     assert verify(net, doc).returncode == 0
 
 
+def test_proof_latest_carries_the_first_checkpoint_and_proves_the_same_moment(
+    net: RunningDevnet, tmp_path: Path
+) -> None:
+    doc = write(tmp_path / "pismo.pdf", f"pismo {tmp_path.name}\n")
+    assert ledger("anchor", str(doc), env=env_for(net)).returncode == 0
+    first = Path(f"{doc}.tlog-proof").read_bytes()
+    other = write(tmp_path / "later.pdf", f"later {tmp_path.name}\n")
+    assert ledger("anchor", str(other), env=env_for(net)).returncode == 0  # the tree grows
+    digest = hashlib.sha256(doc.read_bytes()).hexdigest()
+    latest = tmp_path / "latest.tlog-proof"
+    got = ledger("proof", digest, "--latest", "--out", str(latest), env=env_for(net))
+    assert got.returncode == 0, got.stderr
+    assert latest.read_bytes() != first  # a later checkpoint, with the first as a bridge
+    shown = ledger("verify", "--policy", str(net.policy_file), "--proof", str(latest), str(doc))
+    assert shown.returncode == 0, shown.stderr
+    assert "the receipt's checkpoint extends the first" in shown.stdout, shown.stdout
+    # The same moment as the first receipt: `ledger proof --latest` onto it keeps it.
+    kept = ledger("proof", digest, "--latest", "--policy", str(net.policy_file), "--out",
+                  f"{doc}.tlog-proof", env=env_for(net))
+    assert kept.returncode == 0, kept.stderr
+    assert f"kept {doc}.tlog-proof" in kept.stderr
+    assert Path(f"{doc}.tlog-proof").read_bytes() == first
+
+
 def test_a_corrupt_or_foreign_receipt_is_reported_and_kept_unless_force(
     net: RunningDevnet, tmp_path: Path
 ) -> None:

@@ -13,7 +13,8 @@ The convention (README.md and docs/*.md keep to it; tests/docs/test_doc_commands
   or program that a later block runs.
 * Each document starts in a fresh temporary directory holding ``devnet/`` (a running 4-node
   devnet with ``devnet/client-token`` and ``devnet/trust-policy``) and ``.venv`` (the
-  environment running the tests, so ``. .venv/bin/activate`` works as in a checkout), with that
+  environment running the tests, so ``. .venv/bin/activate`` works as in a checkout) and
+  ``bench/`` (the checkout's benchmark scripts), with that
   environment's ``bin`` first on PATH and no ``LEDGER_*`` variable set. The ports 7100-7103 in
   the text are rewritten to the devnet's actual ports.
 """
@@ -32,6 +33,8 @@ from pathlib import Path
 __all__ = ["Block", "DocRun", "parse_blocks", "rewrite_ports", "run_document"]
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
+#: The repository checkout the tests run from.
+_CHECKOUT = Path(__file__).resolve().parents[2]
 _NOT_RUN = re.compile(r"^\s*<!--\s*not-run:\s*(?P<reason>.+?)\s*-->\s*$")
 _FILE = re.compile(r"^\s*<!--\s*file:\s*(?P<name>[A-Za-z0-9._/-]+)\s*-->\s*$")
 _DEVNET_PORT = re.compile(r"(?<![0-9])710([0-3])(?![0-9])")
@@ -152,6 +155,9 @@ def run_document(
     venv = venv if venv is not None else Path(sys.prefix)
     if (venv / "bin" / "activate").exists():
         (workdir / ".venv").symlink_to(venv, target_is_directory=True)
+    for folder in ("bench",):  # the checkout's scripts a doc runs, as in a checkout
+        if (_CHECKOUT / folder).is_dir():
+            (workdir / folder).symlink_to(_CHECKOUT / folder, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "VIRTUAL_ENV"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -305,7 +305,8 @@ def test_health_ready_metrics_status_openapi(tmp_path: Path) -> None:
             for name in ("ledger_height", "ledger_round", "ledger_commit_latency_seconds_bucket",
                          "ledger_mempool_depth", "ledger_anchors_total",
                          "ledger_peers_connected", "ledger_messages_late_total",
-                         "ledger_messages_invalid_total", "ledger_evidence",
+                         "ledger_messages_invalid_total", "ledger_cosignatures_rejected_total",
+                         "ledger_evidence",
                          "ledger_storage_bytes", "ledger_tree_size"):
                 assert f"\n{name}" in metrics, name
             assert "ledger_anchors_total 1.0" in metrics
