@@ -105,9 +105,7 @@ def commit_block(
     """
     record = BlockRecord(height=block.height, block=block.encode(),
                          certificate=certificate.encode())
-    if meta:
-        store.put_meta(meta)
-    result = store.append(block.digests, block=record)
+    result = store.append(block.digests, block=record, meta=meta or None)
     if (result.head.size, result.head.root) != (block.tree_size, block.tree_root):
         raise CorruptionError(
             f"the store's tree head after block {block.height} is not the block's")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COSIGNATURE_TOLERANCE_S",
+    "PENDING_KEY",
     "RESEND_OWN",
     "CheckpointBook",
     "CosignatureCollector",
@@ -57,6 +58,10 @@ RESEND_OWN: Final = 8
 FETCH_MISSING_AFTER_MS: Final = 2_000
 #: Missing notes tracked at most (the oldest are forgotten beyond).
 MAX_EXPECTED: Final = 4096
+#: Store metadata: the tree sizes of committed blocks whose note may not be stored yet
+#: (big-endian 8-byte sizes), written with each block so that a restart, or a restore from a
+#: backup taken between a block and its note, still knows which notes to fetch.
+PENDING_KEY: Final = b"checkpoints/pending/v1"
 #: The clock tolerance validators enforce on each other's cosignatures, in seconds: a
 #: timestamp more than this before the time of the block that produced the tree head, or more
 #: than this after the receiver's own clock, is refused. So no validator can put a time into a
@@ -279,6 +284,11 @@ class CheckpointBook:
         if raw is not None:
             text = raw.decode("utf-8")
             self.latest = (parse_checkpoint_body(note_body(text)).size, text)
+        pending = store.get_meta(PENDING_KEY) or b""
+        for at in range(0, len(pending) - len(pending) % 8, 8):
+            size = int.from_bytes(pending[at:at + 8], "big")
+            if 0 < size <= store.size and store.checkpoint(size) is None:
+                self._expected[size] = (0, 0)  # fetched at the first tick
 
     @property
     def latest_size(self) -> int:
@@ -341,6 +351,27 @@ class CheckpointBook:
         if size >= self.latest_size:
             self.latest = (size, note)
         return True
+
+    def pending_meta(self, size: int) -> dict[bytes, bytes | None]:
+        """The metadata to write with the block that grows the tree to ``size``
+        (:data:`PENDING_KEY`: that size and the notes still expected)."""
+        sizes = sorted({size, *self._expected})[-MAX_EXPECTED:]
+        return {PENDING_KEY: b"".join(s.to_bytes(8, "big") for s in sizes)}
+
+    def first_of(self, index: int) -> tuple[int, str] | None:
+        """The checkpoint a receipt for leaf ``index`` is cut against: the first stored one
+        whose tree holds it, (size, note); ``None`` while the note of the block that committed
+        the leaf is not stored here yet (a later one would prove a later moment).
+
+        Raises:
+            StorageError: the store failed.
+        """
+        found = self.earliest(index)
+        if found is None:
+            return None
+        if any(index < s < found[0] for s in self._expected):
+            return None
+        return found
 
     def expect(self, size: int, now: int) -> None:
         """A committed block grew the tree to ``size``: its note must be stored here (from

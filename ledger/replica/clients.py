@@ -88,7 +88,7 @@ class Clients:
             CorruptionError: the stored tree does not back the receipt.
         """
         status = self.statuses([digest], strict=True)[0]
-        first = None if status.index is None else self._checkpoints.earliest(status.index)
+        first = None if status.index is None else self._checkpoints.first_of(status.index)
         if first is None or status.index is None:
             return status, 0
         size, note = first
@@ -130,7 +130,7 @@ class Clients:
             return []
         answerable: list[tuple[int, tuple[bytes, ...], list[int], list[tuple[int, str]]]] = []
         for ticket, digests, indices, sizes in self.waiters.covered(latest[0]):
-            found = [self._checkpoints.earliest(i) for i in indices]
+            found = [self._checkpoints.first_of(i) for i in indices]
             late = [need for f, need in zip(found, sizes, strict=True)
                     if f is None or (need is not None and f[0] != need)]
             if late:  # that block's checkpoint is not stored here yet: wait for it
