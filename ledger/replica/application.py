@@ -54,14 +54,16 @@ class LogApplication:
         Raises:
             StorageError: the store failed (the core then proposes nothing this round).
         """
-        candidates = self._mempool.batch(self._max_batch)
+        candidates = tuple(self._mempool.batch(self._max_batch))
         preview = self._store.preview(candidates)
         fresh = [d for d, new in zip(candidates, preview.new, strict=True) if new]
         if len(fresh) != len(candidates):
             # Committed meanwhile by a block we applied: drop them (defensive; commit removes).
             self._mempool.remove(d for d, new in zip(candidates, preview.new, strict=True)
                                  if not new)
-        digests = tuple(fresh)
+        # The same tuple when nothing was dropped: the store then reuses this preview's work
+        # when the block is appended.
+        digests = candidates if len(fresh) == len(candidates) else tuple(fresh)
         self._proposed = (digests, self._store.tree_head(), preview.head)
         batch = Batch(digests=digests, tree_size=preview.head.size, tree_root=preview.head.root)
         change = self._changes.candidate(height)

@@ -373,6 +373,25 @@ class CheckpointBook:
             return None
         return found
 
+    def firsts_of(self, indices: Sequence[int]) -> list[tuple[int, str] | None]:
+        """:meth:`first_of` of each index, one store lookup per block's checkpoint: if the
+        first checkpoint of leaf ``i`` has size ``S``, it is the first one of every leaf in
+        ``[i, S)`` too (no checkpoint lies between).
+
+        Raises:
+            StorageError: the store failed.
+        """
+        found: dict[int, tuple[int, str] | None] = {}
+        span: tuple[int, tuple[int, str]] | None = None  # (lowest leaf, its first checkpoint)
+        for i in sorted(set(indices)):
+            if span is not None and span[0] <= i < span[1][0]:
+                found[i] = span[1]
+                continue
+            first = self.first_of(i)
+            found[i] = first
+            span = None if first is None else (i, first)
+        return [found[i] for i in indices]
+
     def expect(self, size: int, now: int) -> None:
         """A committed block grew the tree to ``size``: its note must be stored here (from
         our own quorum, or fetched from a peer, :meth:`missing`)."""

@@ -129,12 +129,16 @@ class Clients:
         if latest is None or not len(self.waiters):
             return []
         answerable: list[tuple[int, tuple[bytes, ...], list[int], list[tuple[int, str]]]] = []
-        for ticket, digests, indices, sizes in self.waiters.covered(latest[0]):
-            found = [self._checkpoints.first_of(i) for i in indices]
+        covered = self.waiters.covered(latest[0])
+        first_cps = self._checkpoints.firsts_of([i for c in covered for i in c[2]])
+        at = 0
+        for ticket, digests, indices, sizes in covered:
+            found, at = first_cps[at:at + len(indices)], at + len(indices)
             late = [need for f, need in zip(found, sizes, strict=True)
                     if f is None or (need is not None and f[0] != need)]
-            if late:  # that block's checkpoint is not stored here yet: wait for it
-                self.waiters.retry(ticket, max(n or 0 for n in late) + 1)
+            if late:  # that block's checkpoint is not stored here yet: look again when a
+                # checkpoint is stored (every store calls this)
+                self.waiters.retry(ticket, max(n or 0 for n in late))
                 continue
             answerable.append((ticket, digests, indices, [f for f in found if f is not None]))
         # One store snapshot per checkpoint for every leaf it is the first of.

@@ -49,6 +49,7 @@ from typing import Protocol, runtime_checkable
 from ledger.errors import CorruptionError, MalformedError, NotFoundError, StorageError
 from ledger.merkle.frontier import Frontier
 from ledger.merkle.hashing import HASH_SIZE, leaf_hashes
+from ledger.merkle.proof import Chain
 
 __all__ = [
     "AppendResult",
@@ -300,6 +301,17 @@ class Store(Protocol):
         one snapshot (the receipts of one request share their upper tree nodes).
 
         :raises MalformedError: an index is not in ``[0, size)``.
+        :raises NotFoundError: ``size`` exceeds the log.
+        """
+        ...
+
+    def inclusion_chains(self, indices: Sequence[int], leaf_hashes: Sequence[bytes],
+                         size: int) -> tuple[list[Chain], bytes]:
+        """The paths of :meth:`inclusion_proofs` as shared chains, and the root they lead to
+        from the given leaf hashes (:func:`ledger.merkle.proof.inclusion_chains`): equal to a
+        checkpoint's root, it proves every path for its leaf against that checkpoint.
+
+        :raises MalformedError: an index is not in ``[0, size)`` or a leaf hash is missing.
         :raises NotFoundError: ``size`` exceeds the log.
         """
         ...

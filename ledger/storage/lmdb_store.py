@@ -82,6 +82,7 @@ from ledger.merkle.hashing import (
     LEAF_HASH_PREFIX,
     leaf_hashes,
 )
+from ledger.merkle.proof import Chain
 from ledger.storage import _index as ix
 from ledger.storage._codec import (
     Dictionary,
@@ -472,6 +473,20 @@ class _Snapshot:
         return out
 
 
+@dataclass(frozen=True)
+class _Previewed:
+    """The work of a :meth:`LmdbStore.preview` of a tuple of digests, for the append of that
+    same tuple at the same tree head (size and index generation)."""
+
+    digests: tuple[bytes, ...]
+    size: int
+    gen: int
+    plan: Any
+    hashes: list[int]
+    frontier: Frontier
+    rows: list[list[bytes]]
+
+
 @dataclass
 class _Outcome:
     """What a committed append changes in memory (applied only after the commit)."""
@@ -505,6 +520,7 @@ class LmdbStore:
         self._identity = ""
         self._dictionary = Dictionary()
         self._frontier = Frontier.empty()
+        self._previewed: _Previewed | None = None
         self._head = TreeHead(size=0, root=EMPTY_ROOT)
         self._view: ix.View | None = None
         self._filter_checked: dict[int, bytearray] = {}
@@ -701,12 +717,21 @@ class LmdbStore:
         def compute(txn: Any, snap: _Snapshot) -> AppendResult:
             view = self._view_for(txn, snap)
             frontier = self._frontier_for(snap)
-            plan = plan_append(
-                batch, snap.size,
-                lambda ds, leaves: self._lookup_many(txn, snap, view, ds, leaves)[0],
-            )
-            new_frontier, _ = frontier.extend(plan.leaves)
+            hashes: list[int] = []
+
+            def lookup_many(ds: list[bytes], leaves: list[bytes]) -> list[int | None]:
+                found, hs = self._lookup_many(txn, snap, view, ds, leaves)
+                hashes[:] = hs
+                return found
+
+            plan = plan_append(batch, snap.size, lookup_many)
+            new_frontier, rows = frontier.extend(plan.leaves)
             head = TreeHead(size=new_frontier.size, root=new_frontier.root())
+            if isinstance(digests, tuple):
+                # A block is previewed (validated) and then appended with the very same tuple:
+                # the append reuses this work if nothing was appended in between.
+                self._previewed = _Previewed(digests, snap.size, snap.gen, plan, hashes,
+                                             new_frontier, rows)
             return AppendResult(head=head, indices=plan.indices, new=plan.new)
 
         result: AppendResult = self._read(compute)
@@ -742,9 +767,12 @@ class LmdbStore:
             if self._blocking:
                 raise _damage(self._blocking[0])
             self._check_space(len(batch))
+            previewed, self._previewed = self._previewed, None
+            if previewed is not None and previewed.digests is not digests:
+                previewed = None
             try:
                 with env.begin(write=True, buffers=True) as txn:
-                    outcome = self._append_in(txn, batch, block, meta)
+                    outcome = self._append_in(txn, batch, block, meta, previewed)
             except lmdb.Error as exc:
                 raise self._write_error(exc) from exc
             self._publish(outcome)
@@ -761,25 +789,30 @@ class LmdbStore:
         batch: list[bytes],
         block: BlockRecord | None,
         meta: Mapping[bytes, bytes | None] | None,
+        previewed: _Previewed | None = None,
     ) -> _Outcome:
         dbs = self._dbs
         snap = _Snapshot(txn, dbs)
         view = self._writer_view(txn, snap)
-        frontier = self._frontier_for(snap)
-        hashes: list[int] = []
+        if previewed is not None and (previewed.size, previewed.gen) == (snap.size, snap.gen):
+            plan, hashes = previewed.plan, previewed.hashes
+            new_frontier, rows = previewed.frontier, list(previewed.rows)
+        else:
+            frontier = self._frontier_for(snap)
+            hashes = []
 
-        def lookup_many(ds: list[bytes], leaves: list[bytes]) -> list[int | None]:
-            found, hs = self._lookup_many(txn, snap, view, ds, leaves)
-            hashes[:] = hs
-            return found
+            def lookup_many(ds: list[bytes], leaves: list[bytes]) -> list[int | None]:
+                found, hs = self._lookup_many(txn, snap, view, ds, leaves)
+                hashes[:] = hs
+                return found
 
-        plan = plan_append(batch, snap.size, lookup_many)
+            plan = plan_append(batch, snap.size, lookup_many)
+            new_frontier, rows = frontier.extend(plan.leaves)
         old = snap.size
         if old + len(plan.digests) > MAX_LOG_SIZE:
             raise StorageError("the log cannot hold more than 2**48 leaves")
         if block is not None:
             check_block_follows(block, _last_height(txn, dbs))
-        new_frontier, rows = frontier.extend(plan.leaves)
         new = new_frontier.size
         result_head = TreeHead(size=new, root=new_frontier.root())
         new_hashes = [hashes[p] for p in plan.positions]
@@ -1418,8 +1451,23 @@ class LmdbStore:
         """
         wanted = list(indices)
         result: list[list[bytes]] = self._sized(
-            size, lambda s: [proof.inclusion_proof(s, i, size) for i in wanted]
+            size, lambda s: proof.inclusion_proofs(s, wanted, size)[0]
         )
+        return result
+
+    def inclusion_chains(self, indices: Sequence[int], leaf_hashes: Sequence[bytes],
+                         size: int) -> tuple[list[Chain], bytes]:
+        """The paths of ``indices`` and the root they lead to from ``leaf_hashes``, from one
+        snapshot (:func:`ledger.merkle.proof.inclusion_proofs`).
+
+        :raises MalformedError: an index is not in ``[0, size)`` or a leaf hash is missing.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises DamageError: a tile on a path is damaged.
+        """
+        wanted, given = list(indices), list(leaf_hashes)
+        result: tuple[list[Chain], bytes] = self._sized(
+            size, lambda s: proof.inclusion_chains(s, wanted, size, given))
         return result
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:

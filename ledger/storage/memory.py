@@ -21,6 +21,7 @@ from ledger.errors import MalformedError, NotFoundError, StorageError, Verificat
 from ledger.merkle import proof
 from ledger.merkle.frontier import Frontier
 from ledger.merkle.hashing import HASH_SIZE, leaf_hash, leaf_hashes, node_hash
+from ledger.merkle.proof import Chain
 from ledger.storage.base import (
     REPAIR_LOCAL,
     AppendResult,
@@ -235,7 +236,19 @@ class MemoryStore:
         """
         self._open()
         check_within(size, self._frontier.size, "tree size")
-        return [proof.inclusion_proof(self, i, size) for i in indices]
+        return proof.inclusion_proofs(self, indices, size)[0]
+
+    def inclusion_chains(self, indices: Sequence[int], leaf_hashes: Sequence[bytes],
+                         size: int) -> tuple[list[Chain], bytes]:
+        """The paths of ``indices`` and the root they lead to from ``leaf_hashes``.
+
+        :raises MalformedError: an index is not in ``[0, size)`` or a leaf hash is missing.
+        :raises NotFoundError: ``size`` exceeds the log.
+        :raises StorageError: the store is closed.
+        """
+        self._open()
+        check_within(size, self._frontier.size, "tree size")
+        return proof.inclusion_chains(self, indices, size, leaf_hashes)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 2.1.4.1 consistency proof from ``old_size`` to ``new_size``.

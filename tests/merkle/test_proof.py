@@ -18,6 +18,7 @@ from ledger.merkle import (
     InMemoryTree,
     consistency_proof,
     inclusion_proof,
+    inclusion_proofs,
     root_at,
     subtree_root,
     verify_consistency,
@@ -273,3 +274,44 @@ def test_root_and_range_arguments_are_checked() -> None:
         subtree_root(SMALL, 3, 3)
     with pytest.raises(LedgerError):
         root_at(SMALL, N_EXHAUSTIVE + 2)
+
+
+# ---- many paths at once (receipts of one block are built together)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, N_LARGE).flatmap(
+    lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), max_size=40))))
+def test_batched_paths_equal_the_rfc_paths_and_lead_to_the_root(case: tuple[int, list[int]]
+                                                                 ) -> None:
+    size, indices = case
+    paths, root = inclusion_proofs(LARGE, indices, size)
+    assert paths == [path(i, LEAVES[:size]) for i in indices]
+    assert root == mth(LEAVES[:size])
+    given_leaves = [LEAVES[i] for i in indices]
+    assert inclusion_proofs(LARGE, indices, size, given_leaves) == (paths, root)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, N_LARGE).flatmap(
+    lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), min_size=1, max_size=20),
+                        st.integers(0, 255))))
+def test_a_wrong_leaf_changes_the_batched_root(case: tuple[int, list[int], int]) -> None:
+    # The root is folded from the given leaves: one altered leaf can never still reach it.
+    size, indices, bit = case
+    wrong = [LEAVES[i] for i in indices]
+    wrong[0] = _flip(wrong[0], bit)
+    if len(set(indices)) < len(indices) and indices.count(indices[0]) > 1:
+        with pytest.raises(MalformedError, match="two different hashes"):
+            inclusion_proofs(LARGE, indices, size, wrong)
+        return
+    _, root = inclusion_proofs(LARGE, indices, size, wrong)
+    assert root != mth(LEAVES[:size])
+
+
+def test_batched_paths_refuse_bad_input() -> None:
+    with pytest.raises(MalformedError):
+        inclusion_proofs(LARGE, [5], 5)
+    with pytest.raises(MalformedError):
+        inclusion_proofs(LARGE, [1, 2], 5, [LEAVES[1]])
+    assert inclusion_proofs(LARGE, [], 7) == ([], mth(LEAVES[:7]))

@@ -350,15 +350,32 @@ def test_halted_node_refuses_anchors_and_reports_unhealthy(tmp_path: Path) -> No
 
 
 def test_fast_receipt_format_matches_ledger_receipt() -> None:
-    """The node's receipt fast path writes byte-for-byte what ledger.receipt writes."""
-    from ledger.receipt import build_receipt
-    from ledger.replica.receipts import format_receipt as _format_receipt
+    """The node's receipt fast path writes byte-for-byte what ledger.receipt writes, for every
+    path length, and refuses a tree that does not lead to the note's root."""
+    import hashlib
 
-    note = "ledger.test/x\n5\n" + base64.b64encode(b"r" * 32).decode() + "\n\n— k AAAAAAE=\n"
-    for length in range(0, 65, 7):
-        proof = [bytes([i]) * 32 for i in range(length)]
-        assert _format_receipt(3, proof, note) == build_receipt(
-            index=3, proof=proof, checkpoint_note=note)
+    from ledger.errors import CorruptionError
+    from ledger.receipt import build_receipt
+    from ledger.replica.receipts import ReceiptMaker
+    from ledger.storage import MemoryStore
+
+    store = MemoryStore()
+    digests = [hashlib.sha256(b"%d" % i).digest() for i in range(300)]
+    store.append(digests)
+    maker = ReceiptMaker(store)
+    for size in (1, 2, 3, 7, 64, 65, 300):
+        note = (f"ledger.test/x\n{size}\n"
+                + base64.b64encode(store.root_at(size)).decode() + "\n\n— k AAAAAAE=\n")
+        indices = sorted({0, size // 2, size - 1})
+        made = maker.receipts(indices, [digests[i] for i in indices], size=size, note=note)
+        assert made == [build_receipt(index=i, proof=store.inclusion_proof(i, size),
+                                      checkpoint_note=note) for i in indices]
+    wrong = note.replace(base64.b64encode(store.root_at(300)).decode(),
+                         base64.b64encode(b"x" * 32).decode())
+    with pytest.raises(CorruptionError, match="does not back"):
+        maker.receipts([5], [digests[5]], size=300, note=wrong)
+    with pytest.raises(CorruptionError, match="does not back"):
+        maker.receipts([5], [digests[6]], size=300, note=note)  # another digest at leaf 5
 
 
 def test_node_serves_the_verification_page_with_a_strict_csp(tmp_path: Path) -> None:
@@ -391,12 +408,15 @@ def test_a_corrupted_stored_path_is_never_served_and_halts_the_node(tmp_path: Pa
             status, body = await anchor(http, url, [digest(i) for i in range(1, 6)])
             assert status == 200, body
             assert node.store is not None
-            honest = node.store.inclusion_proofs
+            store = node.store
+            honest = store.node
 
-            def damaged(indices: list[int], size: int) -> list[list[bytes]]:
-                return [[bytes([p[0][0] ^ 1]) + p[0][1:], *p[1:]] for p in honest(indices, size)]
+            def damaged(level: int, index: int) -> bytes:
+                # A stored node that reads back altered (past its checksum: memory, a bug).
+                value = honest(level, index)
+                return bytes([value[0] ^ 1]) + value[1:]
 
-            node.store.inclusion_proofs = damaged  # type: ignore[method-assign]
+            store.node = damaged  # type: ignore[method-assign]
             async with http.get(url + f"/v1/proofs/{digest(2).hex()}") as r:
                 assert r.status == 500
                 assert (await r.json())["error"]["code"] == "corruption"

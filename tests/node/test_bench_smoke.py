@@ -25,7 +25,7 @@ def test_cluster_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> No
     )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
     figures = {line["figure"]: line for line in json.loads(out.read_text())}
-    assert len(figures) == 5, figures
+    assert len(figures) == 6, figures
     for figure in figures.values():
         assert math.isfinite(figure["measured"]) and figure["measured"] > 0, figure
     assert "ceiling aiohttp no-op" in result.stdout
