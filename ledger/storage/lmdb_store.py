@@ -60,13 +60,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from itertools import compress
-from operator import and_, eq, itemgetter
 import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import compress
+from operator import and_, eq, itemgetter
 from pathlib import Path
 from typing import Any
 
