@@ -401,3 +401,48 @@ def test_small_index_matches_the_model_across_reopens(
             store.check()
         finally:
             store.close()
+
+
+_WRITER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from storage.conftest import SMALL, digests, open_lmdb
+from pathlib import Path
+docs = digests(3000, b"shared")
+with open_lmdb(Path(sys.argv[1]), SMALL) as store:
+    print("open", flush=True)
+    for start in range(0, 3000, 7):
+        store.append(docs[start:start + 7])
+    print("done", flush=True)
+"""
+
+
+def test_a_reader_in_another_process_follows_flushes_and_merges(tmp_path: Path) -> None:
+    # `ledger db check` and backups read a store a node keeps writing: every snapshot they
+    # read must answer lookups exactly, across the writer's flushes, merges and stripes.
+    import subprocess
+    import sys
+
+    docs = digests(3000, b"shared")
+    with open_lmdb(tmp_path, SMALL):
+        pass  # create it (small index) so the reader can open it at once
+    tests = str(Path(__file__).resolve().parents[1])
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), tests],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "open"
+        seen = 0
+        with LmdbStore.open(tmp_path, readonly=True) as reader:
+            while True:
+                done = writer.poll() is not None
+                found = reader.index_of_many(docs)
+                known = [i for i in found if i is not None]
+                assert known == list(range(len(known)))  # exactly a prefix, each at its index
+                assert all(i is None for i in found[len(known):])
+                seen = max(seen, len(known))
+                if done:
+                    break
+        assert seen == 3000
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0
