@@ -52,7 +52,7 @@ import bisect
 import random
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -405,11 +405,6 @@ def filter_position(h: int, params: IndexParams) -> tuple[int, int]:
             PAIRS[(h >> low) & 4095] | BITS[(h >> (low + 12)) & 63])
 
 
-def record_of(h: int, offset: int, params: IndexParams) -> int:
-    bits = params.stripe_bits
-    return ((h >> bits) << bits) | offset
-
-
 def filter_insert(filt: array[int], params: IndexParams, keys: Iterable[int]) -> None:
     """Set the bits of each hash (or run entry: the same bits) in ``filt``."""
     shift = 64 - params.filter_bits
@@ -507,10 +502,6 @@ def write_chunks(put: Callable[[bytes, bytes], Any], run: int, records: Sequence
             raise StorageError(f"index run {run}: chunk {key.hex()} was not written in order")
         n += 1
     return n
-
-
-def replace_state(state: IndexState, **changes: Any) -> IndexState:
-    return replace(state, **changes)
 
 
 def check_chunk(key: bytes, value: bytes | memoryview) -> bool:
