@@ -3,29 +3,31 @@
 Why not a B-tree keyed by hash
 ------------------------------
 Format 1 kept one LMDB B-tree keyed by an 8-byte hash prefix. Its keys are random, so once the
-tree outgrew a block's digests every new anchor landed on a page of its own: at 3.2 million
-anchors a block of 1,000 digests dirtied and synced about 1,000 pages (4 MB), and appends ran
-at a sixth of the empty-log rate. Random keys must not decide where the writes go.
+tree outgrew a block's digests every new anchor landed on a page of its own: by 2 million
+anchors each anchor wrote about 34 KB and appends ran at 40% of the empty-log rate (measured,
+docs/performance.md). Random keys must not decide where the writes go.
 
-The layout
-----------
+The layout (defaults of :class:`IndexParams`)
+----------------------------------------------
 - **Recent digests (L0)** live in memory: a ``dict`` from digest to leaf index for the leaves
-  ``[ibase, size)``, never more than :attr:`IndexParams.flush` plus one batch. They need no
+  ``[ibase, size)``, at most :attr:`~IndexParams.flush` (65,536) plus one batch. They need no
   write of their own: the digests are in the tree's tiles, written in the same transaction, and
   opening a store rebuilds L0 from those tiles (a bounded read, however long the log).
-- **Runs.** Every :attr:`~IndexParams.flush` leaves, L0's oldest ``flush`` entries are sorted
-  and written once, sequentially, as an immutable *run* (level 1). Every
-  :attr:`~IndexParams.fanout` level-1 runs of a stripe are merged, a slice of the key space per
-  append, into one level-2 run. A run entry is one 64-bit word: the top 42 bits of the digest's
-  keyed hash and the leaf's 22-bit offset in its stripe; entries are packed 251 to a chunk.
-  Writes are sequential and each entry is written twice in its life, whatever the log's size.
-- **Stripes and filters.** The log is cut into stripes of ``2**stripe_bits`` leaves. Each
-  stripe has a blocked Bloom filter (64-bit blocks, three bits per entry, 16 bits per entry at
-  a full stripe: 0.8% false positives) over its digests. A lookup tests one word per stripe
-  and reads runs only on a hit; appends of new digests (every lookup a miss) therefore cost a
-  word test per stripe. A stripe's filter is kept in memory while it fills and written as one
-  value when the stripe is complete; lookups read completed filters in place, through LMDB's
-  memory map (no copy, no process memory).
+- **Runs.** Every ``flush`` leaves, L0's oldest ``flush`` entries are sorted and written once,
+  in key order, as an immutable *run* (level 1). Every :attr:`~IndexParams.fanout` (16) level-1
+  runs of a stripe are merged into one level-2 run, and once a stripe is complete its runs are
+  merged into one (level 3): a merge is done a slice of the key space at a time, about three
+  entries per appended digest, so its cost is spread evenly over the appends. A run entry is
+  one 64-bit word: the hash's top ``64 - stripe_bits`` bits and the leaf's offset in its
+  stripe; entries are packed 251 to a chunk. Each level has its own database, written in key
+  order (full pages). Each entry is written three times in its life, whatever the log's size.
+- **Stripes and filters.** The log is cut into stripes of ``2**stripe_bits`` (4,194,304)
+  leaves. Each stripe has a blocked Bloom filter (``2**filter_bits`` 64-bit words, 8 MiB: three
+  bits per entry, 16 bits per entry at a full stripe, 0.8% false positives) over its digests.
+  A lookup tests one word per stripe and reads a stripe's runs only on a hit; appends of new
+  digests (every lookup a miss) therefore cost a word test per stripe. A stripe's filter is
+  kept in memory while it fills and written as one value when the stripe is complete; lookups
+  read completed filters in place, through LMDB's memory map (no copy, no process memory).
 
 The hash is keyed: ``h = (K * first 8 bytes of the leaf hash, little-endian) mod 2**64`` with a
 random odd ``K`` drawn when the store is created (multiply-shift, a universal family), so a
@@ -34,14 +36,14 @@ client cannot grind digests that pile up under one run key or one filter word.
 Correctness never depends on the hash: a run entry names a candidate leaf, and a lookup
 compares the digest stored in the tree before it answers. A filter can only say "perhaps";
 everything it lets through is checked. A filter whose block fails its checksum is never
-trusted: the lookup then reads the stripe's runs.
+trusted: the lookup then reads the stripe's runs (and the store notes the damage).
 
 Durability of the in-memory parts
 ---------------------------------
 Nothing here needs a write of its own to survive a crash. L0 is rebuilt from tiles at open.
 The filter of the stripe being filled is written (as 2-KB chunks) every
-:attr:`~IndexParams.persist_every` flushes and whenever a merge completes; at open it is read
-back and the level-1 runs written since are added to it again (at most
+:attr:`~IndexParams.persist_every` (4) flushes and whenever a merge in it completes; at open it
+is read back and the level-1 runs written since are added to it again (at most
 ``persist_every - 1`` runs). Opening therefore reads at most ``flush + batch`` leaves,
 ``persist_every - 1`` runs and one filter: bounded, independent of the log's size.
 """
