@@ -14,6 +14,8 @@ At each size it prints:
   transaction each) while the log grows to that size, measured in 25 rounds of 4 blocks,
   each followed by 4 blocks appended to a fresh store (the *empty-log rate*: its first 10^5
   anchors), so both see the same machine; the ratio of the two is the figure (target >= 0.8);
+- the **CPU** per anchor those appends took (thread CPU time: no I/O wait, and little of
+  other processes' load on a shared machine), and the empty-log store's over this one's;
 - the **fill rate**: appends per second over the whole stretch up to that size (time in
   ``append`` only, so every merge step and filter write is in it), against the same
   empty-log rate;
@@ -147,14 +149,19 @@ class Chain:
         return checkpoint_note(body, sigs).encode()
 
 
+CPU = [0.0]  # thread CPU seconds spent in append() by the last commit()
+
+
 def commit(store: LmdbStore, chain: Chain, n: int, note: bool = True) -> float:
     """Append one block of ``n`` new digests (and store its checkpoint note); the seconds the
-    append took."""
+    append took (and, in ``CPU[0]``, the CPU seconds it took: no I/O wait, little of other
+    processes' load)."""
     batch = chain.next_batch(n)
     record = chain.block(batch)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     store.append(batch, block=record)
     elapsed = time.perf_counter() - start
+    CPU[0] = time.thread_time() - cpu
     if note:
         store.put_checkpoint(chain.frontier.size, chain.note())
     return elapsed
@@ -241,6 +248,7 @@ class Row:
     open_rss: float
     rss_after: float
     child: tuple[float, float, float]
+    cpu: tuple[float, float]  # CPU us per anchor in append(): this store, the empty one
 
 
 def measure(
@@ -250,7 +258,7 @@ def measure(
     """Interleaved rate rounds up to ``size``, then every other figure at ``size``."""
     gc.collect()
     rss_filled = rss_anon_mb()  # the store as it runs: before this benchmark's second store
-    big_time = empty_time = 0.0
+    big_time = empty_time = big_cpu = empty_cpu = 0.0
     empty_path = scratch / "empty"
     shutil.rmtree(empty_path, ignore_errors=True)
     empty = LmdbStore.open(empty_path)
@@ -259,13 +267,16 @@ def measure(
         for _ in range(rounds):
             for _ in range(per_round):
                 big_time += commit(store, chain, BATCH)
+                big_cpu += CPU[0]
             for _ in range(per_round):
                 empty_time += commit(empty, empty_chain, BATCH)
+                empty_cpu += CPU[0]
     finally:
         empty.close()
         shutil.rmtree(empty_path, ignore_errors=True)
     anchors = rounds * per_round * BATCH
     rate, empty_rate = anchors / big_time, anchors / empty_time
+    cpu = (big_cpu / anchors * 1e6, empty_cpu / anchors * 1e6)
     n = store.size
     disk = store.disk_usage() / n
     # Per-block overhead: 200 one-digest blocks with their certificates and notes.
@@ -325,7 +336,7 @@ def measure(
         hit=(percentile(hit_times, 0.5) * us, percentile(hit_times, 0.99) * us),
         miss=(percentile(miss_times, 0.5) * us, percentile(miss_times, 0.99) * us),
         batch_miss=batch_miss * us, open_s=open_s, open_rss=open_rss, rss_after=rss_after,
-        child=child,
+        child=child, cpu=cpu,
     )
 
 
@@ -366,7 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      fill_rate, 10 if args.quick else 150)
                 rows.append(row)
                 print(f"n={row.size:>11,}: append {row.rate:>9,.0f}/s = {row.rate / row.empty:.2f}"
-                      f" x empty-log {row.empty:,.0f}/s; fill {row.fill:,.0f}/s; RssAnon "
+                      f" x empty-log {row.empty:,.0f}/s (CPU {row.cpu[0]:.2f} vs "
+                      f"{row.cpu[1]:.2f} us/anchor = {row.cpu[1] / row.cpu[0]:.2f}); fill "
+                      f"{row.fill:,.0f}/s; RssAnon "
                       f"{row.rss:.1f} MB ({row.rss_after:.1f} after measuring; a process of its "
                       f"own: Python {row.child[0]:.1f}, open {row.child[1]:.1f}, after its blocks "
                       f"{row.child[2]:.1f}); disk "
@@ -397,17 +410,18 @@ def report(rows: list[Row], sha: float, sha_lmdb: float) -> int:
 
     print("\n== summary ==")
     print(f"ceilings: SHA-256 {sha:,.0f}/s; SHA-256 + LMDB put {sha_lmdb:,.0f}/s\n")
-    header = ("| anchors | append/s (x empty-log) | fill/s | RssAnon MB (store process) "
+    header = ("| anchors | append/s (x empty-log) | CPU us/anchor (empty-log / this) "
+              "| fill/s | RssAnon MB (store process) "
               "| disk B/anchor "
               "| 1-digest block B | proof p50/p99 us | index_of hit / miss p50 us "
               "| open ms |")
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for r in rows:
         ratio = r.rate / r.empty
         fill = f"{r.fill:,.0f} ({r.fill / r.empty:.2f})" if r.fill else "-"
         print(f"| {r.size:,} | {r.rate:,.0f} ({ratio:.2f}{mark(ratio >= 0.8)}) "
-              f"| {fill} "
+              f"| {r.cpu[0]:.2f} ({r.cpu[1] / r.cpu[0]:.2f}) | {fill} "
               f"| {r.child[2]:.0f}{mark(r.child[2] <= 100)} (bench {r.rss:.0f}) "
               f"| {r.disk:.0f}{mark(r.disk <= 110)} "
               f"| {r.block_overhead:.0f}{mark(r.block_overhead <= 1024)} "
