@@ -231,10 +231,11 @@ def run_garbage(run: RunInfo) -> bytes:
     return RUN_TAGS[run.level] + run_prefix(run.ident)
 
 
-def merge_slices(entries: int) -> int:
-    """Key slices a merge of ``entries`` is done in: about 1,000 entries each (a step costs
-    about what a few hundred appended digests add)."""
-    return max(1, min(4096, entries // 1024))
+def merge_slices(entries: int, inputs: int) -> int:
+    """Key slices a merge of ``entries`` from ``inputs`` runs is done in: about one chunk of
+    each input per slice (each input chunk is then read about once), at least 1,000 entries."""
+    per_slice = max(1024, CHUNK_RECORDS * inputs)
+    return max(1, min(8192, entries // per_slice))
 
 
 def slice_range(j: int, slices: int) -> tuple[int, int]:

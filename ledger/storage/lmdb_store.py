@@ -2169,4 +2169,4 @@ def _next_job(
 def _job(output: int, chosen: list[ix.RunInfo], level: int = 2) -> ix.MergeJob:
     entries = sum(r.end - r.first for r in chosen)
     return ix.MergeJob(output, tuple(r.ident for r in chosen), 0, level,
-                       ix.merge_slices(entries))
+                       ix.merge_slices(entries, len(chosen)))
