@@ -22,8 +22,8 @@ The layout (defaults of :class:`IndexParams`)
   stripe; entries are packed 251 to a chunk. Each level has its own database, written in key
   order (full pages). Each entry is written three times in its life, whatever the log's size.
 - **Stripes and filters.** The log is cut into stripes of ``2**stripe_bits`` (4,194,304)
-  leaves. Each stripe has a blocked Bloom filter (``2**filter_bits`` 64-bit words, 8 MiB: three
-  bits per entry, 16 bits per entry at a full stripe, 0.8% false positives) over its digests.
+  leaves. Each stripe has a blocked Bloom filter (``2**filter_bits`` 64-bit words, 8 MiB: six
+  bits per entry, 16 bits per entry at a full stripe, 0.38% false positives) over its digests.
   A lookup tests one word per stripe and reads a stripe's runs only on a hit; appends of new
   digests (every lookup a miss) therefore cost a word test per stripe. A stripe's filter is
   kept in memory while it fills and written as one value when the stripe is complete; lookups
@@ -77,13 +77,13 @@ CHUNK_RECORDS = 251
 FILTER_CHUNK_WORDS = 252
 #: Words per checksummed block of a completed stripe's filter (4 KiB).
 FILTER_BLOCK_WORDS = 512
-_MASK_BITS = 18  # three 6-bit bit positions per entry
+_MASK_BITS = 36  # six 6-bit bit positions per entry, from the hash's low 36 bits
 _RUN_ID = 4
 
 
-#: An entry's three filter bits within its 64-bit block come from 18 hash bits: the low 12
-#: pick two (``PAIRS``, one table lookup), the next 6 the third (``BITS``).
-BITS = array("Q", [1 << i for i in range(64)])
+#: An entry's six filter bits within its 64-bit block come from the hash's low 36 bits, two
+#: per 12 bits (``PAIRS``: one table lookup each). Blocked Bloom filter, 64-bit blocks, 16 bits
+#: per entry at a full stripe: 0.38% false positives (three bits: 0.79%).
 PAIRS = array("Q", [(1 << (i & 63)) | (1 << (i >> 6)) for i in range(1 << 12)])
 
 
@@ -397,24 +397,20 @@ def empty_filter(params: IndexParams) -> array[int]:
 
 
 def filter_position(h: int, params: IndexParams) -> tuple[int, int]:
-    """The filter word and mask of hash ``h``.
-
-    Both come from bits the run entry keeps (above ``stripe_bits``), so a filter can be
-    rebuilt from runs: the word from the top ``filter_bits`` bits, the mask from the 18 bits
-    above ``max(8, stripe_bits)``.
-    """
-    low = max(8, params.stripe_bits)
+    """The filter word (the hash's top ``filter_bits`` bits) and bits (from its low 36 bits)
+    of keyed hash ``h``. A run entry keeps only the hash's top bits: filters are built from
+    the hashes (L0, or leaf hashes recomputed from the tiles), never from run entries."""
+    pairs = PAIRS
     return (h >> (64 - params.filter_bits),
-            PAIRS[(h >> low) & 4095] | BITS[(h >> (low + 12)) & 63])
+            pairs[h & 4095] | pairs[(h >> 12) & 4095] | pairs[(h >> 24) & 4095])
 
 
-def filter_insert(filt: array[int], params: IndexParams, keys: Iterable[int]) -> None:
-    """Set the bits of each hash (or run entry: the same bits) in ``filt``."""
+def filter_insert(filt: array[int], params: IndexParams, hashes: Iterable[int]) -> None:
+    """Set the bits of each keyed hash in ``filt``."""
     shift = 64 - params.filter_bits
-    low = max(8, params.stripe_bits)
-    pairs, bits, low12 = PAIRS, BITS, low + 12
-    for h in keys:
-        filt[h >> shift] |= pairs[(h >> low) & 4095] | bits[(h >> low12) & 63]
+    pairs = PAIRS
+    for h in hashes:
+        filt[h >> shift] |= pairs[h & 4095] | pairs[(h >> 12) & 4095] | pairs[(h >> 24) & 4095]
 
 
 def check_params(params: IndexParams) -> None:
@@ -422,7 +418,7 @@ def check_params(params: IndexParams) -> None:
 
     :raises StorageError: they overlap.
     """
-    if max(8, params.stripe_bits) + _MASK_BITS > 64 - params.filter_bits:
+    if 64 - params.filter_bits < _MASK_BITS:
         raise StorageError("index parameters: filter mask bits overlap the word bits")
 
 
