@@ -151,6 +151,11 @@ class MergeJob:
     slices: int = 1
 
 
+#: Version of the stored index state: 2 = filters with six bits per entry from the keyed
+#: hash's low 36 bits (1, three bits from the bits run entries keep, was never released).
+STATE_VERSION = 2
+
+
 @dataclass(frozen=True, slots=True)
 class IndexState:
     """What the index keeps in the ``state`` database (one sealed msgpack value).
@@ -177,18 +182,28 @@ class IndexState:
     def to_bytes(self) -> bytes:
         jobs = [[j.output, list(j.inputs), j.next_slice, j.level, j.slices] for j in self.jobs]
         return bytes(msgpack.packb([
-            1, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
+            STATE_VERSION, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
             self.filters, self.next_run, self.flushes,
             [[r.ident, r.level, r.first, r.end] for r in self.runs], jobs, list(self.garbage),
         ], use_bin_type=True))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> IndexState:
-        """:raises CorruptionError: the value does not decode."""
+        """:raises CorruptionError: the value does not decode.
+        :raises StorageError: it was written by a development build whose filters this code
+            cannot read (version 1: three filter bits per entry)."""
         try:
             (version, params, secret, gen, ibase, fcover, filters, next_run, flushes, runs,
              jobs, garbage) = msgpack.unpackb(data, raw=False)
-            if version != 1:
+        except Exception as exc:
+            raise CorruptionError(f"the stored index state does not decode: {exc!r}") from None
+        if version == 1:
+            raise StorageError(
+                "this store's digest index was written by a development build of format 2 "
+                "(lookup filters of another kind): start the node on an empty data directory, "
+                "it catches up from its peers")
+        try:
+            if version != STATE_VERSION:
                 raise ValueError(version)
             return cls(
                 params=IndexParams.from_wire(params), secret=int(secret), gen=int(gen),
