@@ -11,15 +11,19 @@ Run::
 At each size it prints:
 
 - **append rate** of 1,000-digest blocks (``append(digests, block=...)``, one synced
-  transaction each) while the log grows to that size, measured in rounds interleaved with
-  appends to a fresh store (the *empty-log rate*: its first 10^5 anchors), so both see the same
-  machine; the ratio of the two is the figure (target >= 0.8);
+  transaction each) while the log grows to that size, measured in 25 rounds of 4 blocks,
+  each followed by 4 blocks appended to a fresh store (the *empty-log rate*: its first 10^5
+  anchors), so both see the same machine; the ratio of the two is the figure (target >= 0.8);
+- the **CPU** per anchor those appends took (thread CPU time: no I/O wait, and little of
+  other processes' load on a shared machine), and the empty-log store's over this one's;
 - the **fill rate**: appends per second over the whole stretch up to that size (time in
   ``append`` only, so every merge step and filter write is in it), against the same
   empty-log rate;
-- **RssAnon** of the process (``/proc/self/status``; not the mapped LMDB pages), as the
-  fill leaves it, and after the measurements (which open a second store for the empty-log
-  rate and read thousands of proofs);
+- **RssAnon** (``/proc/self/status``; not the mapped LMDB pages) of a process that only runs
+  the store: a fresh one that opens it and appends 150 blocks (its digests count towards the
+  next size; Python alone, after open,
+  after the appends); and of this benchmark's process as the fill leaves it and after the
+  measurements (it also held a second store and reopened this one);
 - **disk bytes per anchor** (``data.mdb``, free pages included; target <= 110);
 - **per-block overhead** of 1-digest blocks: bytes the blocks, certificates and checkpoint
   notes of 200 more one-digest blocks take (target <= 1 KB), and the whole file's growth;
@@ -103,6 +107,12 @@ class Chain:
         self.frontier = Frontier.empty()
         self.count = 0  # leaves so far (every digest is new)
 
+    def skip(self, n: int) -> None:
+        """The next ``n`` digests were appended by someone else (without blocks)."""
+        self.frontier, _ = self.frontier.extend(leaf_hashes(
+            [digest(self.tag, self.count + i) for i in range(n)]))
+        self.count += n
+
     def next_batch(self, n: int) -> list[bytes]:
         batch = [digest(self.tag, self.count + i) for i in range(n)]
         self.count += n
@@ -139,14 +149,19 @@ class Chain:
         return checkpoint_note(body, sigs).encode()
 
 
+CPU = [0.0]  # thread CPU seconds spent in append() by the last commit()
+
+
 def commit(store: LmdbStore, chain: Chain, n: int, note: bool = True) -> float:
     """Append one block of ``n`` new digests (and store its checkpoint note); the seconds the
-    append took."""
+    append took (and, in ``CPU[0]``, the CPU seconds it took: no I/O wait, little of other
+    processes' load)."""
     batch = chain.next_batch(n)
     record = chain.block(batch)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     store.append(batch, block=record)
     elapsed = time.perf_counter() - start
+    CPU[0] = time.thread_time() - cpu
     if note:
         store.put_checkpoint(chain.frontier.size, chain.note())
     return elapsed
@@ -173,6 +188,43 @@ def ceiling_sha_lmdb(directory: str, count: int) -> float:
     return count / elapsed
 
 
+_RSS_CHILD = """
+import hashlib, sys
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('RssAnon:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+base = rss()
+from ledger.storage import LmdbStore
+store = LmdbStore.open(sys.argv[1])
+opened = rss()
+tag, start = sys.argv[3].encode(), int(sys.argv[4])
+for k in range(int(sys.argv[2])):
+    store.append([hashlib.sha256(tag + (start + 1000 * k + i).to_bytes(8, "big")).digest()
+                  for i in range(1000)])
+print(base, opened, rss())
+store.close()
+"""
+
+
+def rss_of_a_store_process(path: Path, chain: Chain, blocks: int) -> tuple[float, float, float]:
+    """RssAnon (MB) of a fresh process that only opens the store and appends ``blocks``
+    1,000-digest blocks (the chain's next digests, so the chain goes on after them): before
+    opening (Python alone), after opening, after appending. A node runs one store for its
+    whole life; this benchmark's own process also held a second store and reopened this one,
+    which leaves freed memory the allocator keeps."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(path), str(blocks), chain.tag.decode(),
+         str(chain.count)],
+        capture_output=True, text=True, timeout=600, check=True)
+    chain.skip(blocks * BATCH)
+    base, opened, after = (float(x) for x in done.stdout.split())
+    return base, opened, after
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -195,16 +247,18 @@ class Row:
     open_s: float
     open_rss: float
     rss_after: float
+    child: tuple[float, float, float]
+    cpu: tuple[float, float]  # CPU us per anchor in append(): this store, the empty one
 
 
 def measure(
     store: LmdbStore, chain: Chain, path: Path, scratch: Path, size: int, rounds: int,
-    per_round: int, fill_rate: float,
+    per_round: int, fill_rate: float, child_blocks: int,
 ) -> tuple[LmdbStore, Row]:
     """Interleaved rate rounds up to ``size``, then every other figure at ``size``."""
     gc.collect()
     rss_filled = rss_anon_mb()  # the store as it runs: before this benchmark's second store
-    big_time = empty_time = 0.0
+    big_time = empty_time = big_cpu = empty_cpu = 0.0
     empty_path = scratch / "empty"
     shutil.rmtree(empty_path, ignore_errors=True)
     empty = LmdbStore.open(empty_path)
@@ -213,13 +267,16 @@ def measure(
         for _ in range(rounds):
             for _ in range(per_round):
                 big_time += commit(store, chain, BATCH)
+                big_cpu += CPU[0]
             for _ in range(per_round):
                 empty_time += commit(empty, empty_chain, BATCH)
+                empty_cpu += CPU[0]
     finally:
         empty.close()
         shutil.rmtree(empty_path, ignore_errors=True)
     anchors = rounds * per_round * BATCH
     rate, empty_rate = anchors / big_time, anchors / empty_time
+    cpu = (big_cpu / anchors * 1e6, empty_cpu / anchors * 1e6)
     n = store.size
     disk = store.disk_usage() / n
     # Per-block overhead: 200 one-digest blocks with their certificates and notes.
@@ -264,8 +321,9 @@ def measure(
     gc.collect()
     rss = max(rss_filled, 0.0)
     rss_after = rss_anon_mb()
-    # Start-up: close and open again.
+    # Start-up: close and open again (in this process, and in a process of its own).
     store.close()
+    child = rss_of_a_store_process(path, chain, child_blocks)
     t0 = time.perf_counter()
     store = LmdbStore.open(path)
     open_s = time.perf_counter() - t0
@@ -278,6 +336,7 @@ def measure(
         hit=(percentile(hit_times, 0.5) * us, percentile(hit_times, 0.99) * us),
         miss=(percentile(miss_times, 0.5) * us, percentile(miss_times, 0.99) * us),
         batch_miss=batch_miss * us, open_s=open_s, open_rss=open_rss, rss_after=rss_after,
+        child=child, cpu=cpu,
     )
 
 
@@ -291,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [10_000, 30_000] if args.quick else [int(s.replace("_", "")) for s in
                                                  args.sizes.split(",") if s.strip()]
-    rounds, per_round = (2, 2) if args.quick else (10, 10)
+    rounds, per_round = (2, 2) if args.quick else (25, 4)
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.tmp))
@@ -315,11 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fill_s += commit(store, chain, min(BATCH, target - store.size))
                 fill_rate = (store.size - filled) / fill_s if fill_s > 0 else 0.0
                 store, row = measure(store, chain, path, scratch, size, rounds, per_round,
-                                     fill_rate)
+                                     fill_rate, 10 if args.quick else 150)
                 rows.append(row)
                 print(f"n={row.size:>11,}: append {row.rate:>9,.0f}/s = {row.rate / row.empty:.2f}"
-                      f" x empty-log {row.empty:,.0f}/s; fill {row.fill:,.0f}/s; RssAnon "
-                      f"{row.rss:.1f} MB ({row.rss_after:.1f} after measuring); disk "
+                      f" x empty-log {row.empty:,.0f}/s (CPU {row.cpu[0]:.2f} vs "
+                      f"{row.cpu[1]:.2f} us/anchor = {row.cpu[1] / row.cpu[0]:.2f}); fill "
+                      f"{row.fill:,.0f}/s; RssAnon "
+                      f"{row.rss:.1f} MB ({row.rss_after:.1f} after measuring; a process of its "
+                      f"own: Python {row.child[0]:.1f}, open {row.child[1]:.1f}, after its blocks "
+                      f"{row.child[2]:.1f}); disk "
                       f"{row.disk:.1f} B/anchor; 1-digest block "
                       f"{row.block_overhead:.0f} B (file {row.block_file:.0f} B); proof p50/p99 "
                       f"{row.proof[0]:.0f}/{row.proof[1]:.0f} us; index_of hit "
@@ -347,17 +410,20 @@ def report(rows: list[Row], sha: float, sha_lmdb: float) -> int:
 
     print("\n== summary ==")
     print(f"ceilings: SHA-256 {sha:,.0f}/s; SHA-256 + LMDB put {sha_lmdb:,.0f}/s\n")
-    header = ("| anchors | append/s (x empty-log) | fill/s | RssAnon MB | disk B/anchor "
+    header = ("| anchors | append/s (x empty-log) | CPU us/anchor (empty-log / this) "
+              "| fill/s | RssAnon MB (store process) "
+              "| disk B/anchor "
               "| 1-digest block B | proof p50/p99 us | index_of hit / miss p50 us "
               "| open ms |")
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for r in rows:
         ratio = r.rate / r.empty
         fill = f"{r.fill:,.0f} ({r.fill / r.empty:.2f})" if r.fill else "-"
         print(f"| {r.size:,} | {r.rate:,.0f} ({ratio:.2f}{mark(ratio >= 0.8)}) "
-              f"| {fill} "
-              f"| {r.rss:.0f}{mark(r.rss <= 100)} | {r.disk:.0f}{mark(r.disk <= 110)} "
+              f"| {r.cpu[0]:.2f} ({r.cpu[1] / r.cpu[0]:.2f}) | {fill} "
+              f"| {r.child[2]:.0f}{mark(r.child[2] <= 100)} (bench {r.rss:.0f}) "
+              f"| {r.disk:.0f}{mark(r.disk <= 110)} "
               f"| {r.block_overhead:.0f}{mark(r.block_overhead <= 1024)} "
               f"| {r.proof[0]:.0f} / {r.proof[1]:.0f} | {r.hit[0]:.1f} / {r.miss[0]:.1f} "
               f"| {r.open_s * 1000:.0f} |")

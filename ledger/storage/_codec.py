@@ -505,18 +505,6 @@ def _unlink(
     return [rnd, bh, version, vtype, chain, validators, deltas, b"".join(sigs)]
 
 
-def block_leaf_range(stored: bytes) -> tuple[int, int] | None:
-    """The leaf range a compact block record re-reads its digests from, or None."""
-    try:
-        tag, block_part, _ = _unpackb(stored)
-        if tag == _RECORD and block_part[0] == _COMPACT and type(block_part[1][5]) is int:
-            first = block_part[1][5]
-            return first, first + block_part[1][6]
-    except Exception:
-        return None
-    return None
-
-
 # ----------------------------------------------------------------------- compact checkpoint
 
 _DASH = "\u2014 "

@@ -3,29 +3,31 @@
 Why not a B-tree keyed by hash
 ------------------------------
 Format 1 kept one LMDB B-tree keyed by an 8-byte hash prefix. Its keys are random, so once the
-tree outgrew a block's digests every new anchor landed on a page of its own: at 3.2 million
-anchors a block of 1,000 digests dirtied and synced about 1,000 pages (4 MB), and appends ran
-at a sixth of the empty-log rate. Random keys must not decide where the writes go.
+tree outgrew a block's digests every new anchor landed on a page of its own: by 2 million
+anchors each anchor wrote about 34 KB and appends ran at 40% of the empty-log rate (measured,
+docs/performance.md). Random keys must not decide where the writes go.
 
-The layout
-----------
+The layout (defaults of :class:`IndexParams`)
+----------------------------------------------
 - **Recent digests (L0)** live in memory: a ``dict`` from digest to leaf index for the leaves
-  ``[ibase, size)``, never more than :attr:`IndexParams.flush` plus one batch. They need no
+  ``[ibase, size)``, at most :attr:`~IndexParams.flush` (65,536) plus one batch. They need no
   write of their own: the digests are in the tree's tiles, written in the same transaction, and
   opening a store rebuilds L0 from those tiles (a bounded read, however long the log).
-- **Runs.** Every :attr:`~IndexParams.flush` leaves, L0's oldest ``flush`` entries are sorted
-  and written once, sequentially, as an immutable *run* (level 1). Every
-  :attr:`~IndexParams.fanout` level-1 runs of a stripe are merged, a slice of the key space per
-  append, into one level-2 run. A run entry is one 64-bit word: the top 42 bits of the digest's
-  keyed hash and the leaf's 22-bit offset in its stripe; entries are packed 251 to a chunk.
-  Writes are sequential and each entry is written twice in its life, whatever the log's size.
-- **Stripes and filters.** The log is cut into stripes of ``2**stripe_bits`` leaves. Each
-  stripe has a blocked Bloom filter (64-bit blocks, three bits per entry, 16 bits per entry at
-  a full stripe: 0.8% false positives) over its digests. A lookup tests one word per stripe
-  and reads runs only on a hit; appends of new digests (every lookup a miss) therefore cost a
-  word test per stripe. A stripe's filter is kept in memory while it fills and written as one
-  value when the stripe is complete; lookups read completed filters in place, through LMDB's
-  memory map (no copy, no process memory).
+- **Runs.** Every ``flush`` leaves, L0's oldest ``flush`` entries are sorted and written once,
+  in key order, as an immutable *run* (level 1). Every :attr:`~IndexParams.fanout` (16) level-1
+  runs of a stripe are merged into one level-2 run, and once a stripe is complete its runs are
+  merged into one (level 3): a merge is done a slice of the key space at a time, about three
+  entries per appended digest, so its cost is spread evenly over the appends. A run entry is
+  one 64-bit word: the hash's top ``64 - stripe_bits`` bits and the leaf's offset in its
+  stripe; entries are packed 251 to a chunk. Each level has its own database, written in key
+  order (full pages). Each entry is written three times in its life, whatever the log's size.
+- **Stripes and filters.** The log is cut into stripes of ``2**stripe_bits`` (4,194,304)
+  leaves. Each stripe has a blocked Bloom filter (``2**filter_bits`` 64-bit words, 8 MiB: six
+  bits per entry, 16 bits per entry at a full stripe, 0.38% false positives) over its digests.
+  A lookup tests one word per stripe and reads a stripe's runs only on a hit; appends of new
+  digests (every lookup a miss) therefore cost a word test per stripe. A stripe's filter is
+  kept in memory while it fills and written as one value when the stripe is complete; lookups
+  read completed filters in place, through LMDB's memory map (no copy, no process memory).
 
 The hash is keyed: ``h = (K * first 8 bytes of the leaf hash, little-endian) mod 2**64`` with a
 random odd ``K`` drawn when the store is created (multiply-shift, a universal family), so a
@@ -34,14 +36,14 @@ client cannot grind digests that pile up under one run key or one filter word.
 Correctness never depends on the hash: a run entry names a candidate leaf, and a lookup
 compares the digest stored in the tree before it answers. A filter can only say "perhaps";
 everything it lets through is checked. A filter whose block fails its checksum is never
-trusted: the lookup then reads the stripe's runs.
+trusted: the lookup then reads the stripe's runs (and the store notes the damage).
 
 Durability of the in-memory parts
 ---------------------------------
 Nothing here needs a write of its own to survive a crash. L0 is rebuilt from tiles at open.
 The filter of the stripe being filled is written (as 2-KB chunks) every
-:attr:`~IndexParams.persist_every` flushes and whenever a merge completes; at open it is read
-back and the level-1 runs written since are added to it again (at most
+:attr:`~IndexParams.persist_every` (4) flushes and whenever a merge in it completes; at open it
+is read back and the level-1 runs written since are added to it again (at most
 ``persist_every - 1`` runs). Opening therefore reads at most ``flush + batch`` leaves,
 ``persist_every - 1`` runs and one filter: bounded, independent of the log's size.
 """
@@ -52,7 +54,7 @@ import bisect
 import random
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -75,13 +77,13 @@ CHUNK_RECORDS = 251
 FILTER_CHUNK_WORDS = 252
 #: Words per checksummed block of a completed stripe's filter (4 KiB).
 FILTER_BLOCK_WORDS = 512
-_MASK_BITS = 18  # three 6-bit bit positions per entry
+_MASK_BITS = 36  # six 6-bit bit positions per entry, from the hash's low 36 bits
 _RUN_ID = 4
 
 
-#: An entry's three filter bits within its 64-bit block come from 18 hash bits: the low 12
-#: pick two (``PAIRS``, one table lookup), the next 6 the third (``BITS``).
-BITS = array("Q", [1 << i for i in range(64)])
+#: An entry's six filter bits within its 64-bit block come from the hash's low 36 bits, two
+#: per 12 bits (``PAIRS``: one table lookup each). Blocked Bloom filter, 64-bit blocks, 16 bits
+#: per entry at a full stripe: 0.38% false positives (three bits: 0.79%).
 PAIRS = array("Q", [(1 << (i & 63)) | (1 << (i >> 6)) for i in range(1 << 12)])
 
 
@@ -149,6 +151,11 @@ class MergeJob:
     slices: int = 1
 
 
+#: Version of the stored index state: 2 = filters with six bits per entry from the keyed
+#: hash's low 36 bits (1, three bits from the bits run entries keep, was never released).
+STATE_VERSION = 2
+
+
 @dataclass(frozen=True, slots=True)
 class IndexState:
     """What the index keeps in the ``state`` database (one sealed msgpack value).
@@ -175,18 +182,28 @@ class IndexState:
     def to_bytes(self) -> bytes:
         jobs = [[j.output, list(j.inputs), j.next_slice, j.level, j.slices] for j in self.jobs]
         return bytes(msgpack.packb([
-            1, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
+            STATE_VERSION, self.params.to_wire(), self.secret, self.gen, self.ibase, self.fcover,
             self.filters, self.next_run, self.flushes,
             [[r.ident, r.level, r.first, r.end] for r in self.runs], jobs, list(self.garbage),
         ], use_bin_type=True))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> IndexState:
-        """:raises CorruptionError: the value does not decode."""
+        """:raises CorruptionError: the value does not decode.
+        :raises StorageError: it was written by a development build whose filters this code
+            cannot read (version 1: three filter bits per entry)."""
         try:
             (version, params, secret, gen, ibase, fcover, filters, next_run, flushes, runs,
              jobs, garbage) = msgpack.unpackb(data, raw=False)
-            if version != 1:
+        except Exception as exc:
+            raise CorruptionError(f"the stored index state does not decode: {exc!r}") from None
+        if version == 1:
+            raise StorageError(
+                "this store's digest index was written by a development build of format 2 "
+                "(lookup filters of another kind): start the node on an empty data directory, "
+                "it catches up from its peers")
+        try:
+            if version != STATE_VERSION:
                 raise ValueError(version)
             return cls(
                 params=IndexParams.from_wire(params), secret=int(secret), gen=int(gen),
@@ -229,10 +246,11 @@ def run_garbage(run: RunInfo) -> bytes:
     return RUN_TAGS[run.level] + run_prefix(run.ident)
 
 
-def merge_slices(entries: int) -> int:
-    """Key slices a merge of ``entries`` is done in: about 1,000 entries each (a step costs
-    about what a few hundred appended digests add)."""
-    return max(1, min(4096, entries // 1024))
+def merge_slices(entries: int, inputs: int) -> int:
+    """Key slices a merge of ``entries`` from ``inputs`` runs is done in: about one chunk of
+    each input per slice (each input chunk is then read about once), at least 1,000 entries."""
+    per_slice = max(1024, CHUNK_RECORDS * inputs)
+    return max(1, min(8192, entries // per_slice))
 
 
 def slice_range(j: int, slices: int) -> tuple[int, int]:
@@ -394,29 +412,20 @@ def empty_filter(params: IndexParams) -> array[int]:
 
 
 def filter_position(h: int, params: IndexParams) -> tuple[int, int]:
-    """The filter word and mask of hash ``h``.
-
-    Both come from bits the run entry keeps (above ``stripe_bits``), so a filter can be
-    rebuilt from runs: the word from the top ``filter_bits`` bits, the mask from the 18 bits
-    above ``max(8, stripe_bits)``.
-    """
-    low = max(8, params.stripe_bits)
+    """The filter word (the hash's top ``filter_bits`` bits) and bits (from its low 36 bits)
+    of keyed hash ``h``. A run entry keeps only the hash's top bits: filters are built from
+    the hashes (L0, or leaf hashes recomputed from the tiles), never from run entries."""
+    pairs = PAIRS
     return (h >> (64 - params.filter_bits),
-            PAIRS[(h >> low) & 4095] | BITS[(h >> (low + 12)) & 63])
+            pairs[h & 4095] | pairs[(h >> 12) & 4095] | pairs[(h >> 24) & 4095])
 
 
-def record_of(h: int, offset: int, params: IndexParams) -> int:
-    bits = params.stripe_bits
-    return ((h >> bits) << bits) | offset
-
-
-def filter_insert(filt: array[int], params: IndexParams, keys: Iterable[int]) -> None:
-    """Set the bits of each hash (or run entry: the same bits) in ``filt``."""
+def filter_insert(filt: array[int], params: IndexParams, hashes: Iterable[int]) -> None:
+    """Set the bits of each keyed hash in ``filt``."""
     shift = 64 - params.filter_bits
-    low = max(8, params.stripe_bits)
-    pairs, bits, low12 = PAIRS, BITS, low + 12
-    for h in keys:
-        filt[h >> shift] |= pairs[(h >> low) & 4095] | bits[(h >> low12) & 63]
+    pairs = PAIRS
+    for h in hashes:
+        filt[h >> shift] |= pairs[h & 4095] | pairs[(h >> 12) & 4095] | pairs[(h >> 24) & 4095]
 
 
 def check_params(params: IndexParams) -> None:
@@ -424,7 +433,7 @@ def check_params(params: IndexParams) -> None:
 
     :raises StorageError: they overlap.
     """
-    if max(8, params.stripe_bits) + _MASK_BITS > 64 - params.filter_bits:
+    if 64 - params.filter_bits < _MASK_BITS:
         raise StorageError("index parameters: filter mask bits overlap the word bits")
 
 
@@ -507,10 +516,6 @@ def write_chunks(put: Callable[[bytes, bytes], Any], run: int, records: Sequence
             raise StorageError(f"index run {run}: chunk {key.hex()} was not written in order")
         n += 1
     return n
-
-
-def replace_state(state: IndexState, **changes: Any) -> IndexState:
-    return replace(state, **changes)
 
 
 def check_chunk(key: bytes, value: bytes | memoryview) -> bool:

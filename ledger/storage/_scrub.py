@@ -327,7 +327,7 @@ class _Step:
                             detail=f"leaves {first} and {second} hold the same digest",
                             leaves=(first, second + 1)))
                 prev_key, prev_leaf = key, leaf
-                self._check_filter_bits(state, stripe, filt, record, run)
+                self._check_filter_bits(state, stripe, filt, h, run)
                 self._check_earlier_stripes(state, filters, stripe, digest, h, leaf)
                 self.checked += 1
             slice_no += 1
@@ -351,13 +351,13 @@ class _Step:
         return records
 
     def _check_filter_bits(
-        self, state: ix.IndexState, stripe: int, filt: ix.DoneFilter | None, record: int,
+        self, state: ix.IndexState, stripe: int, filt: ix.DoneFilter | None, h: int,
         run: ix.RunInfo,
     ) -> None:
         params = state.params
         if stripe >= state.filters:
             return  # the filling stripe: its stored filter is checked by the filters phase
-        w, m = ix.filter_position(record, params)
+        w, m = ix.filter_position(h, params)
         if filt is None:
             self.report(_filter_damage(stripe, "missing or of the wrong size", params))
             return

@@ -1020,12 +1020,16 @@ class LmdbStore:
                         raise CorruptionError(f"filter chunk {c} of stripe {stripe} is damaged")
                     target[offset : offset + len(value) - 4] = value[:-4]
                 target.release()
-                runs = [r for r in state.runs_of_stripe(stripe) if r.first >= state.fcover]
+                since = state.fcover
             else:
-                runs = state.runs_of_stripe(stripe)
-            for run in runs:
-                ix.filter_insert(filt, params, ix.read_run_range(
-                    txn, self._dbs.run_db(run), run.ident, 0, 1 << 64, "open"))
+                since = start
+            # The leaves flushed since the stored filter: their hashes from the tiles (at
+            # most persist_every - 1 flushes of them).
+            snap = _Snapshot(txn, self._dbs)
+            step = 1 << 16
+            for a in range(since, state.ibase, step):
+                ds = snap.digests(a, min(a + step, state.ibase))
+                ix.filter_insert(filt, params, ix.hashes_of(leaf_hashes(ds), state.secret))
         except CorruptionError as exc:
             # The filter is derived data: rebuild it from the stripe's leaves (and say so).
             self._notice(self._filter_damage(state, stripe, exc.diagnostics()))
@@ -1103,14 +1107,13 @@ class LmdbStore:
             return out, hashes
         params = state.params
         shift = 64 - params.filter_bits
-        low = max(8, params.stripe_bits)
-        pairs, bits, low12 = ix.PAIRS, ix.BITS, low + 12
+        pairs = ix.PAIRS
         # Each digest's filter word and bits (the same in every stripe's filter), then one
         # gather and compare per filter, in C (map/itemgetter): the test costs what reading
         # the word from memory costs.
         hs = [hashes[i] for i in pending]
         ws = [h >> shift for h in hs]
-        ms = [pairs[(h >> low) & 4095] | bits[(h >> low12) & 63] for h in hs]
+        ms = [pairs[h & 4095] | pairs[(h >> 12) & 4095] | pairs[(h >> 24) & 4095] for h in hs]
         for s, filt in enumerate(self._done_filters(txn, state) if state.filters else []):
             if not pending:
                 break
@@ -1241,7 +1244,7 @@ class LmdbStore:
             run = st["next_run"]
             ix.write_chunks(lambda k, v: txn.put(k, v, db=dbs.runs, append=True), run, records)
             runs.append(ix.RunInfo(run, 1, first, first + params.flush))
-            ix.filter_insert(current, params, records)
+            ix.filter_insert(current, params, part)  # the full hashes: runs keep only the top
             st["next_run"] += 1
             st["ibase"] = first + params.flush
             st["flushes"] += 1
@@ -2217,4 +2220,4 @@ def _next_job(
 def _job(output: int, chosen: list[ix.RunInfo], level: int = 2) -> ix.MergeJob:
     entries = sum(r.end - r.first for r in chosen)
     return ix.MergeJob(output, tuple(r.ident for r in chosen), 0, level,
-                       ix.merge_slices(entries))
+                       ix.merge_slices(entries, len(chosen)))
