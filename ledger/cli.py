@@ -1547,25 +1547,46 @@ def anchor_command(
 @click.option("--latest", is_flag=True,
               help="Against the node's latest checkpoint (carrying the first one as an "
               "earliest bridge) instead of the first checkpoint that holds DIGEST.")
+@click.option("--tiles", "tiles_url", metavar="URL",
+              help="Build the receipt from the tiled log (c2sp.org/tlog-tiles) at URL instead: "
+              "a static copy made by 'ledger tiles export' (a web server's URL or the "
+              "directory), or a node; against its checkpoint.")
+@click.option("--index", "leaf_index", type=click.IntRange(0), default=None, metavar="N",
+              help="With --tiles: DIGEST's leaf index, which skips reading the entry bundles "
+              "from the start to find it.")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True)
 @_errors_to_exit
 def proof_command(
     digest_hex: str, node_url: str | None, cacert: str | None, out_path: str | None,
-    policy_path: str | None, force: bool, latest: bool, timeout: float,
+    policy_path: str | None, force: bool, latest: bool, tiles_url: str | None,
+    leaf_index: int | None, timeout: float,
 ) -> None:
     """Fetch the receipt (.tlog-proof) of an anchored DIGEST (64 hex digits).
 
     The receipt is against the first cosigned checkpoint whose tree holds DIGEST (the earliest
     moment the ledger proves, the same on every node), or with --latest against the latest.
     The node is --node or $LEDGER_NODE.
+
+    With --tiles URL no node is asked: the receipt is built from the log's checkpoint and tiles
+    alone, against that checkpoint (a later moment than the first receipt's). Finding DIGEST
+    reads every entry bundle up to its leaf (34 bytes per leaf); --index skips that.
     """
     from ledger.client import LedgerClient, parse_digest
 
     digest = parse_digest(digest_hex)
-    url = _node_url(node_url)
     policy = _load_policy_file(policy_path) if policy_path is not None else None
-    with LedgerClient(url, timeout=timeout, policy=policy, ssl_context=_tls(cacert)) as client:
-        receipt = client.proof(digest, latest=latest)
+    if tiles_url is not None:
+        if latest:
+            _fail(EXIT_ERROR, "--latest does not go with --tiles (a receipt from tiles is "
+                  "against the tiles' checkpoint)")
+        receipt = _proof_from_tiles(tiles_url, digest, leaf_index, policy, cacert, timeout)
+    else:
+        if leaf_index is not None:
+            _fail(EXIT_ERROR, "--index goes with --tiles")
+        url = _node_url(node_url)
+        with LedgerClient(url, timeout=timeout, policy=policy,
+                          ssl_context=_tls(cacert)) as client:
+            receipt = client.proof(digest, latest=latest)
     if out_path is None:
         click.echo(receipt, nl=False)
         return
@@ -1573,6 +1594,24 @@ def proof_command(
     if outcome.startswith("refused"):
         _fail(EXIT_INVALID if outcome == "refused" else EXIT_ERROR, message)
     click.echo(message, err=True)
+
+
+def _proof_from_tiles(url: str, digest: bytes, index: int | None, policy: Policy | None,
+                      cacert: str | None, timeout: float) -> str:
+    """The receipt of ``digest`` built from the tiled log at ``url`` (ledger.tiles.client),
+    with a progress bar on a terminal while the entry bundles are searched."""
+    from ledger.tiles.client import TileSource, prove_from_tiles
+
+    with (
+        TileSource(url, timeout=timeout, ssl_context=_tls(cacert)) as source,
+        _phase_bars() as bars,
+    ):
+        result = prove_from_tiles(source, digest, index=index, policy=policy,
+                                  progress=lambda done, total: bars("searching", done, total))
+    searched = f", {result.searched} leaves searched" if index is None else ""
+    click.echo(f"built from the tiles at {url}: leaf {result.index} of tree size {result.size}, "
+               f"against its checkpoint ({result.fetched} files fetched{searched})", err=True)
+    return result.receipt
 
 
 # ------------------------------------------------------------------------------- simulate
@@ -1820,6 +1859,51 @@ def db_migrate(data_dir_arg: str | None, config_path: str | None) -> None:
         f"values; {report.old_bytes} -> {report.new_bytes} bytes"
     )
     click.echo(f"kept the old data file as {report.kept} (remove it once the node runs well)")
+
+
+# ---------------------------------------------------------------------------------- tiles
+# Static, cacheable reads (c2sp.org/tlog-tiles): thin over ledger.tiles.export. A tile that
+# contradicts the store's tree (a fork) exits 1, like a proof that fails; bad input exits 2.
+
+
+@main.group("tiles")
+def tiles_group() -> None:
+    """Static, cacheable reads of the log (c2sp.org/tlog-tiles) for any web server or CDN."""
+
+
+@tiles_group.command("export")
+@_db_config
+@_db_data_dir
+@click.option("--verify", is_flag=True,
+              help="Compare every tile already in DIR with the tree, not only the new ones.")
+@click.argument("directory", metavar="DIR")
+@_errors_to_exit
+def tiles_export(config_path: str | None, data_dir: str | None, verify: bool,
+                 directory: str) -> None:
+    """Write the log as static files into DIR: checkpoint, tile/... and tile/entries/....
+
+    Reads the store of a node (--config, or --data-dir; safe while it runs) and writes the tree
+    of its latest cosigned checkpoint, each file atomically and the checkpoint last. Run it
+    again into the same DIR to add only what is new (new full tiles, partial tiles, the
+    checkpoint). A file in DIR that contradicts the tree (a fork, or damage) is never replaced:
+    the export stops and names it (exit 1). Serve DIR with any web server; 'ledger proof
+    --tiles URL' builds receipts from it.
+    """
+    from ledger.storage.lmdb_store import LmdbStore
+    from ledger.tiles.export import export_tiles
+
+    store_dir, _ = _db_location(config_path, data_dir, None)
+    with (
+        _corruption_exits(store_dir),
+        LmdbStore.open(store_dir, readonly=True) as store,
+        _phase_bars() as bars,
+    ):
+        report = export_tiles(store, directory, verify=verify,
+                              progress=lambda done, total: bars("tiles", done, total))
+    since = f" (it held tree size {report.previous})" if report.previous else ""
+    click.echo(f"exported tree size {report.size} of {report.origin} to {directory}{since}: "
+               f"{report.written} files written, {report.kept} already there; checkpoint "
+               + ("written" if report.checkpoint_written else "unchanged"))
 
 
 # ------------------------------------------------------------------------------------ eod

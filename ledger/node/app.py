@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ledger.node import admin_api, api, verify_page, witness_api
+from ledger.node import admin_api, api, tiles_api, verify_page, witness_api
 from ledger.node.middleware import ADMIN, ANY_CLIENT, BODY_TIMEOUT_KEY, PUBLIC, Route, middleware
 from ledger.replica.wire import MAX_ENVELOPE_BYTES
 from ledger.replica.witness import MAX_ADD_CHECKPOINT_BYTES, WITNESS_PATH
@@ -42,6 +42,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", admin_api.ADMIN_CHANGES_PATH, admin_api.post_change, ADMIN,
           admin_api.MAX_ADMIN_BODY),
     Route("GET", admin_api.POLICY_CHAIN_PATH, admin_api.get_policy_chain),
+    # c2sp.org/tlog-tiles, with the node's URL as the log's prefix (ledger.node.tiles_api).
+    Route("GET", "/checkpoint", tiles_api.get_checkpoint),
+    Route("GET", "/tile/entries/{index:.+}", tiles_api.get_entries),
+    Route("GET", "/tile/{level}/{index:.+}", tiles_api.get_tile),
 )
 """``peer=True``: served on the peer listener too (``peer_listen_port``): the envelope route and
 what catch-up fetches. ``peer_only``: not served on the public listener when peers have their

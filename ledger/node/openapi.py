@@ -356,12 +356,66 @@ def _peers_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
     }
 
 
+#: A tile index in the spec's path elements, 1 to 7 groups (ledger.tiles.core), with an optional
+#: partial width 1-255: exactly the spellings the node accepts.
+_TILE_INDEX = (r"^((x00[1-9]|x0[1-9][0-9]|x[1-9][0-9]{2})(/x[0-9]{3}){0,5}/)?[0-9]{3}"
+               r"(\.p/([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$")
+
+
+def _tiles_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
+    """The c2sp.org/tlog-tiles routes."""
+    index = {"name": "index", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": _TILE_INDEX},
+             "example": "x001/x234/067.p/5",
+             "description": "the tile index in 3-digit groups, all but the last prefixed with x "
+                            "(1234067 is x001/x234/067), then .p/<W> for a partial tile of "
+                            "width W"}
+    cache = {"Cache-Control": {"schema": {"type": "string"}, "required": True,
+                               "description": "full: public, max-age=31536000, immutable; "
+                                              "partial: public, max-age=60"}}
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    errors = {"400": _error("Not a tile path in the spec's one spelling (code: "
+                            "invalid_parameter)"),
+              "404": _error("Beyond the tree of the latest checkpoint, or no checkpoint yet "
+                            "(code: not_found)")}
+    return {
+        "/checkpoint": {"get": {
+            "summary": "c2sp.org/tlog-tiles: the latest checkpoint cosigned by a quorum "
+                       "(signed note text); cacheable for 5 s",
+            "responses": {
+                "200": {**_text("c2sp.org/tlog-checkpoint signed note"),
+                        "headers": {"Cache-Control": {"schema": {"type": "string"},
+                                                      "required": True}}},
+                "404": _error("No checkpoint yet"),
+            },
+        }},
+        "/tile/{level}/{index}": {"get": {
+            "summary": "c2sp.org/tlog-tiles: 256 (or, partial, W) consecutive hashes of the "
+                       "tree at level 8 L",
+            "parameters": [{"name": "level", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 63}},
+                           index],
+            "responses": {"200": {"description": "the tile: W * 32 bytes", "content": binary,
+                                  "headers": cache},
+                          **errors},
+        }},
+        "/tile/entries/{index}": {"get": {
+            "summary": "c2sp.org/tlog-tiles: the entries (32-byte document digests) of a "
+                       "level-0 tile, each after its uint16 big-endian length",
+            "parameters": [index],
+            "responses": {"200": {"description": "the entry bundle: W * 34 bytes",
+                                  "content": binary, "headers": cache},
+                          **errors},
+        }},
+    }
+
+
 def openapi_document(*, origin: str, max_digests: int) -> dict[str, Any]:
     """The OpenAPI description of every route of a node of log ``origin``."""
     shared = _shared()
     paths: dict[str, Any] = {}
     for group in (_client_paths, _tree_paths, _trust_paths, _admin_paths, _ops_paths,
-                  _peers_paths):
+                  _peers_paths, _tiles_paths):
         paths.update(group(shared, max_digests))
     return {
         "openapi": "3.1.0",

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -228,10 +229,8 @@ def _quote_some(text: str) -> str:
 def hostile_requests(draw: st.DrawFn) -> bytes:
     method, template = draw(st.sampled_from(TEMPLATES))
     method = draw(st.sampled_from([method, method, "GET", "POST", "PUT", "DELETE", "G\xe9T"]))
-    path = template
-    while "{" in path:
-        start, end = path.index("{"), path.index("}")
-        path = path[:start] + _quote_some(draw(_segment)) + path[end + 1:]
+    # Each {parameter} of the template, filled in one pass (a drawn segment may hold braces).
+    path = re.sub(r"\{[^}]*\}", lambda _: _quote_some(draw(_segment)), template)
     query_items = draw(st.lists(st.tuples(st.sampled_from(["wait", "from", "to", "x", "é"]),
                                           _segment), max_size=4))
     if query_items:
