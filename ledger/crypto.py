@@ -53,6 +53,7 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -196,14 +197,19 @@ class Ed25519Key:
         if len(self.seed) != SEED_SIZE:
             raise MalformedError(f"Ed25519 seed must be {SEED_SIZE} bytes")
 
-    @property
+    @cached_property
+    def _signing(self) -> nacl.signing.SigningKey:
+        # Expanding the seed into a key pair costs about as much as a signature: once per key.
+        return nacl.signing.SigningKey(self.seed)
+
+    @cached_property
     def public_key(self) -> bytes:
         """The 32-byte RFC 8032 public key."""
-        return bytes(nacl.signing.SigningKey(self.seed).verify_key)
+        return bytes(self._signing.verify_key)
 
     def sign(self, message: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``message`` (deterministic, RFC 8032)."""
-        return bytes(nacl.signing.SigningKey(self.seed).sign(message).signature)
+        return bytes(self._signing.sign(message).signature)
 
 
 def _derive(master_seed: bytes, purpose: bytes) -> Ed25519Key:
@@ -244,27 +250,27 @@ class ValidatorKeys:
         """
         return cls(name=name, origin=origin, seed=os.urandom(SEED_SIZE))
 
-    @property
+    @cached_property
     def log_key(self) -> Ed25519Key:
         """The checkpoint (type 0x01) signing key; its key name is :attr:`origin`."""
         return _derive(self.seed, _PURPOSE_LOG)
 
-    @property
+    @cached_property
     def cosigner_key(self) -> Ed25519Key:
         """The cosignature (type 0x04) signing key; its key name is :attr:`name`."""
         return _derive(self.seed, _PURPOSE_COSIGNATURE)
 
-    @property
+    @cached_property
     def consensus_key(self) -> Ed25519Key:
         """The key that signs consensus messages between validators."""
         return _derive(self.seed, _PURPOSE_CONSENSUS)
 
-    @property
+    @cached_property
     def log_vkey(self) -> str:
         """The verifier key of :attr:`log_key`: ``<origin>+<key ID>+<base64(0x01 || pk)>``."""
         return format_vkey(self.origin, SIG_TYPE_ED25519, self.log_key.public_key)
 
-    @property
+    @cached_property
     def cosigner_vkey(self) -> str:
         """The verifier key of :attr:`cosigner_key`: ``<name>+<key ID>+<base64(0x04 || pk)>``."""
         return format_vkey(self.name, SIG_TYPE_COSIGNATURE_V1, self.cosigner_key.public_key)

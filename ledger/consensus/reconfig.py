@@ -762,6 +762,28 @@ class ValidatorHistory:
         return ValidatorHistory(epochs=epochs, height=block.height)
 
 
+    def scheduled(self, change: ValidatorSetChange, *, included_at: int, height: int,
+                  chain_id: str) -> ValidatorHistory:
+        """The history with ``change``, committed in the block at ``included_at``, and the
+        blocks up to ``height`` applied (none of them after ``included_at`` carrying a
+        change): what replaying the blocks would give, from an index of the changes alone.
+
+        Raises:
+            VerificationError: the change does not follow (see :meth:`check_changes`), or
+                ``included_at`` is not after the history's height.
+        """
+        if not self.height < included_at <= height:
+            raise VerificationError(
+                f"a change included at {included_at} does not follow a history at "
+                f"{self.height}")
+        new = self.check_changes(included_at, (change,), chain_id=chain_id)
+        assert new is not None
+        epochs = (*self.epochs, Epoch(start_height=change.effective_height,
+                                      validators=new.validator_set, roster=new, change=change,
+                                      included_at=included_at))
+        return ValidatorHistory(epochs=epochs, height=height)
+
+
 def validator_set_at(
     height: int, genesis: ValidatorRoster | ValidatorSet, blocks: Iterable[Block], *,
     chain_id: str,

@@ -59,6 +59,27 @@ class Clients:
         known = self._store.index_of_many(candidates)
         return self._mempool.add(d for d, i in zip(candidates, known, strict=True) if i is None)
 
+    def accept(self, digests: Sequence[bytes]) -> tuple[list[bytes], list[AnchorStatus]]:
+        """:meth:`take` and then :meth:`statuses` of ``digests``, from one index lookup.
+
+        Raises:
+            OverloadedError: the mempool is full (nothing was queued).
+            StorageError: the store failed.
+        """
+        unique = list(dict.fromkeys(digests))
+        known = dict(zip(unique, self._store.index_of_many(unique), strict=True))
+        fresh = self._mempool.add(d for d in unique if known[d] is None)
+        covered = self._checkpoints.latest_size
+        out: list[AnchorStatus] = []
+        for digest in digests:
+            index = known[digest]
+            if index is None:
+                out.append(AnchorStatus(digest=digest, status=PENDING, index=None))
+            else:
+                out.append(AnchorStatus(digest=digest, index=index,
+                                        status=ANCHORED if index < covered else COMMITTED))
+        return fresh, out
+
     def statuses(self, digests: Sequence[bytes], *, strict: bool = False) -> list[AnchorStatus]:
         """The status of each digest, with one store read for all.
 

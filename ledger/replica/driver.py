@@ -333,8 +333,9 @@ class Driver:
 
     def on_commit(self, block: Block, certificate: CommitCertificate, now: int) -> None:
         """Store the block with its certificate, then apply it (module docstring)."""
-        result = commit_block(self.store, block, certificate,
-                              meta=self.checkpoints.pending_meta(block.tree_size))
+        meta = self.checkpoints.pending_meta(block.tree_size)
+        meta.update(self.validators.index_meta(block))
+        result = commit_block(self.store, block, certificate, meta=meta)
         self.block_time = block.time
         self.mempool.remove(block.digests)
         self.validators.apply(block)

@@ -4,8 +4,11 @@ The rules live in :mod:`ledger.consensus.reconfig` (what a change is, who approv
 takes effect) and the consensus core applies them; docs/reconfiguration.md has the operator's
 procedure. What a node adds, and what this module owns:
 
-* :class:`NodeValidators`: the node's copy of the :class:`ValidatorHistory` (replayed from the
-  stored blocks on every start, so restarts are safe, then advanced by each committed block),
+* :class:`NodeValidators`: the node's copy of the :class:`ValidatorHistory` (rebuilt on every
+  start from the *history index*, store metadata written in the transaction of each block
+  that carries a change or begins a period, so a start reads the changes, not every block:
+  its cost does not grow with the log; a store without the index is replayed block by block
+  once and indexed), then advanced by each committed block,
   the *boundary size* of every change in force (the tree size of block ``E - 1``, exactly as in
   :mod:`ledger.policy_chain`), and from those:
 
@@ -49,7 +52,9 @@ configured, not discovered; ``docs/operators.md`` has the procedure).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
+
+import msgpack
 
 from ledger.consensus import Block
 from ledger.consensus.messages import decode_block
@@ -70,6 +75,7 @@ from ledger.replica.checkpoints import CosignatureCollector
 from ledger.storage.base import Store
 
 __all__ = [
+    "HISTORY_INDEX_KEY",
     "MAX_PENDING_CHANGES",
     "ChangePool",
     "NodeValidators",
@@ -79,6 +85,9 @@ __all__ = [
 
 #: Changes waiting for a block at most (an operator submits one at a time; gossip duplicates).
 MAX_PENDING_CHANGES: Final = 16
+#: Store metadata: the history index, msgpack ``[1, [[included_at, change bytes], ...],
+#: [[effective height, boundary size], ...]]``: every committed change and every boundary.
+HISTORY_INDEX_KEY: Final = b"validators/history/v1"
 
 
 class ChangePool:
@@ -148,6 +157,10 @@ class NodeValidators:
         self.genesis = genesis
         self.keys = tuple(keys)
         self.history = ValidatorHistory.genesis(genesis)
+        #: (included_at, change bytes) of every committed change, for the history index
+        self._changes: list[tuple[int, bytes]] = []
+        #: whether the store holds the history index (a fresh store: from its first block)
+        self._indexed = False
         #: effective height E -> tree size of block E - 1, for every change in force.
         self._boundaries: dict[int, int] = {}
         self._collectors: dict[int, CosignatureCollector | None] = {}
@@ -156,14 +169,24 @@ class NodeValidators:
     # -- following the chain ---------------------------------------------------------------
 
     def sync(self, store: Store) -> ValidatorHistory:
-        """Apply the stored blocks after :attr:`history`'s height (all of them on a start).
+        """Bring :attr:`history` to the store's last block: on a start from the history index
+        (module docstring), else, and after it, by applying the stored blocks.
 
         Raises:
-            CorruptionError: a stored block is missing or does not decode.
-            ConfigError: a stored block holds a change this chain cannot have made (the data
+            CorruptionError: the index or a stored block is missing or does not decode.
+            ConfigError: a stored change is not one this chain can have made (the data
                 directory is not of this genesis).
+            StorageError: writing the index of a store that had none failed.
         """
-        for height in range(self.history.height + 1, store.last_height() + 1):
+        last = store.last_height()
+        if self.history.height == 0 and last > 0:
+            raw = store.get_meta(HISTORY_INDEX_KEY)
+            if raw is not None:
+                self._load_index(raw, last)
+                self._indexed = True
+                return self.history
+        replayed = self.history.height == 0 and last > 0
+        for height in range(self.history.height + 1, last + 1):
             record = store.block(height)
             if record is None:
                 raise CorruptionError(f"block {height} is missing from the store")
@@ -178,7 +201,59 @@ class NodeValidators:
                     f"stored block {height} does not follow this genesis's validator sets: "
                     f"{exc.diagnostics()}"
                 ) from None
+        if replayed:  # a store written before the index: index it once
+            store.put_meta({HISTORY_INDEX_KEY: self._index_bytes()})
+            self._indexed = True
         return self.history
+
+    def _index_bytes(self, changes: Sequence[tuple[int, bytes]] | None = None,
+                     bounds: Mapping[int, int] | None = None) -> bytes:
+        changes = self._changes if changes is None else changes
+        bounds = self._boundaries if bounds is None else bounds
+        return bytes(msgpack.packb([1, [list(c) for c in changes],
+                                    sorted([e, b] for e, b in bounds.items())]))
+
+    def _load_index(self, raw: bytes, last: int) -> None:
+        try:
+            obj: Any = msgpack.unpackb(raw)
+            version, changes, boundaries = obj
+            if version != 1:
+                raise ValueError("unknown version")
+            pairs = [(int(h), bytes(c)) for h, c in changes]
+            bounds = {int(e): int(b) for e, b in boundaries}
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise CorruptionError(
+                f"the validator history index in the store does not decode ({exc})") from None
+        history = self.history
+        for included_at, data in pairs:
+            try:
+                change = decode_change(data)
+                history = history.scheduled(change, included_at=included_at,
+                                            height=included_at, chain_id=self.chain_id)
+            except (ProtocolError, VerificationError) as exc:
+                raise ConfigError(
+                    f"the change committed at height {included_at} does not follow this "
+                    f"genesis's validator sets: {exc.diagnostics()}") from None
+        if history.height > last:
+            raise CorruptionError("the validator history index is ahead of the stored blocks")
+        self.history = ValidatorHistory(epochs=history.epochs, height=last)
+        self._changes = pairs
+        self._boundaries = bounds
+
+    def index_meta(self, block: Block) -> dict[bytes, bytes | None]:
+        """The history index to write with ``block`` (the next height) when it carries a
+        change or is the last block before a period: the index as it will be after
+        :meth:`apply`; otherwise nothing."""
+        starts = {e.start_height for e in self.history.epochs[1:]}
+        if self._indexed and not block.changes and block.height + 1 not in starts:
+            return {}
+        changes, bounds = self._changes, self._boundaries
+        if block.changes:
+            changes = [*changes, (block.height, block.changes[0].encode())]
+        if block.height + 1 in starts:
+            bounds = {**bounds, block.height + 1: block.tree_size}
+        self._indexed = True  # written with the block (a failed write halts the replica)
+        return {HISTORY_INDEX_KEY: self._index_bytes(changes, bounds)}
 
     def apply(self, block: Block) -> None:
         """Advance by committed ``block`` (the next height).
@@ -188,6 +263,8 @@ class NodeValidators:
                 (the core never commits one: a bug or a foreign store).
         """
         self.history = self.history.apply(block, chain_id=self.chain_id)
+        if block.changes:
+            self._changes.append((block.height, block.changes[0].encode()))
         for epoch in self.history.epochs[1:]:
             if epoch.start_height == block.height + 1:
                 self._boundaries[epoch.start_height] = block.tree_size

@@ -211,7 +211,7 @@ def encode_gossip(digests: Sequence[bytes]) -> bytes:
     """
     if len(digests) > MAX_GOSSIP_DIGESTS:
         raise MalformedError(f"a gossip item carries at most {MAX_GOSSIP_DIGESTS} digests")
-    if any(len(d) != HASH_SIZE for d in digests):
+    if digests and set(map(len, digests)) != {HASH_SIZE}:
         raise MalformedError("a gossiped digest must be 32 bytes")
     return bytes(msgpack.packb(list(digests), use_bin_type=True))
 
@@ -225,7 +225,7 @@ def decode_gossip(payload: bytes) -> list[bytes]:
     obj = _unpack_small(payload, "gossip item")
     if not isinstance(obj, list) or len(obj) > MAX_GOSSIP_DIGESTS:
         raise ProtocolError("gossip item must be a list of digests")
-    if not all(isinstance(d, bytes) and len(d) == HASH_SIZE for d in obj):
+    if obj and (set(map(type, obj)) != {bytes} or set(map(len, obj)) != {HASH_SIZE}):
         raise ProtocolError("a gossiped digest must be 32 bytes")
     return obj
 
