@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,4 +30,8 @@ def test_cluster_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> No
     for figure in figures.values():
         assert math.isfinite(figure["measured"]) and figure["measured"] > 0, figure
     assert "ceiling aiohttp no-op" in result.stdout
-    assert "failed)" in result.stdout  # the anchors line reports its failures
+    # every line that sends anchors reports how many failed
+    anchor_lines = [line for line in result.stdout.splitlines()
+                    if line.startswith(("anchors/s", "anchor-to-receipt latency p50"))]
+    assert len(anchor_lines) == 3, result.stdout
+    assert all(re.search(r"\b\d+ failed\b", line) for line in anchor_lines), anchor_lines
