@@ -34,6 +34,8 @@ Node config (TOML)
     [batch]                              # optional, defaults shown
     max_batch_digests = 10000
     batch_window_ms = 25
+    gossip_window_ms = 5                 # anchors gossiped to a peer leave together, at most
+                                         # one envelope of them per window (0: at once)
 
     [timeouts]                           # optional, defaults shown (milliseconds)
     propose_ms = 3000
@@ -98,6 +100,7 @@ from ledger.genesis import (
 
 __all__ = [
     "DEFAULT_BATCH_WINDOW_MS",
+    "DEFAULT_GOSSIP_WINDOW_MS",
     "DEFAULT_MAX_BATCH_DIGESTS",
     "LOCAL_TIMEOUTS",
     "BatchLimits",
@@ -116,6 +119,7 @@ __all__ = [
 
 DEFAULT_MAX_BATCH_DIGESTS: Final = 10_000
 DEFAULT_BATCH_WINDOW_MS: Final = 25
+DEFAULT_GOSSIP_WINDOW_MS: Final = 5
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -174,10 +178,14 @@ class ClientToken:
 @dataclass(frozen=True, kw_only=True)
 class BatchLimits:
     """How the mempool cuts blocks: at most ``max_batch_digests`` digests per block, and a
-    proposer waits at most ``batch_window_ms`` for a batch to fill."""
+    proposer waits at most ``batch_window_ms`` for a batch to fill. Anchors a node gossips to a
+    peer wait at most ``gossip_window_ms`` after its previous envelope to that peer, so that
+    under load they travel in one envelope per window, not one per request (consensus traffic
+    never waits)."""
 
     max_batch_digests: int = DEFAULT_MAX_BATCH_DIGESTS
     batch_window_ms: int = DEFAULT_BATCH_WINDOW_MS
+    gossip_window_ms: int = DEFAULT_GOSSIP_WINDOW_MS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -558,6 +566,9 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         ),
         batch_window_ms=batch_t.integer(
             "batch_window_ms", DEFAULT_BATCH_WINDOW_MS, low=0, high=60_000
+        ),
+        gossip_window_ms=batch_t.integer(
+            "gossip_window_ms", DEFAULT_GOSSIP_WINDOW_MS, low=0, high=10_000
         ),
     )
     batch_t.done()

@@ -10,10 +10,10 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ledger.consensus.messages import decode_block
-from ledger.errors import NotFoundError, VerificationError
+from ledger.errors import LedgerError, NotFoundError, VerificationError
 from ledger.inputs import (
     parse_decimal,
     parse_flag,
@@ -263,3 +263,37 @@ async def post_peer_messages(request: web.Request) -> web.Response:
     except VerificationError as exc:
         raise ApiError(403, exc.code, exc.diagnostics()) from None
     return web.Response(status=204)
+
+
+#: Seconds between pings on an idle peer stream; one unanswered closes it.
+STREAM_HEARTBEAT_SECONDS: Final = 10.0
+
+
+async def peer_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /peer/v1/stream``: a websocket whose every binary frame is one signed envelope
+    from another validator, handled as ``POST /peer/v1/messages`` handles its body, without an
+    answer per frame. A frame that is not a valid envelope of a validator closes the stream
+    (code 1008, the reason in the close frame); a node that is not running closes it with 1013
+    (try again later)."""
+    node = node_of(request)
+    if node.replica is None or node.halted is not None:
+        raise ApiError(503, "unavailable", "the node is not running")
+    ws = web.WebSocketResponse(max_msg_size=MAX_ENVELOPE_BYTES, compress=False,
+                               heartbeat=STREAM_HEARTBEAT_SECONDS)
+    await ws.prepare(request)
+    async for message in ws:
+        if node.replica is None or node.halted is not None:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"the node is not running")
+            break
+        if message.type is not WSMsgType.BINARY:
+            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames only")
+            break
+        try:
+            node.receive_envelope(message.data)
+        except LedgerError as exc:
+            node.faults.note("peer_refused", "peer stream from %s closed: %s",
+                             request.remote or "?", exc.diagnostics())
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION,
+                           message=exc.diagnostics()[:120].encode())
+            break
+    return ws

@@ -38,6 +38,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", api.openapi),
     Route("POST", "/peer/v1/messages", api.post_peer_messages, PUBLIC, MAX_ENVELOPE_BYTES,
           peer=True, peer_only=True),
+    Route("GET", "/peer/v1/stream", api.peer_stream, PUBLIC, peer=True, peer_only=True),
     Route("POST", WITNESS_PATH, witness_api.add_checkpoint, PUBLIC, MAX_ADD_CHECKPOINT_BYTES),
     Route("POST", admin_api.ADMIN_CHANGES_PATH, admin_api.post_change, ADMIN,
           admin_api.MAX_ADMIN_BODY),

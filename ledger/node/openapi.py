@@ -353,6 +353,16 @@ def _peers_paths(s: dict[str, Any], max_digests: int) -> dict[str, Any]:
                 "413": _error("Envelope too large (code: body_too_large)"),
             },
         }},
+        "/peer/v1/stream": {"get": {
+            "summary": "Validator-to-validator stream: a websocket whose every binary frame is "
+                       "one signed envelope, as the body of POST /peer/v1/messages; peers only",
+            "responses": {
+                "101": {"description": "switching to the websocket protocol; a frame that is "
+                                       "not a validator's valid envelope closes it (1008)"},
+                "400": _error("Not a websocket upgrade (code: bad_request)"),
+                "503": _error("The node is not running (code: unavailable)"),
+            },
+        }},
     }
 
 

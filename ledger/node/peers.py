@@ -5,7 +5,12 @@ A transport does two things for the replica:
 
 - **send** envelope items (``Send`` actions) to one peer or to all. Items queue per peer and
   leave as signed envelopes (sealed by the replica when they leave, so the transport holds no
-  key) over one kept-open connection per peer: ``POST /peer/v1/messages``. A queue holds at most
+  key), each one binary frame of one long-lived websocket per peer (``GET /peer/v1/stream``):
+  no HTTP request and answer per envelope. A peer (or a proxy on the way) that does not take
+  the stream gets each envelope as ``POST /peer/v1/messages`` instead, and the stream is tried
+  again a minute later. Items that wait while an envelope leaves go together in the next one;
+  gossiped anchors alone wait for the gossip window after the previous envelope, so under load
+  they cross in one envelope per window, never one per client request. A queue holds at most
   :data:`MAX_PEER_QUEUE` items; beyond, the oldest are dropped: everything a replica sends is
   re-sent (consensus messages, cosignatures, changes) or kept until committed (anchors, which
   stay in the sender's mempool), so a drop costs time, never an anchor;
@@ -39,10 +44,12 @@ from ledger.inputs import parse_base64, parse_json_object
 from ledger.node.logs import LIMITED
 from ledger.note import MAX_NOTE_SIZE
 from ledger.replica import Fetch, FetchKind
-from ledger.replica.wire import MAX_ENVELOPE_BYTES, MAX_ITEMS
+from ledger.replica.wire import KIND_GOSSIP, MAX_ENVELOPE_BYTES, MAX_ITEMS
 
 __all__ = [
     "MAX_PEER_QUEUE",
+    "MESSAGES_PATH",
+    "STREAM_PATH",
     "FetchAnswer",
     "HttpTransport",
     "MemoryHub",
@@ -56,6 +63,11 @@ log = logging.getLogger("ledger.node")
 #: Items queued for one peer at most; the oldest are dropped beyond (see the module docstring).
 MAX_PEER_QUEUE: Final = 20_000
 _ENVELOPE_BUDGET: Final = MAX_ENVELOPE_BYTES - 64 * 1024
+#: Where envelopes go: frames of one websocket per peer, or one POST each.
+STREAM_PATH: Final = "/peer/v1/stream"
+MESSAGES_PATH: Final = "/peer/v1/messages"
+#: A peer that refused the stream gets POSTs for this long before the stream is tried again.
+_POST_FALLBACK_SECONDS: Final = 60.0
 #: A block answer: the block (<= 4 MiB) and its certificate, base64 in JSON.
 _MAX_BLOCK_ANSWER: Final = 8 * MAX_MESSAGE_BYTES // 5 + 1024 * 1024
 _MAX_STATUS_ANSWER: Final = 64 * 1024
@@ -113,21 +125,31 @@ class PeerTransport(Protocol):
 
 
 class _Queue:
-    """One peer's outgoing items, and when it last answered."""
+    """One peer's outgoing items, its stream, and when it last answered.
+
+    ``urgent`` is set while an item other than gossiped anchors waits: consensus traffic,
+    cosignatures and changes leave at once, gossip alone may wait for the gossip window.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.items: deque[tuple[int, bytes]] = deque()
         self.wakeup = asyncio.Event()
+        self.urgent = asyncio.Event()
         self.dropped = 0
         self.live = False
         self.task: asyncio.Task[None] | None = None
+        self.stream: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Future[None] | None = None
+        self.post_until = 0.0
 
     def put(self, kind: int, payload: bytes) -> None:
         self.items.append((kind, payload))
         while len(self.items) > MAX_PEER_QUEUE:
             self.items.popleft()
             self.dropped += 1
+        if kind != KIND_GOSSIP:
+            self.urgent.set()
         self.wakeup.set()
 
     def take(self) -> list[tuple[int, bytes]]:
@@ -141,7 +163,34 @@ class _Queue:
             self.items.popleft()
             out.append((kind, payload))
             size += len(payload) + 16
+        if not any(kind != KIND_GOSSIP for kind, _ in self.items):
+            self.urgent.clear()
         return out
+
+    async def gossip_window(self, last_sent: float, window: float) -> None:
+        """Wait until ``window`` seconds after ``last_sent``, or until an urgent item is
+        queued: gossiped anchors that arrive meanwhile leave together, in one envelope."""
+        delay = last_sent + window - time.monotonic()
+        if delay > 0 and not self.urgent.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.urgent.wait(), delay)
+
+    async def drop_stream(self) -> None:
+        """Forget the stream (it failed); the next envelope opens a new one."""
+        stream, reader, self.stream, self.reader = self.stream, self.reader, None, None
+        if reader is not None:
+            reader.cancel()
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.close(), 1.0)
+
+
+async def _drain(stream: aiohttp.ClientWebSocketResponse) -> None:
+    """Read what the peer sends back on a stream (only control frames: pongs and the close,
+    which is how the stream learns that it ended)."""
+    with contextlib.suppress(Exception):
+        async for _ in stream:
+            pass
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -215,9 +264,11 @@ class HttpTransport:
     """
 
     def __init__(self, peers: Mapping[str, str], *, timeout: float,
-                 ssl_contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
+                 ssl_contexts: Mapping[str, ssl.SSLContext] | None = None,
+                 gossip_window: float = 0.0) -> None:
         self._urls = dict(peers)
         self._timeout = timeout
+        self._gossip_window = gossip_window
         self._ssl = dict(ssl_contexts or {})
         self._queues = {name: _Queue(name) for name in peers}
         self._links = {name: _Link(name, url) for name, url in peers.items()}
@@ -251,12 +302,16 @@ class HttpTransport:
             if link is None or link.url != url:
                 self._links[name] = _Link(name, url)
                 self._links[name].own = own
+                queue = self._queues.get(name)
+                if queue is not None and queue.stream is not None:
+                    self._spawn(queue.drop_stream())  # it goes to the old URL
         for name in [n for n in self._queues if n not in peers]:
             queue = self._queues.pop(name)
             del self._urls[name]
             self._links.pop(name, None)
             if queue.task is not None:
                 queue.task.cancel()
+            self._spawn(queue.drop_stream())
             session = self._sessions.pop(name, None)
             if session is not None:
                 self._spawn(session.close())
@@ -277,6 +332,8 @@ class HttpTransport:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for queue in self._queues.values():
+            await queue.drop_stream()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -296,29 +353,27 @@ class HttpTransport:
         return sum(q.dropped for q in self._queues.values())
 
     async def _worker(self, queue: _Queue) -> None:
-        host, session = self._host, self._sessions[queue.name]
+        host = self._host
         assert host is not None
         backoff = 0.1
+        last_sent = 0.0
         while True:
             await queue.wakeup.wait()
             queue.wakeup.clear()
             while queue.items:
+                await queue.gossip_window(last_sent, self._gossip_window)
+                last_sent = time.monotonic()
                 items = queue.take()
                 try:
                     data = host.seal(items)
-                    url = f"{self._urls[queue.name]}/peer/v1/messages"
-                    async with session.post(url, data=data, headers={
-                            "Content-Type": "application/octet-stream"}) as response:
-                        if response.status != 204:
-                            raise aiohttp.ClientResponseError(
-                                response.request_info, (), status=response.status,
-                                message=(await response.text())[:200])
+                    await self._deliver(queue, data)
                     queue.live = True
                     self._links[queue.name].worked()
                     host.sent(queue.name)
                     backoff = 0.1
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     queue.live = False
+                    await queue.drop_stream()
                     self._links[queue.name].failed(exc)
                     # Short: the link is sequential, so every second here delays this peer's
                     # consensus traffic once the link heals.
@@ -326,6 +381,37 @@ class HttpTransport:
                     backoff = min(backoff * 2, 0.5)
                 except LedgerError as exc:  # cannot seal (an item too large): drop them
                     log.error("cannot send to %s: %s", queue.name, exc.diagnostics())
+
+    async def _deliver(self, queue: _Queue, data: bytes) -> None:
+        """One envelope to ``queue``'s peer: a frame on the peer's stream, opened when needed;
+        a POST when the peer (or a proxy on the way) does not take the stream.
+
+        Raises:
+            aiohttp.ClientError, TimeoutError, OSError: it did not leave.
+        """
+        base, session = self._urls[queue.name], self._sessions[queue.name]
+        if queue.stream is None and time.monotonic() >= queue.post_until:
+            try:
+                queue.stream = await session.ws_connect(
+                    base + STREAM_PATH, max_msg_size=MAX_ENVELOPE_BYTES, compress=0,
+                    heartbeat=max(self._timeout, 1.0))
+                queue.reader = asyncio.ensure_future(_drain(queue.stream))
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status not in (400, 404, 405, 426, 501):
+                    raise
+                queue.post_until = time.monotonic() + _POST_FALLBACK_SECONDS  # POST a while
+        stream = queue.stream
+        if stream is not None:
+            if stream.closed:
+                raise aiohttp.ServerDisconnectedError("the peer closed the stream")
+            await asyncio.wait_for(stream.send_bytes(data), self._timeout)
+            return
+        async with session.post(base + MESSAGES_PATH, data=data, headers={
+                "Content-Type": "application/octet-stream"}) as response:
+            if response.status != 204:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status,
+                    message=(await response.text())[:200])
 
     def fetch(self, fetch: Fetch) -> None:
         if fetch.peer in self._sessions:

@@ -163,7 +163,8 @@ class Node:
         self._store_arg = store
         self.transport: PeerTransport = transport or HttpTransport(
             config.peer_urls(), timeout=config.timeouts.peer_request_ms / 1000,
-            ssl_contexts=peer_ssl_contexts(config))
+            ssl_contexts=peer_ssl_contexts(config),
+            gossip_window=config.batch.gossip_window_ms / 1000)
         self.replica: Replica | None = None
         self.app: web.Application | None = None
         self.draining = False

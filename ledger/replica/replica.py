@@ -182,23 +182,37 @@ class Replica:
         return name, envelope
 
     def deliver(self, name: str, envelope: Envelope, now: int) -> list[Action]:
-        """Act on the items of an envelope :meth:`open` verified, in order."""
+        """Act on the items of an envelope :meth:`open` verified, in order; the gossip items
+        of one envelope together (one store lookup for all their digests)."""
+        gossip = [payload for kind, payload in envelope.items if kind == KIND_GOSSIP]
+        if gossip:
+            self.driver.run(now, functools.partial(self._on_gossip, gossip))
         for kind, payload in envelope.items:
-            self.driver.run(now, functools.partial(self._on_item, name, kind, payload))
+            if kind != KIND_GOSSIP:
+                self.driver.run(now, functools.partial(self._on_item, name, kind, payload))
         return self.driver.flush()
+
+    def _on_gossip(self, payloads: list[bytes], now: int, /) -> None:
+        driver = self.driver
+        digests: list[bytes] = []
+        for payload in payloads:
+            try:
+                digests += decode_gossip(payload)
+            except ProtocolError:
+                driver.stats.peer_invalid += 1
+        try:
+            fresh = driver.clients.take(digests)
+        except OverloadedError:
+            return  # the sender keeps them in its own mempool
+        if fresh:
+            driver.work_arrived(now)
 
     def _on_item(self, name: str, kind: int, payload: bytes, now: int, /) -> None:
         driver = self.driver
         if kind == KIND_CONSENSUS:
             driver.on_consensus(payload, now)
         elif kind == KIND_GOSSIP:
-            try:
-                fresh = driver.clients.take(decode_gossip(payload))
-            except (ProtocolError, OverloadedError) as exc:
-                driver.stats.peer_invalid += isinstance(exc, ProtocolError)
-                return  # the sender keeps them in its own mempool
-            if fresh:
-                driver.work_arrived(now)
+            self._on_gossip([payload], now)
         elif kind == KIND_CHANGE:
             self._on_change_item(name, payload, now)
         else:
