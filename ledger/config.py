@@ -36,6 +36,8 @@ Node config (TOML)
     batch_window_ms = 25
     gossip_window_ms = 5                 # anchors gossiped to a peer leave together, at most
                                          # one envelope of them per window (0: at once)
+    max_pending_digests = 0              # clients get 503 while more are pending (0: four
+                                         # blocks' worth, at least 20,000)
 
     [timeouts]                           # optional, defaults shown (milliseconds)
     propose_ms = 3000
@@ -181,11 +183,13 @@ class BatchLimits:
     proposer waits at most ``batch_window_ms`` for a batch to fill. Anchors a node gossips to a
     peer wait at most ``gossip_window_ms`` after its previous envelope to that peer, so that
     under load they travel in one envelope per window, not one per request (consensus traffic
-    never waits)."""
+    never waits). While more than ``max_pending_digests`` anchors are pending (0: four blocks'
+    worth, at least 20,000), clients' new anchors are refused with 503 and ``Retry-After``."""
 
     max_batch_digests: int = DEFAULT_MAX_BATCH_DIGESTS
     batch_window_ms: int = DEFAULT_BATCH_WINDOW_MS
     gossip_window_ms: int = DEFAULT_GOSSIP_WINDOW_MS
+    max_pending_digests: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -570,6 +574,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         gossip_window_ms=batch_t.integer(
             "gossip_window_ms", DEFAULT_GOSSIP_WINDOW_MS, low=0, high=10_000
         ),
+        max_pending_digests=batch_t.integer("max_pending_digests", 0, low=0, high=1_000_000),
     )
     batch_t.done()
 

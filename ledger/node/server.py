@@ -129,6 +129,7 @@ def replica_config(config: NodeConfig, keys: Sequence[ValidatorKeys]) -> Replica
         peers=tuple(p.name for p in config.peers),
         timeouts=config.consensus_timeouts(),
         max_batch=min(config.batch.max_batch_digests, MAX_BLOCK_DIGESTS),
+        max_pending=config.batch.max_pending_digests or None,
     )
 
 

@@ -51,16 +51,20 @@ class Mempool:
     def __contains__(self, digest: object) -> bool:
         return digest in self._pending
 
-    def add(self, digests: Iterable[bytes]) -> list[bytes]:
+    def add(self, digests: Iterable[bytes], *, limit: int | None = None) -> list[bytes]:
         """Add the digests not pending yet; return those that were added, in order.
 
-        The caller has already dropped digests that are in the store.
+        The caller has already dropped digests that are in the store. ``limit`` (at most the
+        capacity) is how many may be pending after the add: clients get a lower one than
+        peers, so that a node refuses new anchors while its backlog is longer than the
+        cluster commits in a few blocks, and spends its time on committing them.
 
         Raises:
             OverloadedError: the mempool cannot take them all (nothing is added).
         """
         fresh = [d for d in dict.fromkeys(digests) if d not in self._pending]
-        if len(self._pending) + len(fresh) > self._capacity:
+        bound = self._capacity if limit is None else min(limit, self._capacity)
+        if len(self._pending) + len(fresh) > bound:
             raise OverloadedError(
                 f"the node has {len(self._pending)} anchors pending; retry later"
             )

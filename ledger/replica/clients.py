@@ -41,9 +41,11 @@ __all__ = ["Clients"]
 class Clients:
     """Statuses, receipts and waiting clients over one store (module docstring)."""
 
-    def __init__(self, *, store: Store, mempool: Mempool, checkpoints: CheckpointBook) -> None:
+    def __init__(self, *, store: Store, mempool: Mempool, checkpoints: CheckpointBook,
+                 client_limit: int | None = None) -> None:
         self._store = store
         self._mempool = mempool
+        self._client_limit = client_limit
         self._checkpoints = checkpoints
         self._receipts = ReceiptMaker(store)
         self.waiters = Waiters()
@@ -59,6 +61,19 @@ class Clients:
         known = self._store.index_of_many(candidates)
         return self._mempool.add(d for d, i in zip(candidates, known, strict=True) if i is None)
 
+    def take_gossip(self, digests: Sequence[bytes]) -> list[bytes]:
+        """Queue a peer's gossiped digests that are not pending yet; return those.
+
+        The log is not looked up: the sender looked each digest up when its client sent it, a
+        moment ago, and a digest committed meanwhile is dropped by the next proposal made here
+        (:meth:`ledger.replica.application.LogApplication.propose` proposes only new ones),
+        so every node does not look up every digest a second time.
+
+        Raises:
+            OverloadedError: the mempool is full (nothing was queued).
+        """
+        return self._mempool.add(digests)
+
     def accept(self, digests: Sequence[bytes]) -> tuple[list[bytes], list[AnchorStatus]]:
         """:meth:`take` and then :meth:`statuses` of ``digests``, from one index lookup.
 
@@ -68,7 +83,8 @@ class Clients:
         """
         unique = list(dict.fromkeys(digests))
         known = dict(zip(unique, self._store.index_of_many(unique), strict=True))
-        fresh = self._mempool.add(d for d in unique if known[d] is None)
+        fresh = self._mempool.add((d for d in unique if known[d] is None),
+                                  limit=self._client_limit)
         covered = self._checkpoints.latest_size
         out: list[AnchorStatus] = []
         for digest in digests:

@@ -11,7 +11,14 @@ from ledger.crypto import ValidatorKeys
 from ledger.errors import ConfigError
 from ledger.replica.batching import MEMPOOL_CAPACITY
 
-__all__ = ["DEFAULT_TICK_MS", "DEFECTS", "ReplicaConfig"]
+__all__ = ["CLIENT_BACKLOG_BLOCKS", "DEFAULT_TICK_MS", "DEFECTS", "MIN_CLIENT_BACKLOG",
+           "ReplicaConfig"]
+
+#: A replica takes clients' anchors while fewer than this many blocks' worth are pending: a
+#: longer backlog only adds latency, and taking it would starve the commits of CPU.
+CLIENT_BACKLOG_BLOCKS: Final = 4
+#: ... but always room for two of the largest anchor requests (10,000 digests each).
+MIN_CLIENT_BACKLOG: Final = 20_000
 
 #: Housekeeping period: re-broadcast when stuck, re-send our cosignature, catch up.
 DEFAULT_TICK_MS: Final = 500
@@ -41,6 +48,9 @@ class ReplicaConfig:
     timeouts: TimeoutConfig
     max_batch: int = 10_000
     mempool_capacity: int = MEMPOOL_CAPACITY
+    #: Pending anchors beyond which clients are refused (``None``: :data:`CLIENT_BACKLOG_BLOCKS`
+    #: blocks' worth, at least :data:`MIN_CLIENT_BACKLOG`); peers' gossip may fill the capacity.
+    max_pending: int | None = None
     tick_ms: int = DEFAULT_TICK_MS
     #: TEST ONLY (see :class:`ledger.consensus.ConsensusCore`).
     unsafe_skip_lock_persist: bool = False
@@ -56,6 +66,14 @@ class ReplicaConfig:
             raise ConfigError(f"unknown defect {self.unsafe_defect!r}")
         if self.tick_ms < 1:
             raise ConfigError("the tick period must be positive")
+
+    @property
+    def client_limit(self) -> int:
+        """Pending anchors beyond which this replica refuses clients' new ones."""
+        if self.max_pending is not None:
+            return min(self.max_pending, self.mempool_capacity)
+        return min(max(CLIENT_BACKLOG_BLOCKS * self.max_batch, MIN_CLIENT_BACKLOG),
+                   self.mempool_capacity)
 
     @property
     def name(self) -> str:

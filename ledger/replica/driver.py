@@ -107,7 +107,8 @@ class Driver:
         self.batch = BatchTimer()
         self.checkpoints = CheckpointBook(store=store, validators=self.validators,
                                           origin=config.origin)
-        self.clients = Clients(store=store, mempool=self.mempool, checkpoints=self.checkpoints)
+        self.clients = Clients(store=store, mempool=self.mempool, checkpoints=self.checkpoints,
+                               client_limit=config.client_limit)
         self.evidence = EvidenceLog(store)
         self.evidence.load()
         self.stats = ReplicaStats()
