@@ -704,6 +704,9 @@ class LmdbStore:
                 return compute(txn, snap)
         except lmdb.Error as exc:
             raise _wrap(exc) from exc
+        except DamageError as exc:
+            self._notice(exc.damage)  # the node repairs what its reads met (pending_damage)
+            raise
 
     def preview(self, digests: Iterable[bytes]) -> AppendResult:
         """What :meth:`append` would return for ``digests``; writes nothing.
@@ -765,6 +768,7 @@ class LmdbStore:
             raise MalformedError("block must be a BlockRecord")
         with self._write_lock:
             if self._blocking:
+                self._notice(self._blocking[0])
                 raise _damage(self._blocking[0])
             self._check_space(len(batch))
             previewed, self._previewed = self._previewed, None
@@ -775,6 +779,9 @@ class LmdbStore:
                     outcome = self._append_in(txn, batch, block, meta, previewed)
             except lmdb.Error as exc:
                 raise self._write_error(exc) from exc
+            except DamageError as exc:
+                self._notice(exc.damage)
+                raise
             self._publish(outcome)
         return outcome.result
 
@@ -1200,7 +1207,21 @@ class LmdbStore:
         """Damage met by reads that still answered correctly (a damaged lookup filter is
         bypassed: the runs are read instead). The caller rebuilds it (:meth:`rebuild`); a pass
         of :meth:`scrub` reports it too."""
-        return list(self._noticed.values())
+        return [d for d in self._noticed.values() if d.kind == "filter"]
+
+    def pending_damage(self) -> list[Damage]:
+        """Every damaged value met since it was last repaired: by a read or write that raised
+        :class:`~ledger.storage.base.DamageError`, by a read that answered around it (a
+        filter), or while opening (an edge tile or an index hole that blocks appends). The
+        node repairs these first (:mod:`ledger.node.repair`), then :meth:`forget` s them."""
+        out = list(self._noticed.values())
+        out += [d for d in self._blocking if d.key not in self._noticed]
+        return out
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` from :meth:`pending_damage` (it was repaired, or a read of it now
+        succeeds)."""
+        self._noticed.pop(key, None)
 
     @staticmethod
     def _run_damage(run: ix.RunInfo, detail: str) -> Damage:
@@ -1512,6 +1533,9 @@ class LmdbStore:
                     return work(txn)
             except lmdb.Error as exc:
                 raise self._write_error(exc) from exc
+            except DamageError as exc:
+                self._notice(exc.damage)
+                raise
 
     def put_checkpoint(self, size: int, note: bytes) -> None:
         """Store the checkpoint note for tree ``size``, replacing an earlier one.
