@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import pytest
 
 from ledger.config import StorageSettings, format_node_config, load_node_config
@@ -32,9 +31,12 @@ from ledger.node.repair import peer_tile_nodes
 from ledger.policy import Policy, parse_policy
 from ledger.receipt import verify_receipt
 from ledger.storage import Damage, LmdbStore
+from ledger.storage._index import IndexParams
 from ledger.storage.lmdb_store import DEFAULT_MAP_SIZE
 from node.harness import Cluster, auth, client_session, eventually, make_cluster, run
 
+#: A digest index small enough for a few hundred leaves to exercise all of it.
+SMALL = IndexParams(stripe_bits=5, flush=4, fanout=4, filter_bits=3, persist_every=2)
 #: Fast enough that a test's whole store is re-verified many times a second.
 FAST_SCRUB = StorageSettings(scrub_units_per_second=200_000)
 
@@ -59,15 +61,22 @@ def flip(path: Path, db: bytes, key: bytes, offset: int = 5) -> None:
                     str(offset), str(DEFAULT_MAP_SIZE)], check=True, timeout=60)
 
 
+_KEYS = """
+import lmdb, sys
+env = lmdb.open(sys.argv[1], max_dbs=40, map_size=int(sys.argv[3]), readonly=True)
+with env.begin() as txn:
+    for key, _ in txn.cursor(db=env.open_db(sys.argv[2].encode(), txn=txn, create=False)):
+        print(bytes(key).hex())
+env.close()
+"""
+
+
 def keys_of(path: Path, db: bytes) -> list[bytes]:
-    env = lmdb.open(str(path), max_dbs=40, map_size=DEFAULT_MAP_SIZE, readonly=True,
-                    lock=False)
-    try:
-        handle = env.open_db(db, create=False)
-        with env.begin() as txn:
-            return [bytes(k) for k, _ in txn.cursor(db=handle)]
-    finally:
-        env.close()
+    """The keys of one named database, read from another process."""
+    done = subprocess.run([sys.executable, "-c", _KEYS, str(path), db.decode(),
+                           str(DEFAULT_MAP_SIZE)], check=True, timeout=60,
+                          capture_output=True, text=True)
+    return [bytes.fromhex(line) for line in done.stdout.split()]
 
 
 def u64(n: int) -> bytes:
@@ -79,8 +88,13 @@ def digest(tag: str, k: int) -> bytes:
 
 
 def fast_cluster(tmp: Path, n: int = 4) -> Cluster:
+    """``n`` validators on LMDB stores with a tiny digest index (a few hundred anchors fill
+    stripes, runs and filters) and a fast scrub."""
     cluster = make_cluster(tmp, n=n, lmdb=True)
     cluster.configs = [dataclasses.replace(c, storage=FAST_SCRUB) for c in cluster.configs]
+    for config in cluster.configs:
+        config.data_dir.mkdir(parents=True)
+        LmdbStore.open(config.data_dir, index_params=SMALL).close()
     return cluster
 
 
@@ -136,6 +150,8 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 flip(data, b"tiles00", u64(2), 100)  # leaves 32-47
                 flip(data, b"blocks", u64(2))
                 flip(data, b"checkpoints", u64(store.checkpoint_sizes()[0]))
+                flip(data, b"stripes", keys_of(data, b"stripes")[1])  # index entries
+                flip(data, b"filters", keys_of(data, b"filters")[0])
 
                 # A read of a damaged leaf: 503 (being repaired) or, once repaired, the
                 # right receipt; never a 404, a 500 or a receipt that does not verify.
@@ -143,13 +159,19 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 assert status in (200, 503), (status, text)
                 if status == 200:
                     verify_receipt(text, policy, digests[40])
-                else:
-                    assert "tiles00/2" in text, text
+                else:  # it names what it met: the leaf's tile or the index run of it
+                    assert "store_damaged" in text and ("tiles00/2" in text or "runs/" in text
+                                                        or "stripes/" in text), text
 
                 # Every damaged value is found (read or scrub) and repaired from the peers.
-                await eventually(lambda: node.care.repairs["peer"] >= 3, timeout=30,
-                                 what=f"three peer repairs ({node.care.damaged})")
-                assert set(node.care.found) >= {"tile", "block", "checkpoint"}
+                try:
+                    await eventually(lambda: node.care.repairs["peer"] >= 3
+                                     and node.care.repairs["local"] >= 2, timeout=10)
+                except AssertionError:
+                    raise AssertionError(f"repairs {node.care.repairs}, found {node.care.found}, "
+                                         f"left {list(node.care.damaged)}") from None
+                assert set(node.care.found) >= {"tile", "block", "checkpoint", "index",
+                                                "filter"}, node.care.found
                 await eventually(lambda: all_verify(http, cluster.url(3), digests, policy),
                                  timeout=30, what="every receipt verifies on node 3")
                 store.check()  # the whole store checks clean
