@@ -1738,6 +1738,7 @@ class LmdbStore:
                 if value is None:
                     return None
                 if not checksum_ok(key, value):
+                    self._notice(_meta_damage(key))
                     raise _damage(_meta_damage(key))
                 return bytes(value[:-4])
         except lmdb.Error as exc:
@@ -1791,6 +1792,8 @@ class LmdbStore:
         An environment LMDB marked unusable after a failed commit is reopened, so reads go on
         and the next write can succeed.
         """
+        if isinstance(exc, lmdb.MapFullError):
+            return self._grow_map()
         code = getattr(exc, "code", 0)
         full = isinstance(exc, lmdb.DiskError) or code in (errno.ENOSPC, errno.EDQUOT)
         try:
@@ -1803,6 +1806,26 @@ class LmdbStore:
         if full:
             return self._full(max(free, 0))
         return _wrap(exc)
+
+    def _grow_map(self) -> DiskFullError:
+        """LMDB's map (the address space reserved for the file) is full: reopen the
+        environment with a map twice as large, so that the refused write succeeds when it is
+        tried again. Nothing in memory changed (a write is only published after its commit).
+        """
+        old = self._env
+        try:
+            size = old.info()["map_size"]
+        except lmdb.Error:
+            size = DEFAULT_MAP_SIZE
+        self._done_cache.clear()  # views into the old map
+        old.close()
+        env = open_environment(self._path, map_size=size * 2, readonly=self._readonly)
+        self._env = env
+        self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
+        return DiskFullError(
+            f"no space left in the LMDB map of {self._path} ({size} bytes); it is grown to "
+            f"{size * 2} bytes: the write was refused, nothing was lost, and it succeeds when "
+            "tried again")
 
     def _recover_env(self) -> None:
         """After a failed commit: keep the environment if LMDB still accepts transactions,
