@@ -280,9 +280,10 @@ class StorageSettings:
     """How the node looks after its store (``[storage]``; docs/operators.md, "Damaged store").
 
     ``scrub_units_per_second``: the background scrub re-verifies this many stored values per
-    second (a tile of 16 tree nodes, an index chunk, a filter block, a block, a checkpoint);
-    a full pass over a store of ``n`` anchors is about ``n / 16 + n / 256 + blocks`` units.
-    ``0`` turns the scrub off (reads still verify every value they use).
+    second (a tile of 16 tree nodes, an index entry against its leaf, a filter block, a block,
+    a checkpoint); a full pass over a store of ``n`` anchors is about ``1.1 n`` units plus its
+    blocks and checkpoints. ``0`` turns the scrub off (reads still verify every value they
+    use).
     """
 
     scrub_units_per_second: int = DEFAULT_SCRUB_UNITS_PER_SECOND

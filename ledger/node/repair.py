@@ -6,8 +6,9 @@ The store verifies a checksum on every value it reads and raises
 that a damaged or full disk costs a moment of this node's service, never a wrong answer:
 
 **Scrub.** A background task re-verifies the whole store, pass after pass, at
-``[storage] scrub_units_per_second`` (:meth:`Store.scrub`, a bounded step per call in the event
-loop); progress, complete passes and the time of the last one are metrics.
+``[storage] scrub_units_per_second`` (:meth:`Store.scrub`, one bounded step at a time in a
+worker thread, so that a long step does not hold up requests; never at the same time as a
+repair); progress, complete passes and the time of the last one are metrics.
 
 **Repair.** Damage found by the scrub, by a read or write that met it, or while opening, is
 repaired by what its :class:`~ledger.storage.base.Damage` asks for:
@@ -194,6 +195,8 @@ class StoreCare:
         self._repairing = False
         self._halted_for_damage = False
         self._restarts: list[float] = []
+        #: Held by a scrub step and by repairs (one at a time, module docstring).
+        self._store_work = asyncio.Lock()
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -230,15 +233,13 @@ class StoreCare:
             log.error("store damage found: %s", damage.line())
         self._wake.set()
 
-    def met(self, exc: CorruptionError) -> tuple[str, str]:
+    def met(self, exc: DamageError) -> tuple[str, str]:
         """A request met damage: queue its repair; the ``(code, message)`` of its 503."""
-        damage = exc.damage if isinstance(exc, DamageError) else None
         self.collect()
-        if damage is not None:
-            self.note(damage)
-            what = damage.key
-        else:
-            what = "a stored value"
+        self.note(exc.damage)
+        if self.fatal is not None:
+            return "store_damaged", self.fatal
+        what = exc.damage.key
         return ("store_damaged",
                 f"this node's copy of {what} is damaged and is being repaired from its "
                 "peers; retry shortly or ask another validator")
@@ -324,7 +325,11 @@ class StoreCare:
                 await asyncio.sleep(1)
                 continue
             try:
-                report = store.scrub(self._cursor, budget=budget)
+                # In a thread: a step reads for up to a few hundred milliseconds (an index key
+                # slice), which must not hold up requests and consensus. Never while a repair
+                # rewrites values the step may be reading in place.
+                async with self._store_work:
+                    report = await asyncio.to_thread(store.scrub, self._cursor, budget=budget)
             except LedgerError as exc:
                 log.warning("scrub step failed: %s", exc.diagnostics())
                 self._cursor = None
@@ -400,6 +405,11 @@ class StoreCare:
             return list(self.damaged.values())
         self._repairing = True
         try:
+            await self._store_work.acquire()
+        except BaseException:
+            self._repairing = False
+            raise
+        try:
             self.collect()
             order = sorted(self.damaged.values(),
                            key=lambda d: (d.kind != "tile", -(d.stratum or 0), d.key))
@@ -408,6 +418,7 @@ class StoreCare:
                 if self.fatal is not None:
                     break
         finally:
+            self._store_work.release()
             self._repairing = False
         return list(self.damaged.values())
 

@@ -516,6 +516,9 @@ class LmdbStore:
         self._path = path
         self._readonly = readonly
         self._write_lock = threading.RLock()
+        #: Held by a :meth:`scrub` step (which may run in a thread of its own: a step can take
+        #: a few hundred milliseconds) and by whatever closes or replaces the environment.
+        self._env_guard = threading.Lock()
         self._tiles = _TileCache()
         self._identity = ""
         self._dictionary = Dictionary()
@@ -1817,11 +1820,12 @@ class LmdbStore:
             size = old.info()["map_size"]
         except lmdb.Error:
             size = DEFAULT_MAP_SIZE
-        self._done_cache.clear()  # views into the old map
-        old.close()
-        env = open_environment(self._path, map_size=size * 2, readonly=self._readonly)
-        self._env = env
-        self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
+        with self._env_guard:
+            self._done_cache.clear()  # views into the old map
+            old.close()
+            env = open_environment(self._path, map_size=size * 2, readonly=self._readonly)
+            self._env = env
+            self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
         return DiskFullError(
             f"no space left in the LMDB map of {self._path} ({size} bytes); it is grown to "
             f"{size * 2} bytes: the write was refused, nothing was lost, and it succeeds when "
@@ -1842,11 +1846,12 @@ class LmdbStore:
             map_size = old.info()["map_size"]
         except lmdb.Error:
             map_size = DEFAULT_MAP_SIZE
-        self._done_cache.clear()
-        old.close()
-        env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
-        self._env = env
-        self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
+        with self._env_guard:
+            self._done_cache.clear()
+            old.close()
+            env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
+            self._env = env
+            self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -1897,14 +1902,16 @@ class LmdbStore:
 
     def scrub(self, cursor: bytes | None = None, *, budget: int = 4096) -> ScrubReport:
         """Re-verify about ``budget`` units from ``cursor``; see
-        :meth:`ledger.storage.base.Store.scrub` and :mod:`ledger.storage._scrub`.
+        :meth:`ledger.storage.base.Store.scrub` and :mod:`ledger.storage._scrub`. It only
+        reads, and may run in another thread than the writer's (the node runs it in one).
 
         :raises MalformedError: a cursor this store did not return, or ``budget < 1``.
         :raises StorageError: the store is closed or LMDB fails.
         """
         from ledger.storage._scrub import scrub_step
 
-        return scrub_step(self, cursor, budget)
+        with self._env_guard:
+            return scrub_step(self, cursor, budget)
 
     def repair_tile(self, stratum: int, tile: int, nodes: Sequence[bytes]) -> None:
         """Rewrite a tile from its bottom-row nodes; see :mod:`ledger.storage._scrub`.
@@ -1975,11 +1982,14 @@ class LmdbStore:
             raise _wrap(exc) from exc
 
     def close(self) -> None:
-        """Close the environment; later calls raise :class:`~ledger.errors.StorageError`."""
-        env, self._env = self._env, None
-        self._done_cache.clear()  # views into the map: invalid once it is closed
+        """Close the environment; later calls raise :class:`~ledger.errors.StorageError`.
+        Waits for a :meth:`scrub` step running in another thread."""
+        with self._env_guard:
+            env, self._env = self._env, None
+            self._done_cache.clear()  # views into the map: invalid once it is closed
+            if env is not None:
+                env.close()
         if env is not None:
-            env.close()
             self._view = None
             with _OPEN_LOCK:
                 _OPEN_PATHS.discard(self._identity)
