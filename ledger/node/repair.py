@@ -190,7 +190,7 @@ class StoreCare:
         self.fatal: str | None = None
         self._cursor: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
         self._repairing = False
         self._halted_for_damage = False
@@ -219,9 +219,9 @@ class StoreCare:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
     # -- what the node tells it ---------------------------------------------------------------
 
@@ -446,7 +446,7 @@ class StoreCare:
         reasons = []
         for name, url in peers.items():
             try:
-                await self._from_peer(damage, url)
+                await self._from_peer(damage, name, url)
             except DamageError as exc:
                 self.note(exc.damage)
                 reasons.append(f"{name}: {exc.damage.key} is damaged too")
@@ -478,21 +478,23 @@ class StoreCare:
 
     # -- fetching from a peer ----------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _http(self, peer: str) -> aiohttp.ClientSession:
+        """One session per peer: each has its own TLS context (its pins)."""
+        session = self._sessions.get(peer)
+        if session is None:
             from ledger.node.server import peer_ssl_contexts
 
-            contexts = peer_ssl_contexts(self.node.config)
-            context = next(iter(contexts.values()), None)
-            self._session = aiohttp.ClientSession(
+            context = peer_ssl_contexts(self.node.config).get(peer)
+            session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(
                     total=self.node.config.timeouts.peer_request_ms / 1000 * 4),
-                connector=aiohttp.TCPConnector(limit=4,
+                connector=aiohttp.TCPConnector(limit=2,
                                                ssl=context if context is not None else True))
-        return self._session
+            self._sessions[peer] = session
+        return session
 
-    async def _get(self, url: str) -> bytes:
-        async with self._http().get(url) as response:
+    async def _get(self, peer: str, url: str) -> bytes:
+        async with self._http(peer).get(url) as response:
             if response.status != 200:
                 raise NotFoundError(f"GET {url} answered {response.status}")
             body = await response.content.read(MAX_PEER_ANSWER + 1)
@@ -511,8 +513,8 @@ class StoreCare:
         validators.sync(self.store)
         return validators
 
-    async def _from_peer(self, damage: Damage, url: str) -> None:
-        """Fetch, verify and write the replacement of ``damage`` from the peer at ``url``.
+    async def _from_peer(self, damage: Damage, peer: str, url: str) -> None:
+        """Fetch, verify and write the replacement of ``damage`` from ``peer`` at ``url``.
 
         Raises:
             LedgerError: the peer has no copy, or its copy does not verify.
@@ -521,10 +523,10 @@ class StoreCare:
         store = self.store
         assert store is not None
         if damage.kind == "tile":
-            text = (await self._get(url + "/checkpoint")).decode("utf-8", "replace")
+            text = (await self._get(peer, url + "/checkpoint")).decode("utf-8", "replace")
             peer_size = parse_checkpoint_body(note_body(text)).size
             ref, start, end, fold = peer_tile_nodes(damage, peer_size)
-            body = await self._get(f"{url}/{ref.path}")
+            body = await self._get(peer, f"{url}/{ref.path}")
             values = (parse_entry_bundle(body, ref.width) if ref.entries
                       else parse_hash_tile(body, ref.width))[start:end]
             if fold > 1:
@@ -533,7 +535,7 @@ class StoreCare:
             store.repair_tile(damage.stratum, damage.tile, values)
         elif damage.kind == "block" and damage.height is not None:
             height = damage.height
-            obj = parse_json_object(await self._get(f"{url}/v1/blocks/{height}"),
+            obj = parse_json_object(await self._get(peer, f"{url}/v1/blocks/{height}"),
                                     what="the peer's block")
             try:
                 raw_block = base64.b64decode(obj["block"], validate=True)
@@ -550,7 +552,7 @@ class StoreCare:
                                            certificate=raw_cert))
         elif damage.kind == "checkpoint" and damage.size is not None:
             size = damage.size
-            text = (await self._get(f"{url}/v1/checkpoints/{size}")).decode("utf-8")
+            text = (await self._get(peer, f"{url}/v1/checkpoints/{size}")).decode("utf-8")
             policy = self._validators().policy_for_size(size)
             opened = open_checkpoint(text, policy.verifiers())
             policy.evaluate((v.verifier for v in opened.note.verified),

@@ -334,3 +334,55 @@ def test_a_restarted_node_process_repairs_a_flipped_byte_from_its_peers(
     with LmdbStore.open(net.data_dir(3), readonly=True) as store:
         store.check()
 
+
+
+def test_damage_found_while_running_without_a_peer_halts_with_one_line(tmp_path: Path) -> None:
+    cluster = fast_cluster(tmp_path, n=1)
+    data = cluster.configs[0].data_dir
+
+    async def main() -> None:
+        await cluster.start_all()
+        try:
+            async with client_session() as http:
+                anchored = await anchor(http, cluster.url(0),
+                                        [digest("alone", k) for k in range(40)])
+                node = cluster.node(0)
+                flip(data, b"tiles00", u64(1), 7)  # leaves 16-31
+                await eventually(lambda: node.care.fatal is not None, timeout=20,
+                                 what="the scrub finds it")
+                reason = node.halted
+                assert reason is not None and "\n" not in reason
+                assert "tiles00/1" in reason and "ledger db check" in reason, reason
+                async with http.get(cluster.url(0) + "/healthz") as r:
+                    assert r.status == 503
+                # The damaged leaves: 503 with the reason; every other receipt still served.
+                for d in list(anchored):
+                    status, text = await proof(http, cluster.url(0), d)
+                    if 16 <= list(anchored).index(d) < 32:
+                        assert status == 503 and "tiles00/1" in text, (status, text)
+                    else:
+                        assert status == 200, (status, text)
+                async with http.get(cluster.url(0) + "/v1/status") as r:
+                    body = await r.json()
+                assert body["storage"]["state"] == "damaged", body
+        finally:
+            await cluster.stop_all()
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_a_node_process_that_cannot_repair_its_store_refuses_to_start_with_one_line(
+        tmp_path: Path) -> None:
+    from hostile.test_damaged_store import build_data_dir, start_node
+
+    config, _ = build_data_dir(tmp_path)
+    data = tmp_path / "v1" / "data"
+    flip(data, b"blocks", keys_of(data, b"blocks")[-1])
+    result = start_node(config)
+    assert result.returncode > 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "blocks/" in errors[0] and "ledger db check" in errors[0], errors[0]
+    assert "serving on" not in result.stderr
