@@ -451,6 +451,14 @@ class StoreCare:
                 self.note(exc.damage)
                 reasons.append(f"{name}: {exc.damage.key} is damaged too")
                 continue
+            except (MalformedError, VerificationError) as exc:
+                # The peer answered with a copy that does not verify: never written.
+                log.warning("%s's copy of %s is refused: %s", name, damage.key,
+                            exc.diagnostics())
+                if self.node.replica is not None:
+                    self.node.replica.stats.peer_invalid += 1
+                reasons.append(f"{name}: {exc.diagnostics()}")
+                continue
             except (LedgerError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 text = exc.diagnostics() if isinstance(exc, LedgerError) else \
                     (str(exc) or type(exc).__name__)

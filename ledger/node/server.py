@@ -272,8 +272,8 @@ class Node:
         for _ in range(8):
             if care.collect():
                 await care.repair_for_start()
-            replica = Replica(replica_config(self.config, self.held), store)
             try:
+                replica = Replica(replica_config(self.config, self.held), store)
                 actions = replica.start(self.now())
             except DamageError as exc:
                 care.note(exc.damage)

@@ -15,15 +15,20 @@ gets a flipped byte, it restarts, repairs from its peers, and every receipt veri
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import json
+import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from ledger.config import StorageSettings, format_node_config, load_node_config
 from ledger.errors import CorruptionError
@@ -224,6 +229,101 @@ def test_a_stopped_nodes_damaged_last_block_is_repaired_at_start(tmp_path: Path)
                 store.check()
         finally:
             await cluster.stop_all()
+
+    run(main())
+
+
+def lying_proxy(real: str) -> web.Application:
+    """A peer that forwards everything to ``real`` but alters what a repair fetches: every
+    digest of an entry bundle, the bytes of a block, the root of a checkpoint."""
+    session: list[aiohttp.ClientSession] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        if not session:
+            session.append(aiohttp.ClientSession())
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type", "accept")}
+        async with session[0].request(request.method, real + request.path_qs,
+                                      data=await request.read(), headers=headers) as r:
+            body, status, kind = await r.read(), r.status, r.content_type
+        path = request.path
+        if status == 200 and path.startswith("/tile/entries/"):
+            altered = bytearray(body)
+            for at in range(10, len(altered), 34):  # one byte of every digest
+                altered[at] ^= 1
+            body = bytes(altered)
+        elif status == 200 and path.startswith("/v1/blocks/"):
+            obj = json.loads(body)
+            raw = bytearray(base64.b64decode(obj["block"]))
+            raw[-3] ^= 1
+            obj["block"] = base64.b64encode(bytes(raw)).decode()
+            body = json.dumps(obj).encode()
+        elif status == 200 and path.startswith("/v1/checkpoints/"):
+            lines = body.decode().split("\n")
+            lines[2] = base64.b64encode(bytes(32)).decode()  # another root, same signatures
+            body = "\n".join(lines).encode()
+        return web.Response(body=body, status=status, content_type=kind)
+
+    async def close(_: web.Application) -> None:
+        for s in session:
+            await s.close()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(close)
+    return app
+
+
+def test_a_lying_peer_is_not_believed_and_another_repairs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cluster = fast_cluster(tmp_path)
+    policy = parse_policy(cluster.genesis.trust_policy())
+    data = cluster.configs[3].data_dir
+
+    async def main() -> None:
+        await cluster.start_all()
+        runner: web.AppRunner | None = None
+        try:
+            async with client_session() as http:
+                anchored = await anchor(http, cluster.url(0), [digest("lie", k) for k in range(40)])
+                await eventually(lambda: cluster.node(3).store.size == 40,  # type: ignore[union-attr]
+                                 what="node 3 holds all")
+                await cluster.stop(3)
+                # Node 3 now asks v1 through a proxy that lies about what it repairs from.
+                runner = web.AppRunner(lying_proxy(cluster.url(0)))
+                await runner.setup()
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                config = cluster.configs[3]
+                peers = tuple(dataclasses.replace(p, url=f"http://127.0.0.1:{port}")
+                              if p.name == "v1" else p for p in config.peers)
+                cluster.configs[3] = dataclasses.replace(config, peers=peers)
+                flip(data, b"tiles00", u64(1), 100)
+                flip(data, b"blocks", u64(1))
+                checkpoint = int.from_bytes(keys_of(data, b"checkpoints")[0], "big")
+                flip(data, b"checkpoints", u64(checkpoint))
+                with caplog.at_level(logging.WARNING, logger="ledger.node.repair"):
+                    node = await cluster.start(3)
+                    await eventually(lambda: node.care.repairs["peer"] >= 3, timeout=30,
+                                     what="three repairs")
+                repaired = [r.getMessage() for r in caplog.records
+                            if r.getMessage().startswith("repaired ")]
+                assert len(repaired) == 3 and not any(m.endswith(" v1") for m in repaired), \
+                    repaired
+                refused = {r.getMessage().split(" is refused")[0] for r in caplog.records
+                           if " is refused: " in r.getMessage()}
+                assert refused == {"v1's copy of tiles00/1", "v1's copy of blocks/1",
+                                   f"v1's copy of checkpoints/{checkpoint}"}, refused
+                await eventually(lambda: all_verify(http, cluster.url(3), list(anchored), policy),
+                                 timeout=30, what="every receipt verifies on node 3")
+                store = node.store
+                assert isinstance(store, LmdbStore)
+                store.check()
+        finally:
+            await cluster.stop_all()
+            if runner is not None:
+                await runner.cleanup()
 
     run(main())
 
