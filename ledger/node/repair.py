@@ -106,6 +106,9 @@ DISK_CHECK_SECONDS: Final = 1.0
 RESUME_FREE_BYTES: Final = 8 << 20
 #: Units of the scrub per step at most (one step holds the event loop: about 10 ms).
 SCRUB_STEP_UNITS: Final = 256
+#: The shortest time between the starts of two scrub passes (a small store is not
+#: re-read many times a second).
+PASS_PAUSE_SECONDS: Final = 1.0
 #: A failed peer repair is tried again after this long (peers may be starting too).
 RETRY_SECONDS: Final = 1.0
 #: How long a start waits for its peers to repair damage that keeps the replica from starting.
@@ -193,7 +196,8 @@ class StoreCare:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
         self._repairing = False
-        self._halted_for_damage = False
+        #: Damage was seen since the replica was built (it may have halted on it).
+        self._damage_seen = False
         self._restarts: list[float] = []
         #: Held by a scrub step and by repairs (one at a time, module docstring).
         self._store_work = asyncio.Lock()
@@ -227,6 +231,9 @@ class StoreCare:
 
     def note(self, damage: Damage) -> None:
         """Damage found (by the scrub, a read, or a write): repair it soon."""
+        # The replica may have halted on it (a halt's action can reach the node later than
+        # the damage, e.g. after a read that raised): built again once all is repaired.
+        self._damage_seen = True
         if damage.key not in self.damaged:
             self.damaged[damage.key] = damage
             self.found[damage.kind] += 1
@@ -249,8 +256,7 @@ class StoreCare:
         replica built again once it is)."""
         if reason.startswith("disk_full") and self.disk_full is None:
             self.disk_full = reason
-        if self.collect():
-            self._halted_for_damage = True
+        self.collect()
         self._wake.set()
 
     def collect(self) -> list[Damage]:
@@ -340,10 +346,12 @@ class StoreCare:
             for damage in report.findings:
                 self.note(damage)
             self._cursor = report.cursor
+            pause = max(report.checked, 1) / rate
             if report.cursor is None:
                 self.scrub_passes += 1
                 self.scrub_last_complete = time.time()
-            await asyncio.sleep(max(report.checked, 1) / rate)
+                pause = max(pause, PASS_PAUSE_SECONDS)
+            await asyncio.sleep(pause)
 
     async def _repair_worker(self) -> None:
         while True:
@@ -376,11 +384,17 @@ class StoreCare:
     def _resume_if_repaired(self) -> None:
         node = self.node
         reason = node.replica.halted if node.replica is not None else None
-        if reason is None or not self._halted_for_damage or self.damaged \
+        if reason is None and not self.damaged:
+            self._damage_seen = False  # it did not halt on what was repaired
+        if reason is None or not self._damage_seen or self.damaged \
                 or self.fatal is not None or self.disk_full is not None:
             return
-        self._halted_for_damage = False
+        self._damage_seen = False
         self._restart("the damaged store values are repaired")
+
+    def replica_built(self) -> None:
+        """The node built a new replica: damage seen before cannot have halted it."""
+        self._damage_seen = False
 
     def _restart(self, why: str) -> None:
         """Build the replica again, at most :data:`MAX_RESTARTS` times a minute (a store that

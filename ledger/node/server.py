@@ -280,6 +280,7 @@ class Node:
                 continue
             if replica.halted is not None and care.collect():
                 continue  # it met damage while starting: repair it and start again
+            care.replica_built()
             return replica, actions
         raise UnrepairableError(
             "the store keeps failing after repairs: run `ledger db check` with the node "
@@ -302,6 +303,7 @@ class Node:
             return
         self.replica = replica
         self._halt_event = asyncio.Event()
+        self.care.replica_built()
         log.warning("node %s: replica built again from the store (%s), at height %d",
                     self.keys.name, why, old.store.last_height())
         self.perform(actions)

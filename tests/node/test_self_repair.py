@@ -184,7 +184,8 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                     verify_receipt(receipt, policy, d)
 
                 # The node is still in consensus: a new anchor commits through it.
-                await eventually(lambda: node.halted is None, timeout=30, what="running")
+                await eventually(lambda: node.halted is None, timeout=30,
+                                 what=f"running ({node.halted}, {node.care.damaged})")
                 more = await anchor(http, cluster.url(3), [digest("after", k) for k in range(5)])
                 for d, receipt in more.items():
                     verify_receipt(receipt, policy, d)
