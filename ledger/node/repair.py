@@ -104,13 +104,15 @@ DISK_CHECK_SECONDS: Final = 1.0
 #: Free bytes beyond the store's own reserve before writing resumes (hysteresis: a disk at
 #: the edge does not flap between halted and running).
 RESUME_FREE_BYTES: Final = 8 << 20
-#: Units of the scrub per step at most (one step holds the event loop: about 10 ms).
+#: Units of the scrub per step (the rate is kept by pausing after each step).
 SCRUB_STEP_UNITS: Final = 256
 #: The shortest time between the starts of two scrub passes (a small store is not
 #: re-read many times a second).
 PASS_PAUSE_SECONDS: Final = 1.0
-#: A failed peer repair is tried again after this long (peers may be starting too).
+#: A failed peer repair is tried again after this long (peers may be starting too), doubling
+#: up to :data:`MAX_RETRY_SECONDS` while it keeps failing.
 RETRY_SECONDS: Final = 1.0
+MAX_RETRY_SECONDS: Final = 30.0
 #: How long a start waits for its peers to repair damage that keeps the replica from starting.
 START_REPAIR_SECONDS: Final = 60.0
 #: The replica is built again at most this often a minute (after a repair or a full disk).
@@ -199,6 +201,7 @@ class StoreCare:
         #: Damage was seen since the replica was built (it may have halted on it).
         self._damage_seen = False
         self._restarts: list[float] = []
+        self._postponed = False
         #: Held by a scrub step and by repairs (one at a time, module docstring).
         self._store_work = asyncio.Lock()
 
@@ -339,7 +342,12 @@ class StoreCare:
             except LedgerError as exc:
                 log.warning("scrub step failed: %s", exc.diagnostics())
                 self._cursor = None
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(MAX_RETRY_SECONDS)
+                continue
+            except Exception:  # our own fault: say so, and keep scrubbing
+                log.exception("scrub step failed")
+                self._cursor = None
+                await asyncio.sleep(MAX_RETRY_SECONDS)
                 continue
             self.scrub_checked += report.checked
             self.scrub_done, self.scrub_total = report.done, report.total
@@ -354,32 +362,41 @@ class StoreCare:
             await asyncio.sleep(pause)
 
     async def _repair_worker(self) -> None:
+        retry = RETRY_SECONDS
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DISK_CHECK_SECONDS):
                     await self._wake.wait()
             self._wake.clear()
-            self.collect()
-            if self.disk_full is not None:
-                self._check_space()
-            if self.damaged and self.fatal is None:
-                left = await self.repair_pending()
-                if left:
-                    await asyncio.sleep(RETRY_SECONDS)
-                    self._wake.set()
-                    continue
-            self._resume_if_repaired()
+            try:
+                self.collect()
+                if self.disk_full is not None:
+                    self._check_space()
+                if self.damaged and self.fatal is None:
+                    left = await self.repair_pending()
+                    if left:
+                        await asyncio.sleep(retry)
+                        retry = min(retry * 2, MAX_RETRY_SECONDS)
+                        self._wake.set()
+                        continue
+                retry = RETRY_SECONDS
+                self._resume_if_repaired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # our own fault: say so, and keep looking after the store
+                log.exception("store repair failed")
+                await asyncio.sleep(MAX_RETRY_SECONDS)
 
     def _check_space(self) -> None:
         store = self.store
         free = self.free_bytes()
         reserve = getattr(store, "disk_reserve", 0)
-        if free is None or free < reserve + RESUME_FREE_BYTES:
+        if free is None or free < reserve + RESUME_FREE_BYTES or not self._may_restart():
             return
         log.warning("space is free again on %s (%d bytes free): writing resumes",
                     getattr(store, "path", "the store"), free)
         self.disk_full = None
-        self._restart("disk space is back")
+        self.node.restart_replica("disk space is back")
 
     def _resume_if_repaired(self) -> None:
         node = self.node
@@ -387,26 +404,32 @@ class StoreCare:
         if reason is None and not self.damaged:
             self._damage_seen = False  # it did not halt on what was repaired
         if reason is None or not self._damage_seen or self.damaged \
-                or self.fatal is not None or self.disk_full is not None:
+                or self.fatal is not None or self.disk_full is not None \
+                or not self._may_restart():
             return
         self._damage_seen = False
-        self._restart("the damaged store values are repaired")
+        node.restart_replica("the damaged store values are repaired")
 
     def replica_built(self) -> None:
         """The node built a new replica: damage seen before cannot have halted it."""
         self._damage_seen = False
 
-    def _restart(self, why: str) -> None:
-        """Build the replica again, at most :data:`MAX_RESTARTS` times a minute (a store that
-        keeps failing the same way stays halted, saying so)."""
+    def _may_restart(self) -> bool:
+        """Whether the replica may be built again now: at most :data:`MAX_RESTARTS` times a
+        minute (a disk at the edge of full, or one that keeps damaging values, makes the node
+        wait between attempts, saying so once)."""
         now = time.monotonic()
-        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
-        if len(self._restarts) > MAX_RESTARTS:
-            log.critical("the replica halted %d times within a minute after being built "
-                         "again; it stays halted (restart the node after `ledger db check`)",
-                         MAX_RESTARTS)
-            return
-        self.node.restart_replica(why)
+        recent = [t for t in self._restarts if now - t < 60]
+        if len(recent) >= MAX_RESTARTS:
+            if not self._postponed:
+                log.warning("the replica was built again %d times within a minute: the next "
+                            "attempt waits", len(recent))
+                self._postponed = True
+            self._restarts = recent
+            return False
+        self._restarts = [*recent, now]
+        self._postponed = False
+        return True
 
     # -- repairing -----------------------------------------------------------------------------
 
