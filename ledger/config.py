@@ -61,6 +61,11 @@ Node config (TOML)
     listen_backlog = 1024                # the kernel's queue of connections not accepted yet
     trusted_proxies = []                 # addresses/networks whose X-Forwarded-For is believed
 
+    [storage]                            # optional, defaults shown
+    scrub_units_per_second = 2000        # background re-verification of the whole store
+                                         # (tiles, index chunks, blocks, checkpoints...);
+                                         # 0 turns the scrub off
+
     [tls]                                # optional: the node serves HTTPS and verifies peers
     cert_file = "tls/validator-1.crt"    # PEM: certificate (chain); also the client certificate
     key_file = "tls/validator-1.key"     #   it presents to its peers
@@ -110,6 +115,7 @@ __all__ = [
     "Limits",
     "NodeConfig",
     "Peer",
+    "StorageSettings",
     "Timeouts",
     "TlsSettings",
     "format_node_config",
@@ -277,6 +283,24 @@ class Limits:
                      for e in self.trusted_proxies)
 
 
+#: ``[storage]`` default: stored values re-verified per second by the background scrub.
+DEFAULT_SCRUB_UNITS_PER_SECOND: Final = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    """How the node looks after its store (``[storage]``; docs/operators.md, "Damaged store").
+
+    ``scrub_units_per_second``: the background scrub re-verifies this many stored values per
+    second (a tile of 16 tree nodes, an index entry against its leaf, a filter block, a block,
+    a checkpoint); a full pass over a store of ``n`` anchors is about ``1.1 n`` units plus its
+    blocks and checkpoints. ``0`` turns the scrub off (reads still verify every value they
+    use).
+    """
+
+    scrub_units_per_second: int = DEFAULT_SCRUB_UNITS_PER_SECOND
+
+
 def _proxy_network(entry: str, *, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(entry, strict=False)
@@ -343,6 +367,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     tls: TlsSettings | None = None
     source: Path | None = None
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     def __post_init__(self) -> None:
         others = [v.name for v in self.genesis.validators if v.name != self.name]
@@ -503,7 +528,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML ({exc})") from None
     unknown = sorted(set(root) - {"node", "peers", "clients", "batch", "timeouts", "limits",
-                                  "tls"})
+                                  "storage", "tls"})
     if unknown:
         raise ConfigError(f"{where}: unknown table or key {unknown[0]!r}")
 
@@ -617,6 +642,11 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     )
     lt.done()
 
+    st = _Table(_subtable(root, "storage", where), where, "storage")
+    storage = StorageSettings(scrub_units_per_second=st.integer(
+        "scrub_units_per_second", DEFAULT_SCRUB_UNITS_PER_SECOND, low=0, high=10_000_000))
+    st.done()
+
     tls = _parse_tls(root, where, base_dir)
 
     return NodeConfig(
@@ -638,6 +668,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         limits=limits,
         tls=tls,
         source=source,
+        storage=storage,
     )
 
 
@@ -783,6 +814,8 @@ def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -
     lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.timeouts).items()]
     lines += ["", "[limits]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.limits).items()]
+    lines += ["", "[storage]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in vars(config.storage).items()]
     tls = config.tls
     if tls is not None:
         lines += ["", "[tls]",

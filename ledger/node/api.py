@@ -104,6 +104,9 @@ async def post_anchors(request: web.Request) -> web.Response:
     node = node_of(request)
     wait = _flag(request, "wait")
     digests = _digests_of(await read_body(request, MAX_ANCHOR_BODY_BYTES))
+    if node.care.disk_full is not None:
+        raise ApiError(503, "disk_full", f"this node cannot write: {node.care.disk_full}; "
+                       "it writes again by itself once space is freed; send to another node")
     if node.halted is not None:
         raise ApiError(503, "unavailable", f"the node is not running: {node.halted}")
     if node.draining:
@@ -212,8 +215,15 @@ async def get_policy(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    """``GET /v1/status``."""
-    return web.json_response(replica_of(request).status(node_of(request).now()))
+    """``GET /v1/status``: the replica's state, why it halted (``halted``), and the store's
+    (``storage``: ``ok``, ``repairing``, ``disk_full`` or ``damaged``, with the reason, the
+    bytes free and the scrub's progress)."""
+    node = node_of(request)
+    replica = replica_of(request)
+    status = replica.status(node.now())
+    status["halted"] = node.halted
+    status["storage"] = node.care.state()
+    return web.json_response(status)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -44,13 +44,14 @@ ROUTES: tuple[Route, ...] = (
           admin_api.MAX_ADMIN_BODY),
     Route("GET", admin_api.POLICY_CHAIN_PATH, admin_api.get_policy_chain),
     # c2sp.org/tlog-tiles, with the node's URL as the log's prefix (ledger.node.tiles_api).
-    Route("GET", "/checkpoint", tiles_api.get_checkpoint),
-    Route("GET", "/tile/entries/{index:.+}", tiles_api.get_entries),
-    Route("GET", "/tile/{level}/{index:.+}", tiles_api.get_tile),
+    # Served to peers too: a node repairs a damaged tile from them (ledger.node.repair).
+    Route("GET", "/checkpoint", tiles_api.get_checkpoint, peer=True),
+    Route("GET", "/tile/entries/{index:.+}", tiles_api.get_entries, peer=True),
+    Route("GET", "/tile/{level}/{index:.+}", tiles_api.get_tile, peer=True),
 )
 """``peer=True``: served on the peer listener too (``peer_listen_port``): the envelope route and
-what catch-up fetches. ``peer_only``: not served on the public listener when peers have their
-own."""
+what catch-up and repairs fetch. ``peer_only``: not served on the public listener when peers
+have their own."""
 
 
 def build_app(node: Node) -> web.Application:

@@ -20,10 +20,11 @@ status per kind of failure (docs/api.md, "Errors"):
 422    well-formed but invalid: a validator-set change without its quorum, a
        checkpoint that does not verify
 429    too many requests in progress from one client address (``Retry-After``)
-500    the node's own fault (a failing or damaged store, a bug); logged with the
-       request id and, for a bug, its traceback
-503    not ready: halted, shutting down, overloaded, too many connections;
-       ``Retry-After`` where it helps
+500    the node's own fault (a failing store, stored data that contradicts itself past
+       its checksums, a bug); logged with the request id and, for a bug, its traceback
+503    not ready: halted, shutting down, overloaded, too many connections, the disk
+       full (``disk_full``), a stored value this read needs is damaged and being
+       repaired from peers (``store_damaged``); ``Retry-After`` where it helps
 =====  ============================================================================
 
 Each request gets an id (the client's ``X-Request-Id`` if it sent a sane one, else a counter),
@@ -56,6 +57,7 @@ from ledger.node.guard import PEER, Connection
 from ledger.node.logs import is_client_fault
 from ledger.replica import OverloadedError
 from ledger.replica.wire import UnknownSenderError
+from ledger.storage.base import DamageError
 
 if TYPE_CHECKING:
     from ledger.node.server import Node
@@ -328,6 +330,10 @@ class _Gate:
             faults.note("aborted", "%s %s from %s aborted [%s]: %s", request.method,
                         request.path, address, request_id, exc.diagnostics())
             return error_response(400, exc.code, exc.diagnostics())
+        except DamageError as exc:
+            # Never served, never "not found": repaired from peers meanwhile (ledger.node.repair).
+            code, message = self.node.care.met(exc)
+            return error_response(503, code, message)
         except LedgerError as exc:
             status = status_for(exc)
             if status >= 500 and status != 503:  # 503 (overloaded, stopping) is expected

@@ -50,7 +50,7 @@ from aiohttp import web
 from ledger.config import NodeConfig, load_node_config
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.crypto import ValidatorKeys, read_key_file
-from ledger.errors import ConfigError
+from ledger.errors import ConfigError, LedgerError
 from ledger.node.guard import API, PEER, Connection, GuardedSite, Listener, ListenerLimits
 from ledger.node.logs import (
     NODE_LOGGERS,
@@ -60,6 +60,7 @@ from ledger.node.logs import (
     loop_exception_handler,
 )
 from ledger.node.peers import FetchAnswer, HttpTransport, PeerTransport
+from ledger.node.repair import UnrepairableError
 from ledger.node.tls import client_context, server_context
 from ledger.replica import (
     Action,
@@ -77,7 +78,7 @@ from ledger.replica import (
 )
 from ledger.replica.validators import held_keys
 from ledger.replica.wire import Envelope
-from ledger.storage.base import Store
+from ledger.storage.base import DamageError, Store
 from ledger.storage.lmdb_store import LmdbStore
 
 __all__ = [
@@ -182,7 +183,9 @@ class Node:
         self.listeners: list[Listener] = []
         self.peer_url: str | None = None
         from ledger.node.metrics import NodeMetrics  # the metrics read the node back
+        from ledger.node.repair import StoreCare
 
+        self.care = StoreCare(self)
         self.metrics = NodeMetrics(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -234,10 +237,10 @@ class Node:
         if store is None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
             store = LmdbStore.open(self.config.data_dir)
-        replica = Replica(replica_config(self.config, self.held), store)
         try:
-            actions = replica.start(self.now())
+            replica, actions = await self._start_replica(store)
         except BaseException:
+            await self.care.stop()
             if self._store_arg is None:
                 store.close()
             raise
@@ -253,9 +256,64 @@ class Node:
         self.transport.start(self)
         if self.config.source is not None:
             self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
+        self.care.start()
         self.perform(actions)
         log.info("node %s serving on %s at height %d (follower until caught up)",
                  self.keys.name, self.url, store.last_height())
+
+    async def _start_replica(self, store: Store) -> tuple[Replica, list[Action]]:
+        """The replica started on ``store``, after repairing from peers what it needs and
+        found damaged (:mod:`ledger.node.repair`).
+
+        Raises:
+            UnrepairableError: damage that cannot be repaired (one line: the value, the fix).
+            ConfigError: the stored chain does not fit this genesis.
+        """
+        care = self.care
+        care.attach(store)
+        for _ in range(8):
+            if care.collect():
+                await care.repair_for_start()
+            try:
+                replica = Replica(replica_config(self.config, self.held), store)
+                actions = replica.start(self.now())
+            except DamageError as exc:
+                care.note(exc.damage)
+                continue
+            if replica.halted is not None and care.collect():
+                continue  # it met damage while starting: repair it and start again
+            care.replica_built()
+            return replica, actions
+        raise UnrepairableError(
+            "the store keeps failing after repairs: run `ledger db check` with the node "
+            "stopped, then restore a backup or re-sync into an empty data directory")
+
+    def restart_replica(self, why: str) -> None:
+        """Build the replica again from the store, as a restart of the process would (after
+        a repair, or when disk space is back; :mod:`ledger.node.repair`)."""
+        old = self.replica
+        if self._stopping or old is None:
+            return
+        try:
+            replica = Replica(replica_config(self.config, self.held), old.store)
+            actions = replica.start(self.now())
+        except LedgerError as exc:
+            log.error("node %s: the replica cannot be built again (%s): %s", self.keys.name,
+                      why, exc.diagnostics())
+            if isinstance(exc, DamageError):
+                self.care.note(exc.damage)
+            return
+        self.replica = replica
+        self._halt_event = asyncio.Event()
+        self.care.replica_built()
+        log.warning("node %s: replica built again from the store (%s), at height %d",
+                    self.keys.name, why, old.store.last_height())
+        self.perform(actions)
+
+    def halt(self, reason: str) -> None:
+        """Stop taking events for ``reason`` (the node keeps serving reads)."""
+        if self.replica is not None:
+            self.perform(self.replica.halt(reason))
 
     async def _serve(self, sock: Any, peer_sock: Any) -> None:
         """The listeners (module docstring of :mod:`ledger.node.guard`)."""
@@ -342,6 +400,7 @@ class Node:
         if self._watcher is not None:
             self._watcher.cancel()
         await self.transport.stop()
+        await self.care.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.replica is not None and self._store_arg is None:
@@ -400,7 +459,7 @@ class Node:
                 self.transport.send(action.to, action.kind, action.payload)
             elif isinstance(action, SetTimer):
                 delay = max(0, action.at - self.now()) / 1000
-                loop.call_at(loop.time() + delay, self._on_timer, action.timer)
+                loop.call_at(loop.time() + delay, self._on_timer, self.replica, action.timer)
             elif isinstance(action, Fetch):
                 self.transport.fetch(action)
             elif isinstance(action, Reply):
@@ -411,9 +470,11 @@ class Node:
                 self.metrics.committed(action, now=self.now())
             elif isinstance(action, Halt):
                 self._halt_event.set()
+                self.care.halted(action.reason)
 
-    def _on_timer(self, timer: Timer) -> None:
-        if self._stopping or self.replica is None:
+    def _on_timer(self, replica: Replica | None, timer: Timer) -> None:
+        # A timer of a replica built again since (restart_replica) is dropped.
+        if self._stopping or self.replica is None or replica is not self.replica:
             return
         self.perform(self.replica.on_timer(timer, self.now()))
 

@@ -348,6 +348,21 @@ class DoneFilter:
     def bad_blocks(self) -> list[int]:
         return [b for b in range(len(self._crcs)) if not self.block_ok(b * FILTER_BLOCK_WORDS)]
 
+    def recheck(self) -> list[int]:
+        """Verify every block again, also those this process verified before (the scrub: the
+        words are read in place from the memory map, so a disk that damaged them since shows
+        here); a failing block is no longer trusted by lookups. Returns the failing blocks."""
+        step = FILTER_BLOCK_WORDS * 8
+        bad = []
+        for block in range(len(self._crcs)):
+            if _block_crc(self._key, block, self._raw[block * step : (block + 1) * step]) \
+                    != self._crcs[block]:
+                bad.append(block)
+                self._checked[block] = 0
+        if bad:
+            self._checked[-1] = 0  # not "all verified" any more (the last block: again)
+        return bad
+
 
 # ------------------------------------------------------------------------------ in memory
 

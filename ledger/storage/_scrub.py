@@ -438,7 +438,7 @@ class _Step:
             if filt is None:
                 self.report(_filter_damage(stripe, "missing or of the wrong size", params))
                 continue
-            bad = filt.bad_blocks()
+            bad = filt.recheck()
             if bad:
                 self.report(_filter_damage(stripe, f"block {bad[0]} is damaged (checksum "
                                                    "mismatch)", params))

@@ -516,6 +516,9 @@ class LmdbStore:
         self._path = path
         self._readonly = readonly
         self._write_lock = threading.RLock()
+        #: Held by a :meth:`scrub` step (which may run in a thread of its own: a step can take
+        #: a few hundred milliseconds) and by whatever closes or replaces the environment.
+        self._env_guard = threading.Lock()
         self._tiles = _TileCache()
         self._identity = ""
         self._dictionary = Dictionary()
@@ -704,6 +707,9 @@ class LmdbStore:
                 return compute(txn, snap)
         except lmdb.Error as exc:
             raise _wrap(exc) from exc
+        except DamageError as exc:
+            self._notice(exc.damage)  # the node repairs what its reads met (pending_damage)
+            raise
 
     def preview(self, digests: Iterable[bytes]) -> AppendResult:
         """What :meth:`append` would return for ``digests``; writes nothing.
@@ -765,6 +771,7 @@ class LmdbStore:
             raise MalformedError("block must be a BlockRecord")
         with self._write_lock:
             if self._blocking:
+                self._notice(self._blocking[0])
                 raise _damage(self._blocking[0])
             self._check_space(len(batch))
             previewed, self._previewed = self._previewed, None
@@ -775,6 +782,9 @@ class LmdbStore:
                     outcome = self._append_in(txn, batch, block, meta, previewed)
             except lmdb.Error as exc:
                 raise self._write_error(exc) from exc
+            except DamageError as exc:
+                self._notice(exc.damage)
+                raise
             self._publish(outcome)
         return outcome.result
 
@@ -1200,7 +1210,21 @@ class LmdbStore:
         """Damage met by reads that still answered correctly (a damaged lookup filter is
         bypassed: the runs are read instead). The caller rebuilds it (:meth:`rebuild`); a pass
         of :meth:`scrub` reports it too."""
-        return list(self._noticed.values())
+        return [d for d in self._noticed.values() if d.kind == "filter"]
+
+    def pending_damage(self) -> list[Damage]:
+        """Every damaged value met since it was last repaired: by a read or write that raised
+        :class:`~ledger.storage.base.DamageError`, by a read that answered around it (a
+        filter), or while opening (an edge tile or an index hole that blocks appends). The
+        node repairs these first (:mod:`ledger.node.repair`), then :meth:`forget` s them."""
+        out = list(self._noticed.values())
+        out += [d for d in self._blocking if d.key not in self._noticed]
+        return out
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` from :meth:`pending_damage` (it was repaired, or a read of it now
+        succeeds)."""
+        self._noticed.pop(key, None)
 
     @staticmethod
     def _run_damage(run: ix.RunInfo, detail: str) -> Damage:
@@ -1512,6 +1536,9 @@ class LmdbStore:
                     return work(txn)
             except lmdb.Error as exc:
                 raise self._write_error(exc) from exc
+            except DamageError as exc:
+                self._notice(exc.damage)
+                raise
 
     def put_checkpoint(self, size: int, note: bytes) -> None:
         """Store the checkpoint note for tree ``size``, replacing an earlier one.
@@ -1714,6 +1741,7 @@ class LmdbStore:
                 if value is None:
                     return None
                 if not checksum_ok(key, value):
+                    self._notice(_meta_damage(key))
                     raise _damage(_meta_damage(key))
                 return bytes(value[:-4])
         except lmdb.Error as exc:
@@ -1767,6 +1795,8 @@ class LmdbStore:
         An environment LMDB marked unusable after a failed commit is reopened, so reads go on
         and the next write can succeed.
         """
+        if isinstance(exc, lmdb.MapFullError):
+            return self._grow_map()
         code = getattr(exc, "code", 0)
         full = isinstance(exc, lmdb.DiskError) or code in (errno.ENOSPC, errno.EDQUOT)
         try:
@@ -1779,6 +1809,27 @@ class LmdbStore:
         if full:
             return self._full(max(free, 0))
         return _wrap(exc)
+
+    def _grow_map(self) -> DiskFullError:
+        """LMDB's map (the address space reserved for the file) is full: reopen the
+        environment with a map twice as large, so that the refused write succeeds when it is
+        tried again. Nothing in memory changed (a write is only published after its commit).
+        """
+        old = self._env
+        try:
+            size = old.info()["map_size"]
+        except lmdb.Error:
+            size = DEFAULT_MAP_SIZE
+        with self._env_guard:
+            self._done_cache.clear()  # views into the old map
+            old.close()
+            env = open_environment(self._path, map_size=size * 2, readonly=self._readonly)
+            self._env = env
+            self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
+        return DiskFullError(
+            f"no space left in the LMDB map of {self._path} ({size} bytes); it is grown to "
+            f"{size * 2} bytes: the write was refused, nothing was lost, and it succeeds when "
+            "tried again")
 
     def _recover_env(self) -> None:
         """After a failed commit: keep the environment if LMDB still accepts transactions,
@@ -1795,11 +1846,12 @@ class LmdbStore:
             map_size = old.info()["map_size"]
         except lmdb.Error:
             map_size = DEFAULT_MAP_SIZE
-        self._done_cache.clear()
-        old.close()
-        env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
-        self._env = env
-        self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
+        with self._env_guard:
+            self._done_cache.clear()
+            old.close()
+            env = open_environment(self._path, map_size=map_size, readonly=self._readonly)
+            self._env = env
+            self._dbs = _open_databases(env, self._readonly, ix.DEFAULT_PARAMS, self._path)
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -1850,14 +1902,16 @@ class LmdbStore:
 
     def scrub(self, cursor: bytes | None = None, *, budget: int = 4096) -> ScrubReport:
         """Re-verify about ``budget`` units from ``cursor``; see
-        :meth:`ledger.storage.base.Store.scrub` and :mod:`ledger.storage._scrub`.
+        :meth:`ledger.storage.base.Store.scrub` and :mod:`ledger.storage._scrub`. It only
+        reads, and may run in another thread than the writer's (the node runs it in one).
 
         :raises MalformedError: a cursor this store did not return, or ``budget < 1``.
         :raises StorageError: the store is closed or LMDB fails.
         """
         from ledger.storage._scrub import scrub_step
 
-        return scrub_step(self, cursor, budget)
+        with self._env_guard:
+            return scrub_step(self, cursor, budget)
 
     def repair_tile(self, stratum: int, tile: int, nodes: Sequence[bytes]) -> None:
         """Rewrite a tile from its bottom-row nodes; see :mod:`ledger.storage._scrub`.
@@ -1928,11 +1982,14 @@ class LmdbStore:
             raise _wrap(exc) from exc
 
     def close(self) -> None:
-        """Close the environment; later calls raise :class:`~ledger.errors.StorageError`."""
-        env, self._env = self._env, None
-        self._done_cache.clear()  # views into the map: invalid once it is closed
+        """Close the environment; later calls raise :class:`~ledger.errors.StorageError`.
+        Waits for a :meth:`scrub` step running in another thread."""
+        with self._env_guard:
+            env, self._env = self._env, None
+            self._done_cache.clear()  # views into the map: invalid once it is closed
+            if env is not None:
+                env.close()
         if env is not None:
-            env.close()
             self._view = None
             with _OPEN_LOCK:
                 _OPEN_PATHS.discard(self._identity)

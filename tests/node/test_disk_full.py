@@ -1,0 +1,162 @@
+"""A node whose disk fills says so, keeps serving reads, refuses anchors with 503, and writes
+again by itself once space is freed, losing nothing it acknowledged (issue 16, item 5).
+
+A real ``ledger node`` process keeps its data directory on a small tmpfs the test mounts
+(mounting needs root, or CAP_SYS_ADMIN: the test is skipped, saying so, where the process may
+not mount file systems). The test fills the file system, anchors, frees the space, anchors
+again, and verifies every receipt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.config import format_node_config
+from ledger.crypto import write_key_file
+from ledger.genesis import format_genesis
+from ledger.policy import parse_policy
+from ledger.receipt import verify_receipt
+from node.harness import TOKEN, make_cluster
+from node.test_cluster_processes import http
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs mounted for this test only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN); not available here")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path: Path, leave: int) -> Path:
+    """Fill the file system holding ``path`` until at most ``leave`` bytes are free."""
+    filler = path / "filler"
+    chunk = b"\xa5" * (64 << 10)
+    with open(filler, "wb") as out, contextlib.suppress(OSError):
+        while True:
+            st = os.statvfs(path)
+            free = st.f_bavail * st.f_frsize
+            if free <= leave:
+                break
+            out.write(chunk[: max(4096, min(len(chunk), free - leave))])
+            out.flush()
+    return filler
+
+
+def digest(tag: str, k: int) -> bytes:
+    return hashlib.sha256(f"disk full {tag} {k}".encode()).digest()
+
+
+def until(check: Callable[[], bool], what: str, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: "
+                                 f"{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+
+
+def test_a_full_disk_is_reported_reads_go_on_and_writing_resumes(
+        tmp_path: Path, small_fs: Path) -> None:
+    cluster = make_cluster(tmp_path, n=1, lmdb=True)
+    sock = cluster.sockets[0]
+    assert sock is not None
+    sock.close()  # the process binds the port itself
+    cluster.sockets[0] = None
+    config = cluster.configs[0]
+    data = small_fs / "data"
+    config = dataclasses.replace(config, data_dir=data)
+    config.genesis_file.parent.mkdir(parents=True, exist_ok=True)
+    config.genesis_file.write_text(format_genesis(config.genesis))
+    config.key_file.parent.mkdir(parents=True, exist_ok=True)
+    write_key_file(config.key_file, cluster.keys[0])
+    path = tmp_path / "node.toml"
+    path.write_text(format_node_config(config, relative_to=tmp_path))
+    policy = parse_policy(config.genesis.trust_policy())
+    url = config.public_url
+    log = tmp_path / "node.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "node", "--config",
+                                 str(path)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def status() -> dict[str, Any]:
+        code, body = http("GET", url + "/v1/status", timeout=5)
+        return body if code == 200 and isinstance(body, dict) else {}
+
+    def anchor(ds: list[bytes]) -> tuple[int, Any]:
+        return http("POST", url + "/v1/anchors?wait=true", {"digests": [d.hex() for d in ds]},
+                    token=TOKEN, timeout=30)
+
+    try:
+        until(lambda: http("GET", url + "/readyz", timeout=2)[0] == 200, "ready", log)
+        first = [digest("before", k) for k in range(50)]
+        code, body = anchor(first)
+        assert code == 200, body
+        receipts = {d: a["receipt"] for d, a in zip(first, body["anchors"], strict=True)}
+
+        filler = fill(small_fs, leave=256 << 10)
+        second = [digest("after", k) for k in range(50)]
+        code, body = anchor(second)  # the commit is refused: pending, never acknowledged
+        assert code in (202, 503), (code, body)
+        until(lambda: status().get("storage", {}).get("state") == "disk_full", "disk_full",
+              log)
+        reason = status()["storage"]["reason"]
+        assert "no space left on device" in reason and str(data) in reason, reason
+        assert "bytes free" in reason, reason
+        code, body = anchor(second)
+        assert code == 503 and body["error"]["code"] == "disk_full", (code, body)
+        assert "no space left on device" in body["error"]["message"]
+        code, metrics = http("GET", url + "/metrics", timeout=5)
+        assert code == 200 and "ledger_storage_disk_full 1.0" in metrics
+        for d in receipts:  # reads go on
+            code, text = http("GET", f"{url}/v1/proofs/{d.hex()}", timeout=5)
+            assert code == 200, (code, text)
+            verify_receipt(text, policy, d)
+        lines = [x for x in log.read_text(errors="replace").splitlines()
+                 if "no space left on device" in x]
+        assert len(lines) == 1, lines  # said once, not once per request
+
+        filler.unlink()  # space returns: the node writes again by itself
+        until(lambda: status().get("storage", {}).get("state") == "ok"
+              and status().get("halted") is None, "writing resumes", log)
+        code, body = anchor(second)
+        assert code == 200, body
+        receipts |= {d: a["receipt"] for d, a in zip(second, body["anchors"], strict=True)}
+        for d, receipt in receipts.items():  # nothing lost
+            verify_receipt(receipt, policy, d)
+            code, text = http("GET", f"{url}/v1/proofs/{d.hex()}", timeout=5)
+            assert code == 200, (code, text)
+            verify_receipt(text, policy, d)
+        code, metrics = http("GET", url + "/metrics", timeout=5)
+        assert "ledger_storage_disk_full 0.0" in metrics
+        assert "Traceback" not in log.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

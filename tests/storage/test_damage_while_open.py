@@ -1,0 +1,67 @@
+"""Damage that appears while the store is open (a disk going bad under a running node) is
+found: values this process verified before are verified again by the scrub, and every read
+that meets damage leaves it in ``pending_damage`` for the node to repair.
+
+Bytes are flipped from another process under a valid B-tree (raw LMDB), as in
+``test_integrity.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger.storage import DamageError, LmdbStore
+
+from .conftest import digests
+from .test_integrity import build, flip_elsewhere, scrub_all, u64
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    build(path)
+    return path
+
+
+def test_a_filter_verified_earlier_and_damaged_since_is_found_by_the_scrub(data: Path) -> None:
+    with LmdbStore.open(data) as store:
+        everything = store.digests_between(0, store.size)
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        assert scrub_all(store) == []  # every filter block verified by this process
+        flip_elsewhere(data, b"filters", b"S" + (1).to_bytes(4, "big"), 3)
+        found = scrub_all(store)
+        assert {d.key for d in found} == {"filters/1"}, found
+        # Lookups no longer trust the block: they read the runs, and still answer right.
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        assert store.index_of(digests(1, b"absent")[0]) is None
+        store.rebuild(found[0])
+        assert scrub_all(store) == []
+
+
+def test_damage_met_by_a_read_is_pending_until_repaired(data: Path) -> None:
+    with LmdbStore.open(data) as store:
+        good = store.block(3)
+        assert good is not None
+        flip_elsewhere(data, b"blocks", u64(3))
+        assert store.pending_damage() == []
+        with pytest.raises(DamageError):
+            store.block(3)
+        assert [d.key for d in store.pending_damage()] == ["blocks/3"]
+        store.repair_block(good)
+        store.forget("blocks/3")
+        assert store.pending_damage() == []
+        assert store.block(3) == good
+
+
+def test_damage_met_by_an_append_is_pending(data: Path) -> None:
+    # The append reads the edge tile it extends: damaged, the append is refused, nothing is
+    # written, and the damage is pending.
+    with LmdbStore.open(data) as store:
+        size = store.size
+        flip_elsewhere(data, b"edge", bytes((0,)), 2)
+        with pytest.raises(DamageError):
+            store.append(digests(3, b"more"))
+        assert store.size == size
+        assert [d.key for d in store.pending_damage()] == ["edge/0"]
