@@ -1949,3 +1949,8 @@ main.add_command(validators_group)
 
 if __name__ == "__main__":
     main()
+
+# A standalone outside witness (issue 11): the group lives in ledger/witness_cli.py.
+from ledger.witness_cli import witness_group  # noqa: E402
+
+main.add_command(witness_group)

@@ -28,6 +28,9 @@ comes from it, read once per event.
 :data:`CONFIG_CHECK_SECONDS`) or on SIGHUP: an operator adds the ``[peers]`` entry of a
 validator that joins by a change without restarting the node. Nothing else of the file is
 re-read while the node runs.
+
+**Outside witnesses** (``[[witnesses]]``) get every new quorum checkpoint from tasks beside the
+replica (:mod:`ledger.node.witnesses`); nothing the replica does waits for them.
 """
 
 from __future__ import annotations
@@ -182,6 +185,11 @@ class Node:
         from ledger.node.metrics import NodeMetrics  # the metrics read the node back
 
         self.metrics = NodeMetrics(self)
+        from ledger.node.witnesses import WitnessCollector, WitnessPusher
+
+        #: The push tasks to the outside witnesses of ``[[witnesses]]`` (docs/witness.md).
+        self.witnesses = WitnessPusher(self, config.witnesses)
+        self.metrics.registry.register(WitnessCollector(self.witnesses, self))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -252,6 +260,7 @@ class Node:
         if self.config.source is not None:
             self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
         self.perform(actions)
+        self.witnesses.start()
         log.info("node %s serving on %s at height %d (follower until caught up)",
                  self.keys.name, self.url, store.last_height())
 
@@ -339,6 +348,7 @@ class Node:
         self._halt_event.set()  # waiting requests answer now (202), not at their deadline
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.witnesses.stop()
         await self.transport.stop()
         if self._runner is not None:
             await self._runner.cleanup()
