@@ -1,0 +1,101 @@
+"""Policies that require outside witnesses (``k of validators AND m of witnesses``): the quorum,
+the reason a receipt without the witness fails, and the time bound such a policy proves.
+
+The time-bound rule (:meth:`ledger.policy.Policy.time_bound`): a group of witnesses is a
+Byzantine quorum, its bound the (f + 1)-th smallest timestamp with f = n - k; a group of groups
+takes the k-th smallest of its members' bounds, so for "all" no member can pull the bound
+earlier than another attests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
+from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Ed25519Key
+from ledger.errors import VerificationError
+from ledger.merkle.hashing import leaf_hash
+from ledger.note import Signature, Verifier
+from ledger.policy import parse_policy
+from ledger.receipt import build_receipt, verify_checkpoint_note, verify_receipt
+
+ORIGIN = "example.com/log"
+LOG = Ed25519Key(b"\x64" * 32)
+VALIDATORS = [Ed25519Key(bytes([i]) * 32) for i in range(1, 5)]
+AUDIT = Ed25519Key(b"\x50" * 32)
+OUTSIDE = [Ed25519Key(bytes([0x60 + i]) * 32) for i in range(3)]
+DIGEST = b"\x11" * 32
+CHECKPOINT = Checkpoint(origin=ORIGIN, size=1, root=leaf_hash(DIGEST))
+
+
+def vkey(name: str, key: Ed25519Key) -> str:
+    return Verifier.for_key(name=name, sig_type=SIG_TYPE_COSIGNATURE_V1,
+                            public_key=key.public_key).vkey
+
+
+LOG_LINE = "log " + Verifier.for_key(name=ORIGIN, sig_type=SIG_TYPE_ED25519,
+                                     public_key=LOG.public_key).vkey + "\n"
+VALIDATOR_LINES = "".join(f"witness v{i} {vkey(f'v{i}', k)}\n"
+                          for i, k in enumerate(VALIDATORS, start=1))
+GENESIS = LOG_LINE + VALIDATOR_LINES + "group validators 3 v1 v2 v3 v4\nquorum validators\n"
+WITH_AUDIT = (LOG_LINE + VALIDATOR_LINES + "group validators 3 v1 v2 v3 v4\n"
+              f"witness audit {vkey('audit.example/w1', AUDIT)}\n"
+              "group required all validators audit\nquorum required\n")
+WITH_OUTSIDE = (LOG_LINE + VALIDATOR_LINES + "group validators 3 v1 v2 v3 v4\n"
+                + "".join(f"witness o{i} {vkey(f'o{i}.example', k)}\n"
+                          for i, k in enumerate(OUTSIDE))
+                + "group outside 2 o0 o1 o2\ngroup required all validators outside\n"
+                "quorum required\n")
+
+
+def note(validator_times: dict[int, int], *, audit: int | None = None,
+         outside: dict[int, int] | None = None) -> str:
+    sigs: list[Signature] = [sign_checkpoint(CHECKPOINT, key=LOG)]
+    for i, t in validator_times.items():
+        sigs.append(cosign(CHECKPOINT, name=f"v{i}", key=VALIDATORS[i - 1], timestamp=t))
+    if audit is not None:
+        sigs.append(cosign(CHECKPOINT, name="audit.example/w1", key=AUDIT, timestamp=audit))
+    for i, t in (outside or {}).items():
+        sigs.append(cosign(CHECKPOINT, name=f"o{i}.example", key=OUTSIDE[i], timestamp=t))
+    return checkpoint_note(CHECKPOINT, sigs)
+
+
+def test_the_validators_policy_keeps_its_bound() -> None:
+    # f = 1 of 4: the second smallest of the validators' timestamps.
+    times = {1: 1000, 2: 1001, 3: 1005, 4: 1009}
+    assert verify_checkpoint_note(note(times), parse_policy(GENESIS)).time_bound == 1001
+
+
+def test_validators_and_a_witness_both_verify_and_the_later_bound_holds() -> None:
+    policy = parse_policy(WITH_AUDIT)
+    times = {1: 1000, 2: 1001, 3: 1005, 4: 1009}
+    # The witness saw the checkpoint after the validators: its time is the bound ...
+    late = verify_checkpoint_note(note(times, audit=1003), policy)
+    assert late.time_bound == 1003 and "audit" in late.cosigners
+    # ... and a witness claiming an earlier time cannot pull the validators' bound earlier.
+    assert verify_checkpoint_note(note(times, audit=5), policy).time_bound == 1001
+    # A lying validator (1 of 4) cannot pull it earlier either.
+    assert verify_checkpoint_note(note({1: 1, 2: 1001, 3: 1005}, audit=1002),
+                                  policy).time_bound == 1002
+
+
+def test_a_receipt_without_the_witness_fails_naming_it() -> None:
+    receipt = build_receipt(index=0, proof=[], checkpoint_note=note({1: 10, 2: 11, 3: 12}))
+    verify_receipt(receipt, parse_policy(GENESIS), DIGEST)
+    with pytest.raises(VerificationError, match="not satisfied: witness 'audit'"):
+        verify_receipt(receipt, parse_policy(WITH_AUDIT), DIGEST)
+    # Too few validators with the witness present: the validators' group is named.
+    short = build_receipt(index=0, proof=[], checkpoint_note=note({1: 10, 2: 11}, audit=12))
+    with pytest.raises(VerificationError, match="not satisfied: group 'validators'"):
+        verify_receipt(short, parse_policy(WITH_AUDIT), DIGEST)
+
+
+def test_m_of_n_outside_witnesses_are_a_byzantine_group_of_their_own() -> None:
+    policy = parse_policy(WITH_OUTSIDE)
+    times = {1: 1000, 2: 1001, 3: 1005}
+    # Two of three outside witnesses (f = 1): their second smallest, 1004, then the later of
+    # that and the validators' 1001.
+    got = verify_checkpoint_note(note(times, outside={0: 1, 1: 1004, 2: 1010}), policy)
+    assert got.time_bound == 1004
+    with pytest.raises(VerificationError, match="not satisfied: group 'outside'"):
+        verify_checkpoint_note(note(times, outside={2: 1010}), policy)
