@@ -241,32 +241,41 @@ class Policy:
     def time_bound(self, timestamps: Mapping[str, int]) -> int:
         """The moment the checkpoint is proven to have existed by (module docstring, "Time
         bounds"), from the verified cosignature ``timestamps`` of the policy's witnesses, by
-        name (POSIX seconds).
+        name (POSIX seconds). Call it after :meth:`evaluate` accepted those cosigners.
 
         Raises:
-            VerificationError: the quorum is ``none``, or its cosignatures cannot bound the
-                time (a Byzantine group with fewer than f + 1 timestamps).
+            VerificationError: the quorum is ``none``, or a group of witnesses the quorum
+                rests on has fewer than f + 1 timestamps.
         """
         if self.quorum == NONE:
             raise VerificationError("policy requires no cosignatures, so no time can be bounded")
         groups = {g.name: g for g in self.groups}
+        satisfied = set(timestamps)
+        for group in self.groups:  # as evaluate(): earlier definitions only, one pass
+            if sum(1 for m in group.members if m in satisfied) >= group.threshold:
+                satisfied.add(group.name)
 
         def bound(name: str) -> int | None:
             group = groups.get(name)
             if group is None:
                 return timestamps.get(name)
+            if name not in satisfied:
+                return None
             found = sorted(b for m in group.members if (b := bound(m)) is not None)
-            composite = any(m in groups for m in group.members)
-            rank = group.threshold - 1 if composite else len(group.members) - group.threshold
+            if any(m in groups for m in group.members):  # a group of groups: k-th smallest
+                rank = group.threshold - 1
+            else:  # a Byzantine group of witnesses: the (f + 1)-th smallest, f = n - k
+                rank = len(group.members) - group.threshold
             if len(found) <= rank:
                 raise VerificationError(
-                    f"{len(found)} cosignatures of {name!r} cannot bound the time: "
-                    f"{rank + 1} are needed")
+                    f"{len(found)} validator cosignatures cannot bound the time: "
+                    f"f = {rank} needs {rank + 1}")
             return found[rank]
 
         result = bound(self.quorum)
         if result is None:
-            raise VerificationError(f"witness {self.quorum!r} left no timestamp to bound the time")
+            raise VerificationError(
+                "0 validator cosignatures cannot bound the time: f = 0 needs 1")
         return result
 
     def _shortfall(self, satisfied: set[str]) -> str:

@@ -9,6 +9,11 @@ earlier than another attests.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
@@ -25,6 +30,7 @@ VALIDATORS = [Ed25519Key(bytes([i]) * 32) for i in range(1, 5)]
 AUDIT = Ed25519Key(b"\x50" * 32)
 OUTSIDE = [Ed25519Key(bytes([0x60 + i]) * 32) for i in range(3)]
 DIGEST = b"\x11" * 32
+VERIFY_JS = Path(__file__).resolve().parents[2] / "ledger" / "static" / "verify.js"
 CHECKPOINT = Checkpoint(origin=ORIGIN, size=1, root=leaf_hash(DIGEST))
 
 
@@ -99,3 +105,62 @@ def test_m_of_n_outside_witnesses_are_a_byzantine_group_of_their_own() -> None:
     assert got.time_bound == 1004
     with pytest.raises(VerificationError, match="not satisfied: group 'outside'"):
         verify_checkpoint_note(note(times, outside={2: 1010}), policy)
+
+
+# ------------------------------------------------------------- the browser verifier agrees
+
+NESTED = (LOG_LINE + VALIDATOR_LINES + "group a 1 v1 v2\ngroup b 2 v3 v4\ngroup top all a b\n"
+          "quorum top\n")
+TWIN_CASES = [
+    ("genesis", GENESIS, {1: 1000, 2: 1001, 3: 1005, 4: 1009}, None, None),
+    ("witness late", WITH_AUDIT, {1: 1000, 2: 1001, 3: 1005, 4: 1009}, 1003, None),
+    ("witness early", WITH_AUDIT, {1: 1000, 2: 1001, 3: 1005}, 5, None),
+    ("witness missing", WITH_AUDIT, {1: 1000, 2: 1001, 3: 1005}, None, None),
+    ("validators short", WITH_AUDIT, {1: 1000, 2: 1001}, 1003, None),
+    ("outside 2 of 3", WITH_OUTSIDE, {1: 1000, 2: 1001, 3: 1005}, None, {0: 1, 1: 1004}),
+    ("outside short", WITH_OUTSIDE, {1: 1000, 2: 1001, 3: 1005}, None, {1: 1004}),
+    ("nested, all cosigned", NESTED, {1: 1000, 2: 1001, 3: 1005, 4: 1009}, None, None),
+    ("nested, a unbounded", NESTED, {1: 1000, 3: 1005, 4: 1009}, None, None),
+]
+
+
+def python_verdict(receipt: str, policy_text: str) -> dict[str, object]:
+    try:
+        got = verify_receipt(receipt, parse_policy(policy_text), DIGEST)
+    except VerificationError as exc:
+        return {"valid": False, "kind": "verification", "reason": exc.diagnostics()}
+    return {"valid": True, "cosigners": list(got.cosigners), "time_bound": str(got.time_bound)}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_the_browser_verifier_computes_the_same_verdicts(tmp_path: Path) -> None:
+    # ledger/static/verify.js is the twin of policy.py and receipt.py, message for message.
+    cases = []
+    for name, policy_text, times, audit, outside in TWIN_CASES:
+        receipt = build_receipt(index=0, proof=[], checkpoint_note=note(
+            times, audit=audit, outside=outside))
+        cases.append({"name": name, "receipt": receipt, "policy": policy_text,
+                      "expected": python_verdict(receipt, policy_text)})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = f"""
+const fs = require("fs");
+require({json.dumps(str(VERIFY_JS))});
+const cases = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / "cases.json"))}, "utf8"));
+(async () => {{
+  const out = [];
+  for (const c of cases) {{
+    const r = await globalThis.LedgerVerify.check(new TextEncoder().encode(c.receipt),
+      new TextEncoder().encode(c.policy), {json.dumps(DIGEST.hex())});
+    out.push(r.valid ? {{valid: true, cosigners: r.cosigners, time_bound: r.time_bound}}
+                     : {{valid: false, kind: r.kind, reason: r.reason}});
+  }}
+  process.stdout.write(JSON.stringify(out));
+}})();
+"""
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    for case, got in zip(cases, json.loads(done.stdout), strict=True):
+        assert got == case["expected"], case["name"]
+    assert cases[1]["expected"]["time_bound"] == "1003"
+    assert "not satisfied: witness 'audit'" in str(cases[3]["expected"]["reason"])
