@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from ledger.checkpoint import Checkpoint, checkpoint_note, cosign, sign_checkpoint
-from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Ed25519Key
+from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Ed25519Key, ValidatorKeys
 from ledger.errors import VerificationError
+from ledger.genesis import trust_policy
 from ledger.merkle.hashing import leaf_hash
+from ledger.merkle.proof import inclusion_proof
 from ledger.note import Signature, Verifier
-from ledger.policy import parse_policy
+from ledger.policy import Group, Policy, parse_policy
+from ledger.policy import Witness as PolicyWitness
+from ledger.policy_chain import verify_receipt_with_chain
 from ledger.receipt import build_receipt, verify_checkpoint_note, verify_receipt
+
+from . import test_policy_chain as chain
 
 ORIGIN = "example.com/log"
 LOG = Ed25519Key(b"\x64" * 32)
@@ -164,3 +170,59 @@ const cases = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / "cases.json"
         assert got == case["expected"], case["name"]
     assert cases[1]["expected"]["time_bound"] == "1003"
     assert "not satisfied: witness 'audit'" in str(cases[3]["expected"]["reason"])
+
+
+# ------------------------------------------------------- across validator-set changes
+
+def chain_receipt(index: int, size: int, cosigners: list[ValidatorKeys], *,
+                  audit: bool) -> str:
+    cp = Checkpoint(origin=chain.ORIGIN, size=size, root=chain.TREE_ROOTS[size])
+    sigs = [sign_checkpoint(cp, key=cosigners[0].log_key)]
+    sigs += [cosign(cp, name=k.name, key=k.cosigner_key, timestamp=1_700_000_000 + i)
+             for i, k in enumerate(cosigners)]
+    if audit:
+        sigs.append(cosign(cp, name="audit.example/w1", key=AUDIT, timestamp=1_700_000_100))
+    return build_receipt(index=index, proof=inclusion_proof(chain.TREE, index, size),
+                         checkpoint_note=checkpoint_note(cp, sigs))
+
+
+def pinned_with_audit() -> Policy:
+    base = parse_policy(trust_policy(chain.GENESIS))
+    return Policy(logs=base.logs,
+                  witnesses=(*base.witnesses, PolicyWitness(
+                      name="audit", verifier=Verifier.from_vkey(vkey("audit.example/w1", AUDIT)))),
+                  groups=(*base.groups, Group(name="required", threshold=2,
+                                              members=("validators", "audit"))),
+                  quorum="required")
+
+
+def test_a_chain_pinned_to_a_policy_with_a_witness_requires_it_in_every_period() -> None:
+    v = chain.V
+    pinned = pinned_with_audit()
+    for index, size, cosigners in [(3, 8, [v[1], v[2], v[3]]),               # genesis period
+                                   (11, 15, [v[1], v[2], v[3], v[5]]),       # after the add
+                                   (26, 30, [chain.V2_NEW, v[3], v[4], v[5]])]:  # after remove
+        got = verify_receipt_with_chain(chain_receipt(index, size, cosigners, audit=True),
+                                        chain.CHAIN_FILE, chain.DIGESTS[index],
+                                        genesis_policy=pinned)
+        assert "audit" in got.cosigners and got.time_bound == 1_700_000_100
+        with pytest.raises(VerificationError, match="not satisfied: witness 'audit'"):
+            verify_receipt_with_chain(chain_receipt(index, size, cosigners, audit=False),
+                                      chain.CHAIN_FILE, chain.DIGESTS[index],
+                                      genesis_policy=pinned)
+        # The genesis policy alone still verifies the receipt without the witness.
+        verify_receipt_with_chain(chain_receipt(index, size, cosigners, audit=False),
+                                  chain.CHAIN_FILE, chain.DIGESTS[index],
+                                  genesis_policy=parse_policy(trust_policy(chain.GENESIS)))
+
+
+def test_a_pinned_policy_must_extend_the_genesis_policy() -> None:
+    pinned = pinned_with_audit()
+    tampered = Policy(logs=pinned.logs, witnesses=pinned.witnesses,
+                      groups=(Group(name="validators", threshold=1,
+                                    members=pinned.groups[0].members), *pinned.groups[1:]),
+                      quorum=pinned.quorum)
+    v = chain.V
+    with pytest.raises(VerificationError, match="does not start from the given trust policy"):
+        verify_receipt_with_chain(chain_receipt(3, 8, [v[1], v[2], v[3]], audit=True),
+                                  chain.CHAIN_FILE, chain.DIGESTS[3], genesis_policy=tampered)
