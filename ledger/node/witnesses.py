@@ -68,7 +68,6 @@ from ledger.replica.witness import (
     MAX_ADD_CHECKPOINT_BYTES,
     SIZE_CONTENT_TYPE,
     WITNESS_PATH,
-    add_cosignatures,
     format_add_checkpoint,
 )
 
@@ -177,6 +176,9 @@ class WitnessPusher:
                 await asyncio.sleep(POLL_S)
                 continue
             size, note = latest
+            if self._holds(state, note):  # cosigned before a restart of this node
+                state.cosigned_size = size
+                continue
             state.requests += 1
             try:
                 await self._push(state, size, note)
@@ -188,6 +190,11 @@ class WitnessPusher:
                 self._failure(state, f"unreachable: {type(exc).__name__}: {exc}")
             except (MalformedError, VerificationError) as exc:
                 self._failure(state, f"bad answer: {exc.diagnostics()}")
+            except LedgerError as exc:  # the store failed under us: try again later
+                self._failure(state, f"cannot push: {exc.diagnostics()}")
+            except Exception:  # a bug must not end the task: the witness would be dropped
+                log.exception("witness %s: push failed", state.endpoint.name)
+                self._failure(state, "internal error (logged above)")
             else:
                 continue
             await asyncio.sleep(state.backoff)
@@ -235,14 +242,35 @@ class WitnessPusher:
             raise _Failure(f"refused with {status}: {text[:200].strip()}")
         raise _Failure(f"kept answering 409 ({_MAX_RESYNCS} times)")
 
-    def _cosigned(self, state: WitnessState, size: int, note: str, text: str) -> None:
-        merged = add_cosignatures(note, text, [state.verifier])
+    @staticmethod
+    def _holds(state: WitnessState, note: str) -> bool:
         ident = (state.verifier.name, state.verifier.key_id)
-        ours: list[Signature] = [s for s in parse_note(merged).signatures
-                                 if (s.name, s.key_id) == ident]
+        return any((s.name, s.key_id) == ident for s in parse_note(note).signatures)
+
+    def _cosigned(self, state: WitnessState, size: int, note: str, text: str) -> None:
+        """Take the cosignature by the configured key out of a 200 answer ("The client MUST
+        ignore any cosignatures from unknown keys"), verified, into the stored note.
+
+        Raises:
+            MalformedError: the answer is not signature lines.
+            VerificationError: none is by the configured key, or it does not verify.
+        """
+        body = parse_note(note).text.encode("utf-8")
+        ident = (state.verifier.name, state.verifier.key_id)
+        ours: list[Signature] = []
+        for line in text.split("\n"):
+            if not line:
+                continue
+            signature = Signature.parse_line(line)
+            if (signature.name, signature.key_id) == ident:
+                state.verifier.verify(body, signature)
+                ours.append(signature)
+        if not ours:
+            raise VerificationError("its answer holds no cosignature by the configured key "
+                                    f"{state.verifier.name}+{state.verifier.key_id.hex()}")
         replica = self._node.replica
         if replica is not None and self._node.halted is None:
-            replica.driver.checkpoints.add_outside(size, ours, [state.verifier])
+            replica.driver.checkpoints.add_outside(size, ours[:1], [state.verifier])
         if state.in_conflict or state.consecutive:
             log.info("witness %s: cosigned tree size %d again", state.endpoint.name, size)
         state.known = state.cosigned_size = size
