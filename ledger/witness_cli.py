@@ -115,6 +115,7 @@ def init_command(directory: Path, name: str) -> None:
 
     from ledger.fileio import make_private_dir
 
+    check_key_name(name, what="witness name")  # before anything is created
     make_private_dir(directory)
     key = Ed25519Key(secrets.token_bytes(32))
     write_witness_key(directory / KEY_FILE, name=name, key=key)
