@@ -81,6 +81,7 @@ __all__ = [
     "WitnessCollector",
     "WitnessPusher",
     "WitnessState",
+    "cosignature_in_answer",
 ]
 
 log = logging.getLogger("ledger.witnesses")
@@ -248,29 +249,15 @@ class WitnessPusher:
         return any((s.name, s.key_id) == ident for s in parse_note(note).signatures)
 
     def _cosigned(self, state: WitnessState, size: int, note: str, text: str) -> None:
-        """Take the cosignature by the configured key out of a 200 answer ("The client MUST
-        ignore any cosignatures from unknown keys"), verified, into the stored note.
+        """Add the configured key's cosignature in a 200 answer to the stored note.
 
         Raises:
-            MalformedError: the answer is not signature lines.
-            VerificationError: none is by the configured key, or it does not verify.
+            MalformedError, VerificationError: as :func:`cosignature_in_answer`.
         """
-        body = parse_note(note).text.encode("utf-8")
-        ident = (state.verifier.name, state.verifier.key_id)
-        ours: list[Signature] = []
-        for line in text.split("\n"):
-            if not line:
-                continue
-            signature = Signature.parse_line(line)
-            if (signature.name, signature.key_id) == ident:
-                state.verifier.verify(body, signature)
-                ours.append(signature)
-        if not ours:
-            raise VerificationError("its answer holds no cosignature by the configured key "
-                                    f"{state.verifier.name}+{state.verifier.key_id.hex()}")
+        ours = cosignature_in_answer(note, text, state.verifier)
         replica = self._node.replica
         if replica is not None and self._node.halted is None:
-            replica.driver.checkpoints.add_outside(size, ours[:1], [state.verifier])
+            replica.driver.checkpoints.add_outside(size, [ours], [state.verifier])
         if state.in_conflict or state.consecutive:
             log.info("witness %s: cosigned tree size %d again", state.endpoint.name, size)
         state.known = state.cosigned_size = size
@@ -299,6 +286,28 @@ class WitnessPusher:
             state.in_conflict = True
             log.error("witness %s (%s) reports a conflict: %s (a split view of this log? "
                       "see docs/witness.md)", state.endpoint.name, state.endpoint.url, why)
+
+
+def cosignature_in_answer(note: str, answer: str, witness: Verifier) -> Signature:
+    """The cosignature of checkpoint ``note`` by ``witness`` in the body of a 200 answer to
+    ``add-checkpoint`` (signature lines), verified. Lines by other keys are ignored ("The
+    client MUST ignore any cosignatures from unknown keys", c2sp.org/tlog-witness).
+
+    Raises:
+        MalformedError: ``note`` or a line of ``answer`` does not parse.
+        VerificationError: no line is by ``witness``, or its signature does not verify.
+    """
+    body = parse_note(note).text.encode("utf-8")
+    ident = (witness.name, witness.key_id)
+    for line in answer.split("\n"):
+        if not line:
+            continue
+        signature = Signature.parse_line(line)
+        if (signature.name, signature.key_id) == ident:
+            witness.verify(body, signature)
+            return signature
+    raise VerificationError(f"its answer holds no cosignature by the configured key "
+                            f"{witness.name}+{witness.key_id.hex()}")
 
 
 class WitnessCollector:

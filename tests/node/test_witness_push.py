@@ -19,13 +19,24 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ledger.checkpoint import parse_checkpoint_body
+from ledger.checkpoint import (
+    Checkpoint,
+    checkpoint_note,
+    cosign,
+    parse_checkpoint_body,
+    sign_checkpoint,
+)
 from ledger.config import WitnessEndpoint
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, Ed25519Key
+from ledger.errors import MalformedError, VerificationError
 from ledger.merkle.proof import verify_consistency
 from ledger.node.witness_api import witness_app
+from ledger.node.witnesses import cosignature_in_answer
 from ledger.note import Verifier, parse_note
 from ledger.replica.witness import Witness, WitnessRefusal, parse_add_checkpoint
 from ledger.storage.memory import MemoryStore
@@ -127,3 +138,35 @@ def test_pushes_follow_the_spec_and_resync_after_a_restart(tmp_path: Path) -> No
             await runner.cleanup()
 
     run(main())
+
+
+# ------------------------------------------------------------- the answer, untrusted bytes
+
+_CP = Checkpoint(origin="answers.test/log", size=3, root=b"\x07" * 32)
+_NOTE = checkpoint_note(_CP, [sign_checkpoint(_CP, key=Ed25519Key(b"\x01" * 32))])
+_GOOD = cosign(_CP, name=NAME, key=KEY, timestamp=1_700_000_000).line()
+_OTHER = cosign(_CP, name="other.test/w", key=Ed25519Key(b"\x02" * 32),
+                timestamp=1_700_000_000).line()
+
+
+def test_the_answer_yields_the_configured_keys_cosignature_only() -> None:
+    assert cosignature_in_answer(_NOTE, _OTHER + _GOOD, VERIFIER).line() == _GOOD
+    with pytest.raises(VerificationError, match="no cosignature by the configured key"):
+        cosignature_in_answer(_NOTE, _OTHER, VERIFIER)
+    other_cp = Checkpoint(origin="answers.test/log", size=3, root=b"\x08" * 32)
+    with pytest.raises(VerificationError):  # a cosignature of another tree head
+        cosignature_in_answer(_NOTE, cosign(other_cp, name=NAME, key=KEY,
+                                            timestamp=1).line(), VERIFIER)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=400),
+                 st.builds(lambda a, b: a + _GOOD[: len(_GOOD) // 2] + b,
+                           st.text(max_size=40), st.text(max_size=40))))
+def test_any_answer_yields_a_verified_cosignature_or_our_error(answer: str) -> None:
+    # h11's invariant for untrusted bytes: parsed, or one of our errors, never anything else.
+    try:
+        got = cosignature_in_answer(_NOTE, answer, VERIFIER)
+    except (MalformedError, VerificationError):
+        return
+    VERIFIER.verify(parse_note(_NOTE).text.encode(), got)
