@@ -402,14 +402,16 @@ def test_anchoring_keeps_its_pace_while_witnesses_are_down_slow_or_refusing(seen
           f"{statistics.median(seen.latency_while_down) * 1000:.0f} ms; "
           f"{seen.blocks_while_down} blocks in {MEASURE_S:.0f} s; with good cosigning "
           f"{seen.rate_with_good:.0f}/s")
-    # Loose, on a shared 2-core machine: the same order of magnitude, not a tight ratio.
-    assert seen.rate_while_down >= 0.4 * seen.rate_without, (
+    # Loose, on a shared 2-core machine: the same order of magnitude, not a tight ratio. Had
+    # anchoring waited for the slow witness (2 s a request), it would have made 8 anchors per
+    # 2 s, under a twentieth of the pace.
+    assert seen.rate_while_down >= 0.25 * seen.rate_without, (
         seen.rate_while_down, seen.rate_without)
     assert seen.blocks_while_down >= 10
     # A receipt never waits for the slow witness (its proxy holds each request 2 s).
     assert statistics.median(seen.latency_while_down) < SLOW_S / 2, seen.latency_while_down
     assert statistics.median(seen.latency_while_down) <= \
-        3 * statistics.median(seen.latency_without) + 0.3
+        4 * statistics.median(seen.latency_without) + 0.5
     down = seen.metrics_while_down
     assert down[("ledger_witness_failures_total", "good")] >= 1
     assert down[("ledger_witness_cosigned_size", "good")] == 0
@@ -419,8 +421,8 @@ def test_a_witness_back_up_cosigns_the_latest_checkpoint(seen: Seen) -> None:
     assert seen.good_cosigned_latest
     # Cosigning costs the anchoring little (loosely), and once the cluster is idle the
     # witness has cosigned every node's latest checkpoint.
-    assert seen.rate_with_good >= 0.4 * seen.rate_without, (seen.rate_with_good,
-                                                            seen.rate_without)
+    assert seen.rate_with_good >= 0.25 * seen.rate_without, (seen.rate_with_good,
+                                                             seen.rate_without)
     assert seen.good_lag == [0.0] * N, seen.good_lag
     assert seen.good is not None
     for i, note in seen.served_checkpoints.items():
