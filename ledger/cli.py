@@ -323,7 +323,8 @@ def verify_command(
         if chain_path is None:
             assert policy is not None
             try:
-                result = verify_receipt(proof_bytes, policy, digest)
+                result = verify_receipt(proof_bytes, policy, digest,
+                                        earlier_policy=_bridge_policy(policy))
             except VerificationError as exc:
                 reason = _explain_failure(proof_bytes, policy, digest, exc)
                 raise VerificationError(reason) from None
@@ -343,13 +344,46 @@ def verify_command(
     click.echo(f"  index:        {result.index}")
     click.echo(f"  tree size:    {first.size}")
     click.echo(f"  origin:       {result.origin}")
-    click.echo(f"  cosignatures: {len(first.cosigners)} validators ({', '.join(first.cosigners)})")
+    outside = _outside_witnesses(policy)
+    shown = [n for n in first.cosigners if n not in outside]
+    click.echo(f"  cosignatures: {len(shown)} validators ({', '.join(shown)})")
+    witnessed = [n for n in result.cosigners if n in outside]
+    if witnessed:
+        click.echo(f"  outside witnesses: {', '.join(witnessed)} (at tree size {result.size})")
     click.echo(f"  anchored no later than {_utc_and_local(first.time_bound)}")
     if result.earliest is not None:
+        later = [n for n in result.cosigners if n not in outside]
         click.echo(f"  still in the log at tree size {result.size}, cosigned by "
-                   f"{len(result.cosigners)} validators no later than "
+                   f"{len(later)} validators no later than "
                    f"{_utc(result.time_bound)} (the receipt's checkpoint extends the first)")
+        if outside and _bridge_policy(policy) is not None:
+            click.echo("  the first checkpoint is proven by the validators' quorum alone: the "
+                       "outside witnesses cosigned the later one, which extends it")
 
+
+
+def _bridge_policy(policy: Policy | None) -> Callable[[int], Policy] | None:
+    """For a policy that also requires outside witnesses, the policy an earliest bridge's first
+    checkpoint is checked against: the validators' part (a witness cosigns only the
+    checkpoints pushed to it, and the later checkpoint it cosigned extends the first)."""
+    from ledger.policy import VALIDATORS_GROUP
+
+    if policy is None or policy.quorum == VALIDATORS_GROUP \
+            or all(g.name != VALIDATORS_GROUP for g in policy.groups):
+        return None
+    validators = policy.subpolicy(VALIDATORS_GROUP)
+    return lambda _size: validators
+
+
+def _outside_witnesses(policy: Policy | None) -> set[str]:
+    """The names of a policy's quorum witnesses outside its validators' group."""
+    from ledger.policy import VALIDATORS_GROUP
+
+    if _bridge_policy(policy) is None:
+        return set()
+    assert policy is not None
+    inside = {w.name for w in policy.subpolicy(VALIDATORS_GROUP).witnesses}
+    return {w.name for w in policy.quorum_witnesses()} - inside
 
 
 def _names(items: Iterable[str]) -> str:
@@ -1945,6 +1979,13 @@ main.add_command(eod_group)
 from ledger.reconfig_cli import validators_group  # noqa: E402
 
 main.add_command(validators_group)
+
+
+# ------------------------------------------------------------------------------ witness
+# A standalone outside witness (issue 11): the group lives in ledger/witness_cli.py.
+from ledger.witness_cli import witness_group  # noqa: E402
+
+main.add_command(witness_group)
 
 
 if __name__ == "__main__":

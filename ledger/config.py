@@ -76,6 +76,12 @@ Node config (TOML)
     [tls.pins]                           # optional: validator name -> SHA-256 (hex) of the DER
     "validator-2" = ["<64 hex digits>"]  #   of its certificate; several while it is rotated
 
+    [[witnesses]]                        # optional: outside C2SP tlog-witnesses this node
+    name = "audit"                       #   pushes every new checkpoint to (docs/witness.md);
+    url = "https://witness.example/"     #   a label for metrics and logs; the submission
+    vkey = "audit.example/w1+1a2b3c4d+BL..."  # prefix; its verifier key (type 0x04)
+    timeout_ms = 5000                    # optional: one add-checkpoint request at most
+
 Unknown tables or keys are errors, not silently ignored: a misspelt ``max_batch_digest`` must not
 leave the default in force unnoticed. Every error is a :class:`~ledger.errors.ConfigError` that
 names the file and the field.
@@ -118,6 +124,7 @@ __all__ = [
     "StorageSettings",
     "Timeouts",
     "TlsSettings",
+    "WitnessEndpoint",
     "format_node_config",
     "hash_token",
     "load_node_config",
@@ -332,6 +339,39 @@ class TlsSettings:
         return dict(self.pins).get(name, ())
 
 
+#: ``timeout_ms`` of a ``[[witnesses]]`` entry by default: one ``add-checkpoint`` request.
+DEFAULT_WITNESS_TIMEOUT_MS: Final = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
+class WitnessEndpoint:
+    """An outside C2SP tlog-witness (``[[witnesses]]``; docs/witness.md): ``name`` labels it
+    in metrics and logs (the name the trust policy gives it, by convention), ``url`` is its
+    submission prefix (``<url>/add-checkpoint``), ``vkey`` its verifier key (type 0x04,
+    c2sp.org/tlog-cosignature), ``timeout_ms`` the longest one request may take.
+
+    Raises (on construction):
+        ConfigError: ``vkey`` is not a verifier key of type 0x04.
+    """
+
+    name: str
+    url: str
+    vkey: str
+    timeout_ms: int = DEFAULT_WITNESS_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        from ledger.crypto import SIG_TYPE_COSIGNATURE_V1
+        from ledger.note import Verifier
+
+        try:
+            verifier = Verifier.from_vkey(self.vkey)
+        except MalformedError as exc:
+            raise ConfigError(f"witness {self.name!r}: vkey: {exc.diagnostics()}") from None
+        if verifier.sig_type != SIG_TYPE_COSIGNATURE_V1:
+            raise ConfigError(f"witness {self.name!r}: vkey must be a cosignature key "
+                              "(type 0x04), as `ledger witness key` prints")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """One node's configuration (see the module docstring for the TOML file).
@@ -366,6 +406,7 @@ class NodeConfig:
     peer_listen_port: int | None = None
     limits: Limits = field(default_factory=Limits)
     tls: TlsSettings | None = None
+    witnesses: tuple[WitnessEndpoint, ...] = ()
     source: Path | None = None
     storage: StorageSettings = field(default_factory=StorageSettings)
 
@@ -382,6 +423,9 @@ class NodeConfig:
             unknown = sorted(set(dict(self.tls.pins)) - set(names))
             if unknown:
                 raise ConfigError(f"tls.pins: {unknown[0]!r} is not a peer")
+        labels = [w.name for w in self.witnesses]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("witnesses: two entries have the same name")
 
     def consensus_timeouts(self) -> TimeoutConfig:
         """The consensus timeouts of this node: ``[timeouts]``, with the ``COMMIT`` timeout
@@ -528,7 +572,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML ({exc})") from None
     unknown = sorted(set(root) - {"node", "peers", "clients", "batch", "timeouts", "limits",
-                                  "storage", "tls"})
+                                  "storage", "tls", "witnesses"})
     if unknown:
         raise ConfigError(f"{where}: unknown table or key {unknown[0]!r}")
 
@@ -648,6 +692,7 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
     st.done()
 
     tls = _parse_tls(root, where, base_dir)
+    witnesses = _parse_witnesses(root, where)
 
     return NodeConfig(
         name=name,
@@ -667,9 +712,38 @@ def parse_node_config(text: str, *, base_dir: Path, source: Path | None = None) 
         peer_listen_port=peer_listen_port,
         limits=limits,
         tls=tls,
+        witnesses=witnesses,
         source=source,
         storage=storage,
     )
+
+
+def _parse_witnesses(root: Mapping[str, Any], where: str) -> tuple[WitnessEndpoint, ...]:
+    raw = root.get("witnesses", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: witnesses must be an array of tables ([[witnesses]])")
+    out: list[WitnessEndpoint] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: witnesses[{i}] must be a table")
+        table = _Table(entry, where, f"witnesses[{i}]")
+        name = table.string("name")
+        try:
+            check_key_name(name, what="witness name")
+        except MalformedError as exc:
+            raise table.fail("name", exc.diagnostics()) from None
+        if any(w.name == name for w in out):
+            raise table.fail("name", "duplicates another witness's name")
+        url = check_url(table.string("url"), where=f"{where}: witnesses[{i}].url")
+        vkey = table.string("vkey")
+        timeout_ms = table.integer("timeout_ms", DEFAULT_WITNESS_TIMEOUT_MS, low=1,
+                                   high=600_000)
+        table.done()
+        try:
+            out.append(WitnessEndpoint(name=name, url=url, vkey=vkey, timeout_ms=timeout_ms))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: witnesses[{i}]: {exc.diagnostics()}") from None
+    return tuple(out)
 
 
 def _parse_tls(root: Mapping[str, Any], where: str, base_dir: Path) -> TlsSettings | None:
@@ -827,4 +901,10 @@ def format_node_config(config: NodeConfig, *, relative_to: Path | None = None) -
         if tls.pins:
             lines += ["", "[tls.pins]"]
             lines += [f"{_toml_str(peer)} = {_toml_value(prints)}" for peer, prints in tls.pins]
+    for witness in config.witnesses:
+        lines += ["", "[[witnesses]]",
+                  f"name = {_toml_str(witness.name)}",
+                  f"url = {_toml_str(witness.url)}",
+                  f"vkey = {_toml_str(witness.vkey)}",
+                  f"timeout_ms = {_toml_value(witness.timeout_ms)}"]
     return "\n".join(lines) + "\n"

@@ -33,12 +33,28 @@ logs *whose key name is the checkpoint's origin* and the quorum is met by the ve
 cosignatures. For BFT time bounds the policy also exposes :meth:`Policy.fault_tolerance`: with a
 top-level quorum group of n members and threshold k, f = n - k members may be faulty without
 preventing or forging a quorum.
+
+**Time bounds** (:meth:`Policy.time_bound`): every cosignature (type 0x04) carries the time its
+signer saw the checkpoint, so each member of the quorum bounds the moment the tree existed.
+The bound a group proves is computed from its members' bounds, bottom up:
+
+* a group of *witnesses* (the validators, ``group validators 2f+1 v1 ... v3f+1``, or a BFT
+  group of outside witnesses) is a Byzantine quorum: at most f = n - k of its members lie,
+  so the (f + 1)-th smallest timestamp is no earlier than some honest member's and no later
+  than the (f + 1)-th honest one (design brief, section 3);
+* a group that has *groups* among its members combines separate trust domains, typically
+  ``group required all validators audit`` (k of the validators AND an outside witness): its
+  bound is the k-th smallest of its members' bounds, the one that still holds when k - 1 of
+  the members lie, the trust a k-of-n threshold expresses. For "all" that is the latest
+  member's bound: the document existed by then if *either* the validators' quorum or the
+  outside witness is honest, so adding a witness to a policy never lets that witness, nor
+  the validators, pull a receipt's time earlier than the other attests.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -50,6 +66,7 @@ __all__ = [
     "MAX_POLICY_ENTRIES",
     "MAX_POLICY_SIZE",
     "NONE",
+    "VALIDATORS_GROUP",
     "Group",
     "Log",
     "Policy",
@@ -60,6 +77,10 @@ __all__ = [
 
 #: The predefined name of the empty quorum.
 NONE: Final = "none"
+#: The group a ledger's trust policy names its validators' quorum
+#: (:meth:`ledger.consensus.reconfig.ValidatorRoster.policy`); a policy that also requires
+#: outside witnesses keeps it as one member of its quorum.
+VALIDATORS_GROUP: Final = "validators"
 #: The spec recommends supporting at least 32 logs, 32 witnesses and 32 groups.
 MAX_POLICY_ENTRIES: Final = 1024
 MAX_POLICY_SIZE: Final = 1 << 20
@@ -149,6 +170,27 @@ class Policy:
                 pending.extend(group.members)
         return tuple(w for w in self.witnesses if w.name in wanted)
 
+    def subpolicy(self, group: str) -> Policy:
+        """This policy with ``group`` as its quorum: the same logs, the witnesses and groups
+        under ``group`` only (for instance the validators' part of a policy that also requires
+        outside witnesses).
+
+        Raises:
+            MalformedError: ``group`` is not a group of this policy.
+        """
+        groups = {g.name: g for g in self.groups}
+        if group not in groups:
+            raise MalformedError(f"the policy has no group {group!r}")
+        under: set[str] = set()
+        pending = [group]
+        while pending:
+            name = pending.pop()
+            under.add(name)
+            pending.extend(groups[name].members if name in groups else ())
+        return Policy(logs=self.logs,
+                      witnesses=tuple(w for w in self.witnesses if w.name in under),
+                      groups=tuple(g for g in self.groups if g.name in under), quorum=group)
+
     def fault_tolerance(self) -> int:
         """f = n - k of the quorum's top-level group: how many members may be faulty.
 
@@ -196,13 +238,56 @@ class Policy:
             log=log, cosigners=tuple(w.name for w in self.witnesses if w.name in cosigned)
         )
 
+    def time_bound(self, timestamps: Mapping[str, int]) -> int:
+        """The moment the checkpoint is proven to have existed by (module docstring, "Time
+        bounds"), from the verified cosignature ``timestamps`` of the policy's witnesses, by
+        name (POSIX seconds). Call it after :meth:`evaluate` accepted those cosigners.
+
+        Raises:
+            VerificationError: the quorum is ``none``, or a group of witnesses the quorum
+                rests on has fewer than f + 1 timestamps.
+        """
+        if self.quorum == NONE:
+            raise VerificationError("policy requires no cosignatures, so no time can be bounded")
+        groups = {g.name: g for g in self.groups}
+        satisfied = set(timestamps)
+        for group in self.groups:  # as evaluate(): earlier definitions only, one pass
+            if sum(1 for m in group.members if m in satisfied) >= group.threshold:
+                satisfied.add(group.name)
+
+        def bound(name: str) -> int | None:
+            group = groups.get(name)
+            if group is None:
+                return timestamps.get(name)
+            if name not in satisfied:
+                return None
+            found = sorted(b for m in group.members if (b := bound(m)) is not None)
+            if any(m in groups for m in group.members):  # a group of groups: k-th smallest
+                rank = group.threshold - 1
+            else:  # a Byzantine group of witnesses: the (f + 1)-th smallest, f = n - k
+                rank = len(group.members) - group.threshold
+            if len(found) <= rank:
+                raise VerificationError(
+                    f"{len(found)} validator cosignatures cannot bound the time: "
+                    f"f = {rank} needs {rank + 1}")
+            return found[rank]
+
+        result = bound(self.quorum)
+        if result is None:
+            raise VerificationError(
+                "0 validator cosignatures cannot bound the time: f = 0 needs 1")
+        return result
+
     def _shortfall(self, satisfied: set[str]) -> str:
         for group in self.groups:
             if group.name == self.quorum:
                 have = sum(1 for m in group.members if m in satisfied)
+                missing = ", ".join(
+                    f"{'group' if m in {g.name for g in self.groups} else 'witness'} {m!r}"
+                    for m in group.members if m not in satisfied)
                 return (
                     f"quorum {self.quorum!r} not met: {have} of {len(group.members)} members "
-                    f"witnessed, {group.threshold} required"
+                    f"witnessed, {group.threshold} required; not satisfied: {missing}"
                 )
         return f"quorum {self.quorum!r} not met: witness {self.quorum!r} did not cosign"
 

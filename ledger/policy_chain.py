@@ -64,7 +64,7 @@ from ledger.consensus.reconfig import (
 from ledger.crypto import b64decode_strict
 from ledger.errors import ConfigError, MalformedError, VerificationError
 from ledger.note import parse_note
-from ledger.policy import Policy
+from ledger.policy import Group, Policy, Witness
 from ledger.receipt import VerifiedReceipt, parse_receipt, verify_receipt
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ __all__ = [
     "MAX_CHAIN_LINKS",
     "MAX_CHAIN_SIZE",
     "ChainLink",
+    "OutsideWitnesses",
     "PolicyChain",
     "PolicyPeriod",
     "parse_policy_chain",
@@ -266,24 +267,77 @@ def _policy_for(periods: tuple[PolicyPeriod, ...], size: int) -> Policy:
     return chosen.policy
 
 
+@dataclass(frozen=True, kw_only=True)
+class OutsideWitnesses:
+    """What a pinned policy adds to the genesis policy: outside witnesses (c2sp.org/tlog-policy
+    ``witness`` lines beyond the validators') and the groups over them and the validators'
+    group, with the quorum that requires them (docs/witness.md). Every period's policy gets
+    the same additions: the outside witnesses do not change when the validators do."""
+
+    witnesses: tuple[Witness, ...]
+    groups: tuple[Group, ...]
+    quorum: str
+
+    @classmethod
+    def of(cls, pinned: Policy, genesis: Policy) -> OutsideWitnesses | None:
+        """The additions of ``pinned`` to ``genesis`` (``None``: they are equal).
+
+        Raises:
+            VerificationError: ``pinned`` is not ``genesis`` plus outside witnesses and groups
+                (its logs, validators or validators' group differ).
+        """
+        if pinned == genesis:
+            return None
+        base_witnesses = set(genesis.witnesses)
+        base_groups = set(genesis.groups)
+        if pinned.logs != genesis.logs or not base_witnesses <= set(pinned.witnesses) \
+                or not base_groups <= set(pinned.groups) or pinned.quorum == genesis.quorum:
+            raise VerificationError("the policy chain does not start from the given trust "
+                                    "policy (nor from it with outside witnesses added)")
+        return cls(witnesses=tuple(w for w in pinned.witnesses if w not in base_witnesses),
+                   groups=tuple(g for g in pinned.groups if g not in base_groups),
+                   quorum=pinned.quorum)
+
+    def apply(self, period: Policy) -> Policy:
+        """``period``'s policy (its validators) with these additions.
+
+        Raises:
+            VerificationError: an outside witness's key or name is one of the period's
+                validators'.
+        """
+        try:
+            return Policy(logs=period.logs, witnesses=(*period.witnesses, *self.witnesses),
+                          groups=(*period.groups, *self.groups), quorum=self.quorum)
+        except MalformedError as exc:
+            raise VerificationError(f"the outside witnesses do not fit a period of the chain: "
+                                    f"{exc.diagnostics()}") from None
+
+
 def verify_receipt_with_chain(
     proof_text: str | bytes, chain: PolicyChain, digest: bytes, *,
     genesis_policy: Policy | None = None,
 ) -> VerifiedReceipt:
     """Verify a receipt for ``digest`` against the policy in force at its checkpoint's size.
 
-    ``genesis_policy`` (recommended) pins the chain to the published genesis trust policy.
+    ``genesis_policy`` (recommended) pins the chain to the published genesis trust policy. It
+    may be the genesis policy with outside witnesses added (:class:`OutsideWitnesses`): then
+    every period's policy requires them the same way. An earliest bridge's first checkpoint is
+    checked against the validators' policy of its period only (a witness cosigns the
+    checkpoints pushed to it; the receipt's own, later checkpoint carries its cosignature and
+    extends the first).
 
     Raises:
         MalformedError: the receipt or its checkpoint does not parse, or ``digest`` is not 32
             bytes.
         VerificationError: the chain does not verify (:func:`verify_policy_chain`), its genesis
-            is not ``genesis_policy``, or the receipt does not verify under the policy of its
-            checkpoint size (:func:`ledger.receipt.verify_receipt`).
+            is not ``genesis_policy`` (with or without outside witnesses), or the receipt does
+            not verify under the policy of its checkpoint size
+            (:func:`ledger.receipt.verify_receipt`).
     """
     periods = verify_policy_chain(chain)
-    if genesis_policy is not None and periods[0].policy != genesis_policy:
-        raise VerificationError("the policy chain does not start from the given trust policy")
+    outside = None if genesis_policy is None else OutsideWitnesses.of(genesis_policy,
+                                                                      periods[0].policy)
     size = parse_checkpoint_body(parse_note(parse_receipt(proof_text).checkpoint).text).size
-    return verify_receipt(proof_text, _policy_for(periods, size), digest,
-                          earlier_policy=lambda earlier: _policy_for(periods, earlier))
+    policy = _policy_for(periods, size)
+    return verify_receipt(proof_text, policy if outside is None else outside.apply(policy),
+                          digest, earlier_policy=lambda earlier: _policy_for(periods, earlier))

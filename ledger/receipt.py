@@ -20,11 +20,13 @@ document digest:
 3. the digest's leaf hash ``SHA-256(0x00 || digest)`` is leaf ``index`` of the tree with the
    checkpoint's size and root (RFC 9162 section 2.1.3.2);
 4. the time bound: of the timestamps of the valid cosignatures by the quorum's validators,
-   the (f + 1)-th smallest, where f = n - k of the policy's top quorum group (design brief,
-   section 3). At most f validators are faulty, so among the f + 1 smallest timestamps at least
-   one is an honest validator's, which it signed after the leaf was in the tree: the document
-   existed no later than that time, and f liars can neither pull the bound earlier than every
-   honest timestamp nor push it later than the (f + 1)-th honest one.
+   the (f + 1)-th smallest, where f = n - k of the validators' group (design brief,
+   section 3; a policy that also requires outside witnesses combines the groups' bounds as
+   :meth:`ledger.policy.Policy.time_bound` says). At most f validators are faulty, so among
+   the f + 1 smallest timestamps at least one is an honest validator's, which it signed after
+   the leaf was in the tree: the document existed no later than that time, and f liars can
+   neither pull the bound earlier than every honest timestamp nor push it later than the
+   (f + 1)-th honest one.
 
 Failures in steps 2-4 raise :class:`~ledger.errors.VerificationError` with a one-line reason.
 
@@ -295,16 +297,16 @@ def verify_checkpoint_note(note: str, policy: Policy) -> VerifiedCheckpoint:
     verified = opened.note.verified
     policy.evaluate((v.verifier for v in verified), origin=checkpoint.origin)
     validators = {w.verifier: w.name for w in policy.quorum_witnesses()}
-    stamps: list[int] = []
+    stamps: dict[str, int] = {}
     cosigners: list[str] = []
     for signature in verified:
         name = validators.get(signature.verifier)
         if name is not None and signature.timestamp is not None:
-            stamps.append(signature.timestamp)
+            stamps[name] = signature.timestamp
             cosigners.append(name)
     return VerifiedCheckpoint(size=checkpoint.size, root=checkpoint.root,
                               cosigners=tuple(cosigners),
-                              time_bound=time_bound(stamps, policy.fault_tolerance()))
+                              time_bound=policy.time_bound(stamps))
 
 
 def verify_receipt(

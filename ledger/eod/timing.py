@@ -29,7 +29,6 @@ from typing import Final
 from ledger.checkpoint import open_checkpoint
 from ledger.errors import VerificationError
 from ledger.policy import NONE, Policy
-from ledger.receipt import time_bound
 
 __all__ = ["MAX_CLOCK_SKEW", "ProvenTime", "VerifiedCheckpoint", "verify_checkpoint"]
 
@@ -65,13 +64,14 @@ def verify_checkpoint(note: str, policy: Policy) -> VerifiedCheckpoint:
     checkpoint = opened.checkpoint
     verified = opened.note.verified
     policy.evaluate((v.verifier for v in verified), origin=checkpoint.origin)
-    validators = {w.verifier for w in policy.quorum_witnesses()}
-    stamps = [s.timestamp for s in verified if s.verifier in validators and s.timestamp is not None]
+    validators = {w.verifier: w.name for w in policy.quorum_witnesses()}
+    stamps = {validators[s.verifier]: s.timestamp for s in verified
+              if s.verifier in validators and s.timestamp is not None}
     return VerifiedCheckpoint(
         origin=checkpoint.origin,
         size=checkpoint.size,
         root=checkpoint.root,
-        time=time_bound(stamps, policy.fault_tolerance()),
+        time=policy.time_bound(stamps),
         note=note,
     )
 

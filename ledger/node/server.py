@@ -28,6 +28,9 @@ comes from it, read once per event.
 :data:`CONFIG_CHECK_SECONDS`) or on SIGHUP: an operator adds the ``[peers]`` entry of a
 validator that joins by a change without restarting the node. Nothing else of the file is
 re-read while the node runs.
+
+**Outside witnesses** (``[[witnesses]]``) get every new quorum checkpoint from tasks beside the
+replica (:mod:`ledger.node.witnesses`); nothing the replica does waits for them.
 """
 
 from __future__ import annotations
@@ -187,6 +190,11 @@ class Node:
 
         self.care = StoreCare(self)
         self.metrics = NodeMetrics(self)
+        from ledger.node.witnesses import WitnessCollector, WitnessPusher
+
+        #: The push tasks to the outside witnesses of ``[[witnesses]]`` (docs/witness.md).
+        self.witnesses = WitnessPusher(self, config.witnesses)
+        self.metrics.registry.register(WitnessCollector(self.witnesses, self))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -258,6 +266,7 @@ class Node:
             self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
         self.care.start()
         self.perform(actions)
+        self.witnesses.start()
         log.info("node %s serving on %s at height %d (follower until caught up)",
                  self.keys.name, self.url, store.last_height())
 
@@ -399,6 +408,7 @@ class Node:
         self._halt_event.set()  # waiting requests answer now (202), not at their deadline
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.witnesses.stop()
         await self.transport.stop()
         await self.care.stop()
         if self._runner is not None:

@@ -280,6 +280,8 @@ class CheckpointBook:
         #: tree sizes of committed blocks whose note is not stored yet -> (since, last asked;
         #: ``since`` until a peer was asked)
         self._expected: dict[int, tuple[int, int]] = {}
+        #: tree size -> outside witnesses' cosignatures added to its stored note (open sizes)
+        self._outside: dict[int, tuple[Signature, ...]] = {}
         raw = store.latest_checkpoint()
         if raw is not None:
             text = raw.decode("utf-8")
@@ -343,6 +345,10 @@ class CheckpointBook:
         note = collector.note(size)
         if note is None:
             return False
+        outside = self._outside.get(size)
+        if outside:  # a later validator cosignature must not drop the outside witnesses'
+            held = parse_note(note)
+            note = Note(text=held.text, signatures=(*held.signatures, *outside)).format()
         self._store.put_checkpoint(size, note.encode("utf-8"))
         self._expected.pop(size, None)
         self._stored[size] = collector.count(size)
@@ -466,3 +472,42 @@ class CheckpointBook:
     def rejected(self) -> int:
         """Peer cosignatures refused so far (metrics)."""
         return self._validators.rejected()
+
+    def add_outside(self, size: int, signatures: Sequence[Signature],
+                    verifiers: Sequence[Verifier]) -> bool:
+        """Add outside witnesses' cosignatures (c2sp.org/tlog-witness answers) to the stored
+        note of ``size``, so that the served checkpoint and every receipt cut against it carry
+        them. Each one is verified here against ``verifiers`` (the configured witness keys);
+        one the note already holds is skipped. Returns whether the note changed.
+
+        Raises:
+            VerificationError: a signature is by none of ``verifiers`` or does not verify.
+            StorageError: the store failed.
+        """
+        held = self._store.checkpoint(size)
+        if held is None:
+            return False
+        note = parse_note(held.decode("utf-8"))
+        known = {(v.name, v.key_id): v for v in verifiers}
+        have = {(s.name, s.key_id) for s in note.signatures}
+        added: list[Signature] = []
+        for signature in signatures:
+            ident = (signature.name, signature.key_id)
+            verifier = known.get(ident)
+            if verifier is None:
+                raise VerificationError(f"cosignature by {signature.name}, not a configured "
+                                        "witness key")
+            verifier.verify(note.text.encode("utf-8"), signature)
+            if ident not in have:
+                added.append(signature)
+                have.add(ident)
+        if not added:
+            return False
+        text = Note(text=note.text, signatures=(*note.signatures, *added)).format()
+        self._store.put_checkpoint(size, text.encode("utf-8"))
+        self._outside[size] = (*self._outside.get(size, ()), *added)
+        while len(self._outside) > _MAX_OPEN_SIZES:
+            del self._outside[min(self._outside)]
+        if size == self.latest_size:
+            self.latest = (size, text)
+        return True

@@ -276,8 +276,8 @@
       pl: "punkt kontrolny nie jest podpisany przez zaufany rejestr dla origin {origin}",
     },
     quorum_shortfall: {
-      en: "quorum {quorum} not met: {have} of {n} members witnessed, {k} required",
-      pl: "nie osiągnięto kworum {quorum}: poświadczyło {have} z {n} członków, wymagane {k}",
+      en: "quorum {quorum} not met: {have} of {n} members witnessed, {k} required; not satisfied: {missing}",
+      pl: "nie osiągnięto kworum {quorum}: poświadczyło {have} z {n} członków, wymagane {k}; niespełnione: {missing}",
     },
     quorum_witness_missing: {
       en: "quorum {quorum} not met: witness {quorum} did not cosign",
@@ -862,14 +862,6 @@
     return policy.witnesses.filter((w) => wanted.has(w.name));
   }
 
-  /** Policy.fault_tolerance: f = n - k of the quorum's top-level group, else 0. */
-  function faultTolerance(policy) {
-    for (const group of policy.groups) {
-      if (group.name === policy.quorum) return group.members.length - group.threshold;
-    }
-    return 0;
-  }
-
   /** Policy.evaluate: a trusted log named like the origin signed, and the quorum is met. */
   function evaluatePolicy(policy, signers, origin) {
     const signed = new Set(signers.map((v) => v.vkey));
@@ -884,11 +876,16 @@
     if (policy.quorum !== NONE && !satisfied.has(policy.quorum)) {
       const top = policy.groups.find((g) => g.name === policy.quorum);
       if (top !== undefined) {
+        const groupNames = new Set(policy.groups.map((g) => g.name));
         throw failed("quorum_shortfall", {
           quorum: pyRepr(policy.quorum),
           have: String(top.members.filter((m) => satisfied.has(m)).length),
           n: String(top.members.length),
           k: String(top.threshold),
+          missing: top.members
+            .filter((m) => !satisfied.has(m))
+            .map((m) => (groupNames.has(m) ? "group " : "witness ") + pyRepr(m))
+            .join(", "),
         });
       }
       throw failed("quorum_witness_missing", { quorum: pyRepr(policy.quorum) });
@@ -983,6 +980,30 @@
   }
 
   /**
+   * Policy.time_bound: bottom up, a group of witnesses bounds the time with the (f + 1)-th
+   * smallest of its members' timestamps (f = n - k), a group of groups with the k-th smallest
+   * of its members' bounds. stamps: Map of witness name -> BigInt timestamp.
+   */
+  function policyTimeBound(policy, stamps) {
+    if (policy.quorum === NONE) throw failed("no_quorum_policy");
+    const groups = new Map(policy.groups.map((g) => [g.name, g]));
+    const satisfied = new Set(stamps.keys());
+    for (const group of policy.groups) {
+      if (group.members.filter((m) => satisfied.has(m)).length >= group.threshold) satisfied.add(group.name);
+    }
+    function bound(name) {
+      const group = groups.get(name);
+      if (group === undefined) return stamps.has(name) ? stamps.get(name) : null;
+      if (!satisfied.has(name)) return null;
+      const found = group.members.map(bound).filter((b) => b !== null);
+      const composite = group.members.some((m) => groups.has(m));
+      return timeBound(found, composite ? group.threshold - 1 : group.members.length - group.threshold);
+    }
+    const result = bound(policy.quorum);
+    return result === null ? timeBound([], 0) : result;
+  }
+
+  /**
    * ledger.receipt.verify_receipt: the same steps in the same order, so that the first failure
    * (and its reason) is the one Python reports.
    *
@@ -1004,12 +1025,12 @@
       throw exc;
     }
     const validators = new Map(quorumWitnesses(policy).map((w) => [w.verifier.vkey, w.name]));
-    const stamps = [];
+    const stamps = new Map();
     const cosigners = [];
     for (const signature of verified) {
       const name = validators.get(signature.verifier.vkey);
       if (name !== undefined && signature.timestamp !== null) {
-        stamps.push(signature.timestamp);
+        stamps.set(name, signature.timestamp);
         cosigners.push(name);
       }
     }
@@ -1019,7 +1040,7 @@
       origin: checkpoint.origin,
       root: checkpoint.root,
       cosigners: cosigners,
-      timeBound: timeBound(stamps, faultTolerance(policy)),
+      timeBound: policyTimeBound(policy, stamps),
     };
   }
 
@@ -2064,9 +2085,12 @@
     const checkpoint = parseCheckpointBody(note.text);
     const verified = await openNote(note, policyVerifiers(policy));
     evaluatePolicy(policy, verified.map((v) => v.verifier), checkpoint.origin);
-    const validators = new Set(quorumWitnesses(policy).map((w) => w.verifier.vkey));
-    const stamps = verified.filter((s) => validators.has(s.verifier.vkey) && s.timestamp !== null).map((s) => s.timestamp);
-    return { size: checkpoint.size, root: checkpoint.root, time: timeBound(stamps, faultTolerance(policy)) };
+    const validators = new Map(quorumWitnesses(policy).map((w) => [w.verifier.vkey, w.name]));
+    const stamps = new Map();
+    for (const s of verified) {
+      if (validators.has(s.verifier.vkey) && s.timestamp !== null) stamps.set(validators.get(s.verifier.vkey), s.timestamp);
+    }
+    return { size: checkpoint.size, root: checkpoint.root, time: policyTimeBound(policy, stamps) };
   }
 
   // -------------------------------------------------------------------------------- rules.py

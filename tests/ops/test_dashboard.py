@@ -7,6 +7,7 @@ dashboard fails here instead of leaving an empty panel in an operator's Grafana.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from ledger.config import load_node_config
+from ledger.config import WitnessEndpoint, load_node_config
+from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, Ed25519Key
 from ledger.devnet import init_devnet
 from ledger.node import Node
+from ledger.note import Verifier
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 METRIC = re.compile(r"\bledger_[a-z0-9_]+\b")
@@ -29,7 +32,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     net = init_devnet(
         tmp_path_factory.mktemp("net"), nodes=4, base_port=7400, genesis_time_ms=1
     )
-    node = Node(load_node_config(net.configs[0][1]))
+    # One outside witness configured, so that its per-witness families have samples.
+    witness = WitnessEndpoint(name="audit", url="http://127.0.0.1:9", vkey=Verifier.for_key(
+        name="audit.example/w1", sig_type=SIG_TYPE_COSIGNATURE_V1,
+        public_key=Ed25519Key(b"\x01" * 32).public_key).vkey)
+    config = dataclasses.replace(load_node_config(net.configs[0][1]), witnesses=(witness,))
+    node = Node(config)
     families = node.metrics.registry.collect()
     return {family.name: {s.name for s in family.samples} for family in families}
 
