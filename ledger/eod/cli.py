@@ -866,3 +866,119 @@ def verify_receipt_command(
     click.echo(
         f"  policy:     {'pinned' if result.policy_pinned else 'NOT pinned (see the warning)'}"
     )
+
+
+# ------------------------------------------------------- citizens, deadlines, registers
+
+
+@eod_group.command("lookup")
+@click.argument("register")
+@click.option("--code", required=True, help="The access code from the registration receipt.")
+@_errors
+def lookup_command(register: str, code: str) -> None:
+    """The citizen's status lookup (sprawdzanie statusu sprawy): the stage of the matter
+    registered as REGISTER and its proven dates, given its access code; a wrong code and an
+    unknown number answer alike."""
+    from ledger.eod.status import lookup
+
+    with _office() as office:
+        status = lookup(office.store, office.calendar, register, code)
+    click.echo(json.dumps(status, ensure_ascii=False, indent=1))
+
+
+@eod_group.command("deadlines")
+@click.option("--unit", help="Only the matters of this unit.")
+@click.option("--officer", metavar="POSITION", help="Only the matters of this case officer.")
+@click.option("--soon", type=click.IntRange(0, 365), default=7, show_default=True,
+              help="Days ahead that count as due soon.")
+@click.option("--all", "include_ok", is_flag=True, help="List every open matter's deadline.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_errors
+def deadlines_command(
+    unit: str | None, officer: str | None, soon: int, include_ok: bool, as_json: bool
+) -> None:
+    """Overdue and due-soon matters (monitorowanie terminów) per unit and officer: the deadline
+    set at assignment, else the statutory term of KPA art. 35 with the periods that do not
+    count (art. 35 § 5, 'ledger eod pause') and art. 57 § 4."""
+    from ledger.eod.deadlines import office_terms, watch
+
+    with _office() as office:
+        found = watch(
+            office.store,
+            office.calendar,
+            office_terms(office.store),
+            now=office.now(),
+            soon=soon,
+            unit=unit,
+            officer=officer,
+            include_ok=include_ok,
+        )
+    if as_json:
+        for d in found:
+            click.echo(json.dumps(d.to_json(), ensure_ascii=False))
+        return
+    if not found:
+        click.echo("no overdue or due-soon matters")
+        return
+    for d in found:
+        what = d.case or d.register or "-"
+        basis = "assigned" if d.source == "assigned" else f"KPA art. 35, {d.term}"
+        paused = f", {d.paused_days} day(s) not counted" if d.paused_days else ""
+        click.echo(
+            f"{d.state:<8}  due {d.due}  {what}  unit {d.unit or '-'}  officer "
+            f"{d.officer or '-'}  ({basis}{paused}; {d.stage})"
+        )
+
+
+@eod_group.command("pause")
+@_ref
+@click.option("--from", "start", required=True, metavar="YYYY-MM-DD")
+@click.option("--until", required=True, metavar="YYYY-MM-DD")
+@click.option("--reason", required=True, help="Why the period does not count (art. 35 § 5).")
+@_errors
+def pause_command(ref: str, start: str, until: str, reason: str) -> None:
+    """Record a period that does not count towards a matter's statutory term (KPA art. 35
+    § 5: a term for a specific act, suspension, a delay by the party). Kept by the office."""
+    from ledger.eod.deadlines import add_pause
+
+    with _office() as office:
+        add_pause(office.store, office.store.chain_of(ref), start=start, until=until,
+                  reason=reason)
+    click.echo(f"{ref}: {start} to {until} not counted ({reason})")
+
+
+@eod_group.command("registers")
+@click.argument("which", type=click.Choice(["invoices", "contracts"]))
+@click.option("--unit", help="Only this unit.")
+@click.option("--since", metavar="YYYY-MM-DD", help="From this day (office calendar).")
+@click.option("--until", metavar="YYYY-MM-DD", help="Up to and including this day.")
+@click.option("--stage", help="Only matters at this stage (registered, assigned, ...).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the register as CSV to this new file.")
+@_errors
+def registers_command(
+    which: str,
+    unit: str | None,
+    since: str | None,
+    until: str | None,
+    stage: str | None,
+    csv_out: Path | None,
+) -> None:
+    """The invoice register (rejestr faktur) or the contract register (rejestr umów)."""
+    from ledger.eod.registers import REGISTERS, register_csv, register_rows
+
+    with _office() as office:
+        rows = register_rows(office.store, office.calendar, which, unit=unit, since=since,
+                             until=until, stage=stage)
+    if csv_out is not None:
+        try:
+            with open(csv_out, "x", encoding="utf-8", newline="") as handle:
+                handle.write(register_csv(rows, which))
+        except FileExistsError:
+            raise ConfigError(f"{csv_out} exists; choose another file") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot write {csv_out}: {exc.strerror}") from None
+        click.echo(f"wrote {csv_out}: {len(rows)} rows of the {which} register")
+        return
+    for row in rows:
+        click.echo("  ".join("-" if row[k] is None else str(row[k]) for k in REGISTERS[which]))

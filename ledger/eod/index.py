@@ -141,9 +141,10 @@ def index_event(
         )
     if record.type is EventType.ATTACHED and record.document is not None:
         store.execute(
-            "INSERT INTO documents (chain, seq, kind, digest) VALUES (?, ?, ?, ?)",
+            "INSERT INTO documents (chain, seq, kind, digest, time) VALUES (?, ?, ?, ?, ?)",
             chain,
             record.seq,
             str(record.data.get("kind")),
             record.document.hex(),
+            record.time,
         )

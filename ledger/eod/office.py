@@ -188,6 +188,10 @@ class Office:
             self._positions = {c.position: c for c in self.store.certificates()}
         return self._positions
 
+    def now(self) -> int:
+        """The office clock's reading (POSIX seconds)."""
+        return self._clock()
+
     def _certificate(self, position: str) -> PositionCertificate:
         cert = self.positions().get(position)
         return cert if cert is not None else self.store.certificate(position)

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS access (
     register TEXT PRIMARY KEY, chain TEXT NOT NULL, code_hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     chain TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, digest TEXT NOT NULL,
-    PRIMARY KEY (chain, seq));
+    time INTEGER NOT NULL, PRIMARY KEY (chain, seq));
+CREATE INDEX IF NOT EXISTS documents_kind ON documents (kind, time);
 CREATE TABLE IF NOT EXISTS pauses (
     chain TEXT NOT NULL, start TEXT NOT NULL, until TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (chain, start));
