@@ -982,3 +982,65 @@ def registers_command(
         return
     for row in rows:
         click.echo("  ".join("-" if row[k] is None else str(row[k]) for k in REGISTERS[which]))
+
+
+# ------------------------------------------------------------------ the state archive
+
+
+@eod_group.command("transfer")
+@click.argument("cases", nargs=-1, metavar="[CASE]...")
+@_as
+@click.option("--archive", required=True, help="The state archive that takes the cases.")
+@click.option("--all-due", is_flag=True,
+              help="Every archived category A case whose office-archive period has run.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The transfer package to write (a new file).")
+@_errors
+def transfer_command(
+    cases: tuple[str, ...], actor: str, archive: str, all_due: bool, out: Path
+) -> None:
+    """Transfer category A cases to the state archive (przekazanie do archiwum państwowego):
+    record 'transferred' in each trail and write the package (handover list, spis
+    zdawczo-odbiorczy, with each document's digest, and every case's trail)."""
+    from ledger.eod.transfer import due_for_transfer, transfer
+
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another file or remove it first")
+    with _office() as office:
+        chosen = list(cases)
+        if all_due:
+            chosen += [c for c in due_for_transfer(office, now=office.now()) if c not in chosen]
+        if not chosen:
+            raise MalformedError("no case to transfer: name cases or give --all-due")
+        data, recorded = transfer(office, chosen, actor=actor, archive=archive)
+    try:
+        with open(out, "xb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"transferred {len(recorded)} case(s) to {archive}; package {out}")
+
+
+@eod_group.command("verify-package")
+@click.argument("package")
+@click.option("--policy", "policy_path", metavar="FILE", help="Pin the ledger's trust policy.")
+@click.option("--office-key", metavar="SHA256:...", help="Pin the office CA key (fingerprint).")
+@_errors
+def verify_package_command(package: str, policy_path: str | None, office_key: str | None) -> None:
+    """Verify a transfer package offline (kontrola paczki archiwalnej): exit 0 if valid, 1 with
+    the reason if not, 2 if unreadable."""
+    from ledger.eod.transfer import verify_package
+
+    result = verify_package(
+        _read(package, limit=MAX_BUNDLE_SIZE),
+        policy=_pinned_policy(policy_path),
+        office_key=office_key,
+    )
+    if policy_path is None:
+        click.echo(_UNPINNED_POLICY, err=True)
+    click.echo(
+        f"valid: {len(result.trails)} case(s) for {result.archive}, handover list "
+        f"{result.list_digest.hex()[:16]}"
+    )
+    for trail in result.trails:
+        click.echo(f"  {trail.case}: {len(trail.entries)} events, signed head verified")

@@ -48,6 +48,7 @@ _STAGE_OF_EVENT: Final[dict[EventType, str]] = {
     EventType.CLOSED: "closed",
     EventType.ARCHIVED: "archived",
     EventType.DESTROYED: "destroyed",
+    EventType.TRANSFERRED: "transferred",
 }
 
 

@@ -801,6 +801,17 @@ class Office:
         """Przekazanie do archiwum zakładowego."""
         return self._record(self._chain(ref), kind=EventType.ARCHIVED, actor=actor)
 
+    def transfer(self, ref: str, handover: bytes, *, actor: str, archive: str) -> Recorded:
+        """Przekazanie do archiwum państwowego: the case leaves with the handover list whose
+        digest is ``handover`` (see :mod:`ledger.eod.transfer`)."""
+        return self._record(
+            self._chain(ref),
+            kind=EventType.TRANSFERRED,
+            actor=actor,
+            document=handover,
+            data={"archive": archive},
+        )
+
     def destroy(self, ref: str, *, actor: str, consent: str) -> Recorded:
         """Brakowanie: record the lawful destruction (never a deletion of the trail)."""
         return self._record(

@@ -491,6 +491,8 @@ def describe(event: SignedEvent, calendar: OfficeCalendar) -> str:
         text += f"; the 14-day appeal period ends {appeal_deadline(day)}"
     elif kind is EventType.DESTROYED:
         text = f"consent {d.get('consent')}"
+    elif kind is EventType.TRANSFERRED:
+        text = f"to {d.get('archive')}, handover list"
     else:
         text = str(d.get("note", "")) if d.get("note") else ""
     if r.document is not None:
@@ -503,6 +505,8 @@ def describe(event: SignedEvent, calendar: OfficeCalendar) -> str:
 def end_state(state: CaseState) -> str:
     if state.destroyed:
         return "destroyed (brakowanie)"
+    if state.transferred:
+        return "transferred to the state archive (archiwum państwowe)"
     if state.archived:
         return "in the office archive (archiwum zakładowe)"
     if state.closed:
