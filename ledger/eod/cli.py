@@ -1044,3 +1044,26 @@ def verify_package_command(package: str, policy_path: str | None, office_key: st
     )
     for trail in result.trails:
         click.echo(f"  {trail.case}: {len(trail.entries)} events, signed head verified")
+
+
+@eod_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True,
+              help="Matters anchored together.")
+@click.option("--name", help="The import's name, for resuming (default: the file name).")
+@_errors
+def import_command(file: Path, batch: int, name: str | None) -> None:
+    """Bulk import of historical matters (JSON Lines, one matter per line; see docs/eod.md),
+    anchored in batches; run it again to resume after the last stored batch."""
+    from ledger.eod.importer import count_matters, import_file, progress
+
+    total = count_matters(file)
+    with _office() as office:
+        known = progress(office, name or file.name)
+        done = 0 if known is None else min(known[1], total)
+        with click.progressbar(length=total, label="importing", show_pos=True,
+                               file=sys.stderr) as bar:
+            bar.update(done)
+            skipped, imported = import_file(office, file, name=name, batch=batch,
+                                            report=bar.update)
+    click.echo(f"imported {imported} matter(s) from {file}; {skipped} were imported before")

@@ -37,12 +37,13 @@ and no rule counts from it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from ledger.eod import canonical
@@ -106,6 +107,20 @@ def access_digest(office: str, register: str, code: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+@dataclasses.dataclass
+class _Batch:
+    """Steps staged by :meth:`Office.batch`, not yet anchored."""
+
+    seen: VerifiedCheckpoint | None
+    chains: dict[str, tuple[list[SignedEvent], CaseState]] = dataclasses.field(
+        default_factory=dict
+    )
+    stored: dict[str, int] = dataclasses.field(default_factory=dict)
+    staged: list[tuple[str, SignedEvent, CaseState]] = dataclasses.field(default_factory=list)
+    documents: dict[bytes, None] = dataclasses.field(default_factory=dict)
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 class _LostRace(Exception):
     """Another step was stored on the case between reading its head and committing."""
 
@@ -153,6 +168,7 @@ class Office:
     ) -> None:
         self.store = store
         self._chain_locks = chain_locks
+        self._batch: _Batch | None = None
         self._anchorer = anchorer
         self._clock = clock
         self._declared = declared
@@ -187,6 +203,15 @@ class Office:
         if count != len(self._positions):
             self._positions = {c.position: c for c in self.store.certificates()}
         return self._positions
+
+    @contextlib.contextmanager
+    def declaring(self, declared: int | None) -> Iterator[None]:
+        """Steps inside record ``declared`` as their declared time (``--at``)."""
+        before, self._declared = self._declared, declared
+        try:
+            yield
+        finally:
+            self._declared = before
 
     def now(self) -> int:
         """The office clock's reading (POSIX seconds)."""
@@ -332,6 +357,17 @@ class Office:
         on_commit: Callable[[str, SignedEvent], None] | None = None,
     ) -> Recorded:
         anchorer = self._need_anchorer()
+        if self._batch is not None:
+            return self._stage(
+                self._batch,
+                chain,
+                kind=kind,
+                actor=actor,
+                document=document,
+                data=data,
+                new_refs=new_refs,
+                prepare=prepare,
+            )
         lock = _chain_lock(self.store.root, chain) if self._chain_locks else None
         for _ in range(RACE_RETRIES):
             if lock is not None:
@@ -477,7 +513,205 @@ class Office:
         )
 
     def _chain(self, ref: str) -> str:
+        if self._batch is not None:
+            found = self._batch.refs.get(ref.strip())
+            if found is not None:
+                return found
         return self.store.chain_of(ref)
+
+    # ---------------------------------------------------------------------- batches
+
+    @contextlib.contextmanager
+    def batch(self, *, on_commit: Callable[[], None] | None = None) -> Iterator[None]:
+        """Steps inside are checked and signed as usual, then anchored together and stored in
+        one transaction when the block ends (the bulk import of historical items):
+
+        * while staging, the store's write lock is held (register numbers are drawn and every
+          rule is checked, against the chains as the batch leaves them), but nothing is
+          anchored; every step names the checkpoint seen when the batch began;
+        * at the end, with no lock held, the hashes of every event, every new document and a
+          signed head per touched chain are anchored in one call (the client splits it into
+          requests) and every receipt is verified;
+        * then one transaction checks that no other step was stored meanwhile on a chain the
+          batch extends, and stores everything, with ``on_commit`` (e.g. the import's progress).
+
+        If anything fails, nothing of the batch is stored (numbers drawn for it are given back
+        when no later one was drawn) and the error propagates.
+
+        Raises:
+            LedgerError: a refused step (named), the ledger, or a lost race (repeat the batch).
+        """
+        if self._batch is not None:
+            raise ConfigError("batches do not nest")
+        anchorer = self._need_anchorer()
+        seen = self._seen(anchorer)
+        self._check_after(self._clock(), seen)
+        batch = _Batch(seen=seen)
+        self.store.drawn = []
+        self._batch = batch
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            self._batch = None
+            self._release(self.store.drawn)
+            raise
+        self._batch = None
+        drawn, self.store.drawn = self.store.drawn, []
+        try:
+            self._flush(anchorer, batch, on_commit)
+        except BaseException:
+            self._release(drawn)
+            raise
+
+    def _release(self, drawn: list[tuple[str, int]]) -> None:
+        for counter, value in reversed(drawn):
+            self.store.release_number(counter, value)
+
+    def _stage(
+        self,
+        batch: _Batch,
+        chain: str | None,
+        *,
+        kind: EventType,
+        actor: str,
+        document: bytes | None,
+        data: Mapping[str, Any] | None,
+        new_refs: Iterable[str],
+        prepare: Callable[[CaseState, int], _Prepared] | None,
+    ) -> Recorded:
+        cert = self._certificate(actor)
+        if chain is None:
+            events: list[SignedEvent] = []
+            state = CaseState()
+        elif chain in batch.chains:
+            events, state = batch.chains[chain]
+        else:
+            events = self.store.events(chain)
+            state = self._fold(events)
+            batch.stored[chain] = len(events)
+        seen = batch.seen
+        now = self._clock()
+        with self.store.transaction():  # a savepoint: a refused step leaves no number drawn
+            case = state.case
+            if prepare is not None:
+                data, document, case = prepare(state, now)
+            record = EventRecord(
+                office=self.store.office,
+                seq=state.seq,
+                prev=state.head,
+                type=kind,
+                case=case,
+                document=document,
+                position=actor,
+                time=now,
+                data=dict(data or {}),
+                seen=None if seen is None else Seen(size=seen.size, root=seen.root),
+                declared=self._declared,
+            )
+            event = record.sign(self.store.identity(actor).key)
+            facts = dataclasses.replace(
+                self._facts(event, ProvenTime(after=None if seen is None else seen.time)),
+                cert=cert,
+            )
+            new_state = apply(state, event, facts)
+        chain_id = chain if chain is not None else event.hash.hex()
+        batch.chains[chain_id] = ([*events, event], new_state)
+        batch.staged.append((chain_id, event, new_state))
+        if (
+            document is not None
+            and document not in batch.documents
+            and self.store.receipt(document) is None
+        ):
+            batch.documents[document] = None
+        for ref in new_refs:
+            batch.refs[ref] = chain_id
+        if kind is EventType.CASE_OPENED and record.case is not None:
+            batch.refs[record.case] = chain_id
+        return Recorded(event=event, receipt="", state=new_state)
+
+    def _flush(
+        self, anchorer: Anchorer, batch: _Batch, on_commit: Callable[[], None] | None
+    ) -> None:
+        if not batch.staged:
+            if on_commit is not None:
+                with self.store.transaction():
+                    on_commit()
+            return
+        now = self._clock()
+        ca = self.store.identity("ca").key
+        heads: dict[str, dict[str, Any]] = {}
+        for chain_id, (events, _) in batch.chains.items():
+            heads[chain_id] = TrailHead.sign(
+                office=self.store.office,
+                chain=events[0].hash,
+                case=next((e.record.case for e in reversed(events) if e.record.case), None),
+                count=len(events),
+                last=events[-1].hash,
+                time=now,
+                ca=ca,
+            ).to_json()
+        head_hashes = {c: TrailHead.from_json(h).hash for c, h in heads.items()}
+        digests = [e.hash for _, e, _ in batch.staged]
+        digests += list(batch.documents)
+        digests += list(head_hashes.values())
+        receipts = anchorer.anchor(digests)  # no lock held
+        if len(receipts) != len(digests):
+            raise MalformedError("the ledger returned the wrong number of receipts")
+        bounds = {}
+        for digest, receipt in zip(digests, receipts, strict=True):
+            bounds[digest] = self.verifier.verify(receipt, digest).time_bound
+        for _, event, _ in batch.staged:
+            self._check_before(event.record.time, bounds[event.hash])
+        by_digest = dict(zip(digests, receipts, strict=True))
+        units = {p: c.unit for p, c in self.positions().items()}
+        with self.store.transaction():
+            for chain_id, length in batch.stored.items():
+                if self.store.chain_length(chain_id) != length:
+                    raise WorkflowError(
+                        f"another step was stored on {chain_id[:16]} while the batch was being "
+                        "anchored; nothing of the batch was stored, repeat it"
+                    )
+            if batch.seen is not None:
+                self.store.add_checkpoint(batch.seen.size, batch.seen.root, batch.seen.note)
+            for digest, receipt in by_digest.items():
+                self.store.add_receipt(digest, receipt)
+            first_time: dict[str, int] = {}
+            for chain_id, event, state in batch.staged:
+                self.store.add_event(chain_id, event)
+                if event.record.seq == 0:
+                    first_time[chain_id] = event.record.time
+                if event.record.type is EventType.CASE_OPENED and event.record.case is not None:
+                    sign = parse_case_sign(event.record.case)
+                    self.store.add_case(sign.original, _list_key(sign), chain_id)
+                started = first_time.get(chain_id)
+                if started is None:
+                    started = self.store.events(chain_id)[0].record.time
+                    first_time[chain_id] = started
+                index_event(
+                    self.store,
+                    chain_id,
+                    event,
+                    state,
+                    bound=bounds[event.hash],
+                    started=self.calendar.date_of(started).isoformat(),
+                    unit_of=units,
+                )
+                self.store.execute(
+                    "INSERT INTO outbox (chain, seq, body) VALUES (?, ?, ?)",
+                    chain_id,
+                    event.record.seq,
+                    event.encode(),
+                )
+                for hook in self.committed:
+                    hook(chain_id, event, state)
+            for ref, chain_id in batch.refs.items():
+                self.store.add_ref(ref, chain_id)
+            for chain_id, head in heads.items():
+                entry = {**head, "receipt": by_digest[head_hashes[chain_id]]}
+                self.store.set_head(chain_id, canonical.encode(entry))
+            if on_commit is not None:
+                on_commit()
 
     # --------------------------------------------------------------------------- steps
 
@@ -540,6 +774,8 @@ class Office:
             on_commit=keep_code,
         )
         register = numbers[-1]
+        if not recorded.receipt:  # staged in a batch: an imported item has no receipt to hand
+            return register, recorded, {}
         receipt = self._official_receipt(register, recorded)
         receipt["status_lookup"] = {"register": register, "access_code": code}
         return register, recorded, receipt

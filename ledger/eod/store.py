@@ -126,6 +126,7 @@ class OfficeStore:
         self._conn = conn
         #: The running numbers drawn since the caller last cleared it: (counter, value).
         self.drawn: list[tuple[str, int]] = []
+        self._savepoints = 0
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -206,7 +207,22 @@ class OfficeStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
+        """One write transaction (``BEGIN IMMEDIATE``): all or nothing. Inside another one it
+        is a savepoint: its own writes are undone if it fails, the outer one goes on."""
+        if self._conn.in_transaction:
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            self._conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._savepoints -= 1
+            self._conn.execute(f"RELEASE {name}")
+            return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
