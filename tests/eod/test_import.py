@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eod.casework import Setup, bundle_bytes, make_office
 
+from eod.casework import Setup, bundle_bytes, make_office
 from ledger.eod.importer import import_file
 from ledger.eod.rules import WorkflowError
 from ledger.eod.trail import verify_trail
@@ -122,7 +122,7 @@ def test_a_refused_matter_stores_nothing_of_its_batch(tmp_path: Path) -> None:
     bad = matter(3)
     bad["steps"] = [s for s in bad["steps"] if s["op"] != "attach"]  # no order: refused
     source = _write(tmp_path / "bad.jsonl", [matter(1), matter(2), bad])
-    with pytest.raises(WorkflowError, match="line 3, step 3 .accept.: .*attachment"):
+    with pytest.raises(WorkflowError, match=r"line 3, step 3 \(accept\): .*attachment"):
         import_file(setup.office, source, batch=10)
     assert setup.office.store.cases() == []
     assert setup.office.store.query("SELECT count(*) FROM events") == [(0,)]
