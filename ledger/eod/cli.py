@@ -1067,3 +1067,21 @@ def import_command(file: Path, batch: int, name: str | None) -> None:
             skipped, imported = import_file(office, file, name=name, batch=batch,
                                             report=bar.update)
     click.echo(f"imported {imported} matter(s) from {file}; {skipped} were imported before")
+
+
+# -------------------------------------------------------------------------- the service
+
+
+@eod_group.command("serve")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The service's TOML config (offices, clients, webhooks, mail).")
+@_errors
+def serve_command(config_path: Path) -> None:
+    """Run the HTTP service for EOD backends and citizens (every workflow step as an endpoint,
+    queries, webhooks, mail, the status page); stops on Ctrl-C or SIGTERM."""
+    from ledger.eod.service import load_config, serve
+
+    config = load_config(config_path)
+    serve(config, ready=lambda url: click.echo(
+        f"serving {', '.join(o.id for o in config.offices)} on {url}", err=True))

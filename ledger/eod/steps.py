@@ -97,17 +97,17 @@ def _outcome(office: Office, recorded: Recorded, **extra: Any) -> dict[str, Any]
 def _register(office: Office, b: _Body, actor: str) -> dict[str, Any]:
     document = b.digest("document")
     assert document is not None
-    register, recorded, receipt = office.register(
-        document,
-        actor=actor,
-        direction=b.text("direction", required=False) or "incoming",
-        channel=b.req("channel"),
-        kind=b.text("kind", required=False) or "letter",
-        attachments=b.integer("attachments", 0, 0, 10_000),
-        sender_ref=b.text("sender_ref", required=False),
-        case=b.text("case", required=False),
-    )
+    direction = b.text("direction", required=False) or "incoming"
+    channel = b.req("channel")
+    kind = b.text("kind", required=False) or "letter"
+    attachments = b.integer("attachments", 0, 0, 10_000)
+    sender_ref = b.text("sender_ref", required=False)
+    case = b.text("case", required=False)
     b.done()
+    register, recorded, receipt = office.register(
+        document, actor=actor, direction=direction, channel=channel, kind=kind,
+        attachments=attachments, sender_ref=sender_ref, case=case,
+    )
     return _outcome(office, recorded, register=register, receipt=receipt)
 
 
@@ -138,26 +138,25 @@ def _ref(b: _Body) -> str:
 
 def _assign(office: Office, b: _Body, actor: str) -> dict[str, Any]:
     ref = _ref(b)
-    recorded = office.assign(ref, actor=actor, to=b.req("to"),
-                             method=b.text("method", required=False),
-                             deadline=b.text("deadline", required=False))
+    to = b.req("to")
+    method, deadline = b.text("method", required=False), b.text("deadline", required=False)
     b.done()
+    recorded = office.assign(ref, actor=actor, to=to, method=method, deadline=deadline)
     return _outcome(office, recorded)
 
 
 def _open_case(office: Office, b: _Body, actor: str) -> dict[str, Any]:
     ref = b.text("ref", required=False)
-    _, recorded = office.open_case(
-        ref,
-        actor=actor,
-        unit=b.req("unit"),
-        jrwa_class=b.req("class"),
-        kind=b.text("kind", required=False) or "letter",
-        category=b.text("category", required=False),
-        category_reason=b.text("category_reason", required=False),
-        sign=b.text("sign", required=False),
-    )
+    unit, jrwa_class = b.req("unit"), b.req("class")
+    kind = b.text("kind", required=False) or "letter"
+    category = b.text("category", required=False)
+    reason = b.text("category_reason", required=False)
+    sign = b.text("sign", required=False)
     b.done()
+    _, recorded = office.open_case(
+        ref, actor=actor, unit=unit, jrwa_class=jrwa_class, kind=kind, category=category,
+        category_reason=reason, sign=sign,
+    )
     return _outcome(office, recorded)
 
 
@@ -168,8 +167,8 @@ def _document_step(
         ref = _ref(b)
         document = b.digest("document")
         extra = {"kind": b.req("kind")} if kind else {}
-        recorded = call(office, ref, document, actor=actor, **extra)
         b.done()
+        recorded = call(office, ref, document, actor=actor, **extra)
         return _outcome(office, recorded)
 
     return run
@@ -180,27 +179,27 @@ def _accept(office: Office, b: _Body, actor: str) -> dict[str, Any]:
     step = b.text("step", required=False)
     if step is None:
         level = b.integer("level", 0, 0, 9)
+        b.done()
         recorded = office.accept(ref, actor=actor, level=level or None)
     else:
         kind = COST_STEP_NAMES.get(step)
         if kind is None:
             raise MalformedError(f"accept: step must be one of {', '.join(COST_STEP_NAMES)}")
+        accounts = b.text("accounts", required=False)
+        note = b.text("note", required=False)
+        document = b.digest("document", required=False)
+        b.done()
         recorded = office.cost_step(
-            ref,
-            kind,
-            actor=actor,
-            accounts=b.text("accounts", required=False),
-            note=b.text("note", required=False),
-            document=b.digest("document", required=False),
+            ref, kind, actor=actor, accounts=accounts, note=note, document=document
         )
-    b.done()
     return _outcome(office, recorded)
 
 
 def _reason_step(call: Callable[..., Recorded]) -> Callable[[Office, _Body, str], dict[str, Any]]:
     def run(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-        recorded = call(office, _ref(b), actor=actor, reason=b.req("reason"))
+        ref, reason = _ref(b), b.req("reason")
         b.done()
+        recorded = call(office, ref, actor=actor, reason=reason)
         return _outcome(office, recorded)
 
     return run
@@ -208,31 +207,34 @@ def _reason_step(call: Callable[..., Recorded]) -> Callable[[Office, _Body, str]
 
 def _plain(call: Callable[..., Recorded]) -> Callable[[Office, _Body, str], dict[str, Any]]:
     def run(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-        recorded = call(office, _ref(b), actor=actor)
+        ref = _ref(b)
         b.done()
+        recorded = call(office, ref, actor=actor)
         return _outcome(office, recorded)
 
     return run
 
 
 def _dispatch(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-    register, recorded = office.dispatch(_ref(b), actor=actor, channel=b.req("channel"),
-                                         document=b.digest("document", required=False))
+    ref, channel = _ref(b), b.req("channel")
+    document = b.digest("document", required=False)
     b.done()
+    register, recorded = office.dispatch(ref, actor=actor, channel=channel, document=document)
     return _outcome(office, recorded, register=register)
 
 
 def _deliver(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-    recorded = office.deliver(_ref(b), actor=actor, deemed=b.flag("deemed"),
-                              notice=b.text("notice", required=False),
-                              on=b.text("date", required=False))
+    ref, deemed = _ref(b), b.flag("deemed")
+    notice, on = b.text("notice", required=False), b.text("date", required=False)
     b.done()
+    recorded = office.deliver(ref, actor=actor, deemed=deemed, notice=notice, on=on)
     return _outcome(office, recorded)
 
 
 def _destroy(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-    recorded = office.destroy(_ref(b), actor=actor, consent=b.req("consent"))
+    ref, consent = _ref(b), b.req("consent")
     b.done()
+    recorded = office.destroy(ref, actor=actor, consent=consent)
     return _outcome(office, recorded)
 
 
