@@ -240,7 +240,7 @@ class Mailer:
         return self._store.query(
             "SELECT id, rcpt, subject, body, attempts FROM mail WHERE status = 'queued' "
             "AND next_try <= ? ORDER BY id LIMIT ?",
-            int(self._clock()),
+            int(self._clock() * 1000),
             _BATCH,
         )
 
@@ -277,7 +277,7 @@ class Mailer:
                 "UPDATE mail SET attempts = ?, error = ?, next_try = ? WHERE id = ?",
                 attempts,
                 error[:500],
-                int(self._clock() + delay),
+                int((self._clock() + delay) * 1000),  # milliseconds
                 mail,
             )
             return "retry"

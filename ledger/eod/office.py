@@ -1083,6 +1083,9 @@ class Office:
             ClockRefused: the office clock is off (nothing is stored).
         """
         chain, events, _ = self.chain(ref)
+        return self._head(chain, events)
+
+    def _head(self, chain: str, events: list[SignedEvent]) -> dict[str, Any]:
         stored = self.store.head(chain)
         if stored is not None:
             entry = canonical.loads(stored)
@@ -1118,8 +1121,8 @@ class Office:
         Raises:
             NotFoundError: unknown case, or a receipt or checkpoint missing from the store.
         """
-        head = self.head(ref)
-        _, events, _ = self.chain(ref)
+        chain, events, _ = self.chain(ref)
+        head = self._head(chain, events)
         named = {e.record.position for e in events}
         named |= {
             str(e.record.data["to"])

@@ -15,13 +15,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from ledger.checkpoint import parse_checkpoint_body
+from ledger.checkpoint import MAX_TREE_SIZE, parse_checkpoint_body, parse_decimal
+from ledger.crypto import b64decode_strict
 from ledger.errors import MalformedError, VerificationError
 from ledger.merkle.hashing import HASH_SIZE, leaf_hash
 from ledger.merkle.proof import verify_inclusion
 from ledger.note import parse_note
 from ledger.policy import Policy
 from ledger.receipt import (
+    MAX_PROOF_HASHES,
+    MAX_RECEIPT_SIZE,
+    RECEIPT_HEADER,
     VerifiedCheckpoint,
     VerifiedReceipt,
     parse_receipt,
@@ -54,6 +58,35 @@ class ReceiptVerifier:
             self._notes.popitem(last=False)
         return checked, origin
 
+    def _known(
+        self, text: str | bytes
+    ) -> tuple[int, tuple[bytes, ...], tuple[VerifiedCheckpoint, str]] | None:
+        """A receipt whose checkpoint note (everything after the first blank line, verbatim)
+        was parsed and verified before: only its head (header, index, proof hashes) is parsed
+        here, as strictly as :func:`ledger.receipt.parse_receipt` does; anything else
+        (bytes, an ``extra`` line, a new note) goes the full way."""
+        if not isinstance(text, str) or len(text) > MAX_RECEIPT_SIZE:
+            return None
+        head, blank, note = text.partition("\n\n")
+        if not blank:
+            return None
+        known = self._notes.get(note)
+        if known is None:
+            return None
+        lines = head.split("\n")
+        if len(lines) < 2 or lines[0] != RECEIPT_HEADER or not lines[1].startswith("index "):
+            return None
+        if len(lines) - 2 > MAX_PROOF_HASHES:
+            return None
+        index = parse_decimal(lines[1][len("index "):], what="receipt index")
+        if not 0 <= index <= MAX_TREE_SIZE:
+            raise MalformedError("receipt index is out of range")
+        proof = tuple(b64decode_strict(line, what="proof hash") for line in lines[2:])
+        if any(len(h) != HASH_SIZE for h in proof):
+            raise MalformedError(f"every proof hash must be {HASH_SIZE} bytes")
+        self._notes.move_to_end(note)
+        return index, proof, known
+
     def verify(self, text: str | bytes, digest: bytes) -> VerifiedReceipt:
         """As :func:`ledger.receipt.verify_receipt` under this verifier's policy.
 
@@ -61,22 +94,25 @@ class ReceiptVerifier:
             MalformedError: the receipt does not parse, or ``digest`` is not 32 bytes.
             VerificationError: as :func:`ledger.receipt.verify_receipt`.
         """
-        receipt = parse_receipt(text)
-        if receipt.extra is not None:
-            return verify_receipt(text, self.policy, digest)
         if len(digest) != HASH_SIZE:
             raise MalformedError(f"digest must be {HASH_SIZE} bytes")
-        checked, origin = self._checkpoint(receipt.checkpoint)
+        quick = self._known(text)
+        if quick is not None:
+            index, proof, (checked, origin) = quick
+        else:
+            receipt = parse_receipt(text)
+            if receipt.extra is not None:
+                return verify_receipt(text, self.policy, digest)
+            index, proof = receipt.index, receipt.proof
+            checked, origin = self._checkpoint(receipt.checkpoint)
         try:
-            verify_inclusion(
-                leaf_hash(digest), receipt.index, checked.size, receipt.proof, checked.root
-            )
+            verify_inclusion(leaf_hash(digest), index, checked.size, proof, checked.root)
         except VerificationError as exc:
             raise VerificationError(
                 f"digest is not in the checkpointed tree: {exc.diagnostics()}"
             ) from None
         return VerifiedReceipt(
-            index=receipt.index,
+            index=index,
             size=checked.size,
             origin=origin,
             root=checked.root,

@@ -312,7 +312,9 @@ class _Metrics:
 class _Tenant:
     """One office in the service: per-thread offices, its background loops."""
 
-    def __init__(self, config: OfficeConfig, metrics: _Metrics) -> None:
+    def __init__(
+        self, config: OfficeConfig, metrics: _Metrics, *, status_rate: float, status_burst: float
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self._local = threading.local()
@@ -338,7 +340,7 @@ class _Tenant:
             if config.mail is not None
             else None
         )
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(rate=status_rate, burst=status_burst)
         self._tasks: list[asyncio.Task[None]] = []
 
     def office(self) -> Office:
@@ -455,7 +457,9 @@ class _Service:
         for office in config.offices:
             if office.id in self.tenants:
                 raise ConfigError(f"office {office.id} is configured twice")
-            self.tenants[office.id] = _Tenant(office, self.metrics)
+            self.tenants[office.id] = _Tenant(office, self.metrics,
+                                              status_rate=config.status_rate,
+                                              status_burst=config.status_burst)
             for client in office.clients:
                 if client.token_sha256 is not None:
                     if client.token_sha256 in self.tokens:
