@@ -866,3 +866,222 @@ def verify_receipt_command(
     click.echo(
         f"  policy:     {'pinned' if result.policy_pinned else 'NOT pinned (see the warning)'}"
     )
+
+
+# ------------------------------------------------------- citizens, deadlines, registers
+
+
+@eod_group.command("lookup")
+@click.argument("register")
+@click.option("--code", required=True, help="The access code from the registration receipt.")
+@_errors
+def lookup_command(register: str, code: str) -> None:
+    """The citizen's status lookup (sprawdzanie statusu sprawy): the stage of the matter
+    registered as REGISTER and its proven dates, given its access code; a wrong code and an
+    unknown number answer alike."""
+    from ledger.eod.status import lookup
+
+    with _office() as office:
+        status = lookup(office.store, office.calendar, register, code)
+    click.echo(json.dumps(status, ensure_ascii=False, indent=1))
+
+
+@eod_group.command("deadlines")
+@click.option("--unit", help="Only the matters of this unit.")
+@click.option("--officer", metavar="POSITION", help="Only the matters of this case officer.")
+@click.option("--soon", type=click.IntRange(0, 365), default=7, show_default=True,
+              help="Days ahead that count as due soon.")
+@click.option("--all", "include_ok", is_flag=True, help="List every open matter's deadline.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_errors
+def deadlines_command(
+    unit: str | None, officer: str | None, soon: int, include_ok: bool, as_json: bool
+) -> None:
+    """Overdue and due-soon matters (monitorowanie terminów) per unit and officer: the deadline
+    set at assignment, else the statutory term of KPA art. 35 with the periods that do not
+    count (art. 35 § 5, 'ledger eod pause') and art. 57 § 4."""
+    from ledger.eod.deadlines import office_terms, watch
+
+    with _office() as office:
+        found = watch(
+            office.store,
+            office.calendar,
+            office_terms(office.store),
+            now=office.now(),
+            soon=soon,
+            unit=unit,
+            officer=officer,
+            include_ok=include_ok,
+        )
+    if as_json:
+        for d in found:
+            click.echo(json.dumps(d.to_json(), ensure_ascii=False))
+        return
+    if not found:
+        click.echo("no overdue or due-soon matters")
+        return
+    for d in found:
+        what = d.case or d.register or "-"
+        basis = "assigned" if d.source == "assigned" else f"KPA art. 35, {d.term}"
+        paused = f", {d.paused_days} day(s) not counted" if d.paused_days else ""
+        click.echo(
+            f"{d.state:<8}  due {d.due}  {what}  unit {d.unit or '-'}  officer "
+            f"{d.officer or '-'}  ({basis}{paused}; {d.stage})"
+        )
+
+
+@eod_group.command("pause")
+@_ref
+@click.option("--from", "start", required=True, metavar="YYYY-MM-DD")
+@click.option("--until", required=True, metavar="YYYY-MM-DD")
+@click.option("--reason", required=True, help="Why the period does not count (art. 35 § 5).")
+@_errors
+def pause_command(ref: str, start: str, until: str, reason: str) -> None:
+    """Record a period that does not count towards a matter's statutory term (KPA art. 35
+    § 5: a term for a specific act, suspension, a delay by the party). Kept by the office."""
+    from ledger.eod.deadlines import add_pause
+
+    with _office() as office:
+        add_pause(office.store, office.store.chain_of(ref), start=start, until=until,
+                  reason=reason)
+    click.echo(f"{ref}: {start} to {until} not counted ({reason})")
+
+
+@eod_group.command("registers")
+@click.argument("which", type=click.Choice(["invoices", "contracts"]))
+@click.option("--unit", help="Only this unit.")
+@click.option("--since", metavar="YYYY-MM-DD", help="From this day (office calendar).")
+@click.option("--until", metavar="YYYY-MM-DD", help="Up to and including this day.")
+@click.option("--stage", help="Only matters at this stage (registered, assigned, ...).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the register as CSV to this new file.")
+@_errors
+def registers_command(
+    which: str,
+    unit: str | None,
+    since: str | None,
+    until: str | None,
+    stage: str | None,
+    csv_out: Path | None,
+) -> None:
+    """The invoice register (rejestr faktur) or the contract register (rejestr umów)."""
+    from ledger.eod.registers import REGISTERS, register_csv, register_rows
+
+    with _office() as office:
+        rows = register_rows(office.store, office.calendar, which, unit=unit, since=since,
+                             until=until, stage=stage)
+    if csv_out is not None:
+        try:
+            with open(csv_out, "x", encoding="utf-8", newline="") as handle:
+                handle.write(register_csv(rows, which))
+        except FileExistsError:
+            raise ConfigError(f"{csv_out} exists; choose another file") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot write {csv_out}: {exc.strerror}") from None
+        click.echo(f"wrote {csv_out}: {len(rows)} rows of the {which} register")
+        return
+    for row in rows:
+        click.echo("  ".join("-" if row[k] is None else str(row[k]) for k in REGISTERS[which]))
+
+
+# ------------------------------------------------------------------ the state archive
+
+
+@eod_group.command("transfer")
+@click.argument("cases", nargs=-1, metavar="[CASE]...")
+@_as
+@click.option("--archive", required=True, help="The state archive that takes the cases.")
+@click.option("--all-due", is_flag=True,
+              help="Every archived category A case whose office-archive period has run.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The transfer package to write (a new file).")
+@_errors
+def transfer_command(
+    cases: tuple[str, ...], actor: str, archive: str, all_due: bool, out: Path
+) -> None:
+    """Transfer category A cases to the state archive (przekazanie do archiwum państwowego):
+    record 'transferred' in each trail and write the package (handover list, spis
+    zdawczo-odbiorczy, with each document's digest, and every case's trail)."""
+    from ledger.eod.transfer import due_for_transfer, transfer
+
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another file or remove it first")
+    with _office() as office:
+        chosen = list(cases)
+        if all_due:
+            chosen += [c for c in due_for_transfer(office, now=office.now()) if c not in chosen]
+        if not chosen:
+            raise MalformedError("no case to transfer: name cases or give --all-due")
+        data, recorded = transfer(office, chosen, actor=actor, archive=archive)
+    try:
+        with open(out, "xb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"transferred {len(recorded)} case(s) to {archive}; package {out}")
+
+
+@eod_group.command("verify-package")
+@click.argument("package")
+@click.option("--policy", "policy_path", metavar="FILE", help="Pin the ledger's trust policy.")
+@click.option("--office-key", metavar="SHA256:...", help="Pin the office CA key (fingerprint).")
+@_errors
+def verify_package_command(package: str, policy_path: str | None, office_key: str | None) -> None:
+    """Verify a transfer package offline (kontrola paczki archiwalnej): exit 0 if valid, 1 with
+    the reason if not, 2 if unreadable."""
+    from ledger.eod.transfer import verify_package
+
+    result = verify_package(
+        _read(package, limit=MAX_BUNDLE_SIZE),
+        policy=_pinned_policy(policy_path),
+        office_key=office_key,
+    )
+    if policy_path is None:
+        click.echo(_UNPINNED_POLICY, err=True)
+    click.echo(
+        f"valid: {len(result.trails)} case(s) for {result.archive}, handover list "
+        f"{result.list_digest.hex()[:16]}"
+    )
+    for trail in result.trails:
+        click.echo(f"  {trail.case}: {len(trail.entries)} events, signed head verified")
+
+
+@eod_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True,
+              help="Matters anchored together.")
+@click.option("--name", help="The import's name, for resuming (default: the file name).")
+@_errors
+def import_command(file: Path, batch: int, name: str | None) -> None:
+    """Bulk import of historical matters (JSON Lines, one matter per line; see docs/eod.md),
+    anchored in batches; run it again to resume after the last stored batch."""
+    from ledger.eod.importer import count_matters, import_file, progress
+
+    total = count_matters(file)
+    with _office() as office:
+        known = progress(office, name or file.name)
+        done = 0 if known is None else min(known[1], total)
+        with click.progressbar(length=total, label="importing", show_pos=True,
+                               file=sys.stderr) as bar:
+            bar.update(done)
+            skipped, imported = import_file(office, file, name=name, batch=batch,
+                                            report=bar.update)
+    click.echo(f"imported {imported} matter(s) from {file}; {skipped} were imported before")
+
+
+# -------------------------------------------------------------------------- the service
+
+
+@eod_group.command("serve")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The service's TOML config (offices, clients, webhooks, mail).")
+@_errors
+def serve_command(config_path: Path) -> None:
+    """Run the HTTP service for EOD backends and citizens (every workflow step as an endpoint,
+    queries, webhooks, mail, the status page); stops on Ctrl-C or SIGTERM."""
+    from ledger.eod.service import load_config, serve
+
+    config = load_config(config_path)
+    serve(config, ready=lambda url: click.echo(
+        f"serving {', '.join(o.id for o in config.offices)} on {url}", err=True))

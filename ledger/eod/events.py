@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 from ledger.crypto import SIGNATURE_SIZE, Ed25519Key, b64decode_strict, verify_ed25519
@@ -244,12 +245,18 @@ class SignedEvent:
 
     def encode(self) -> bytes:
         """The canonical bytes whose SHA-256 is the event hash."""
+        return self._encoded
+
+    # Computed once per event (the record is frozen and its data never mutated): a chain's
+    # fold, its trail and its verification ask for each event's hash several times.
+    @cached_property
+    def _encoded(self) -> bytes:
         return canonical.encode(self.to_json())
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         """The event hash: ``prev`` of the next event and the digest anchored in the ledger."""
-        return canonical.sha256(self.encode())
+        return canonical.sha256(self._encoded)
 
     def verify(self, public_key: bytes) -> None:
         """Check the actor's signature with the position's public key.

@@ -50,6 +50,7 @@ class EventType(StrEnum):
     REOPENED = "reopened"
     ARCHIVED = "archived"
     DESTROYED = "destroyed"
+    TRANSFERRED = "transferred"
 
 
 #: English and Polish names, as printed in timelines, errors and ``--help`` texts.
@@ -74,6 +75,7 @@ EVENT_TERMS: Final[dict[EventType, tuple[str, str]]] = {
     EventType.REOPENED: ("case reopened", "wznowienie sprawy"),
     EventType.ARCHIVED: ("archived", "przekazanie do archiwum zakładowego"),
     EventType.DESTROYED: ("destruction", "brakowanie"),
+    EventType.TRANSFERRED: ("transfer to the state archive", "przekazanie do archiwum państwowego"),
 }
 
 

@@ -1,24 +1,32 @@
 """The office: every workflow step as one library call, checked, signed, anchored and stored.
 
-Each step follows the same path (:meth:`Office._record`), inside one store transaction:
+Each step follows the same path (:meth:`Office._record`). Writes serialise per case, not per
+office: the store's write lock is never held across a call to the ledger.
 
 1. load the chain (the item's or the case's events) and fold it through the rules, each event
-   with its proven time (its seen checkpoint and its receipt, both re-verified);
+   with its proven time (its seen checkpoint and its receipt, both re-verified; the verified
+   intervals are cached by event hash, receipts never change);
 2. ask the ledger for its latest cosigned checkpoint and verify it against the pinned policy:
    the event will name it (``seen``), which proves it was made after it;
 3. read the office clock once: a reading more than :data:`~ledger.eod.timing.MAX_CLOCK_SKEW`
    before the checkpoint's proven time is refused (a slow clock, or a backdated step);
-4. build the canonical record and **check it with** :func:`ledger.eod.rules.apply`: a refused
-   step raises :class:`~ledger.eod.rules.WorkflowError` here, before anything is signed or
-   anchored;
-5. sign it with the position's key, anchor the event hash (and the document digest, the first
-   time it is seen) and verify each receipt against the office's pinned trust policy;
+4. in one short store transaction, draw the register number the step needs (if any), build
+   the canonical record and **check it with** :func:`ledger.eod.rules.apply`: a refused step
+   raises :class:`~ledger.eod.rules.WorkflowError` here, the transaction is rolled back and
+   nothing is signed or anchored;
+5. with no lock held, sign it with the position's key, anchor the event hash (and the document
+   digest, the first time it is seen) and verify each receipt against the pinned policy;
 6. check the clock reading against the receipt's time bound: more than the tolerance ahead (a
-   fast clock) is refused; the anchored hash is then stored nowhere, so the chain is unchanged
-   and the next step, with a right clock, simply goes on;
-7. store the event, the receipts, the checkpoint and the new references, and commit.
+   fast clock) is refused;
+7. in a second short transaction, check that the chain's head is still the one the step was
+   built on, then store the event, the receipts, the checkpoint, the new references, the query
+   index (ledger.eod.index) and the outbox row (webhooks, notifications), and commit. A step
+   that lost the race to another step on the same case is built again on the new head (up to
+   :data:`RACE_RETRIES` times); within one process, steps on one case also wait for each other
+   (a striped lock by chain) so that a lost race is the exception between processes.
 
-If anchoring fails, nothing is stored; the step can simply be repeated (it gets a new time and
+If anchoring fails, nothing is stored and a register number drawn for the step is given back
+when no later one was drawn meanwhile; the step can simply be repeated (it gets a new time and
 thus a new hash; an anchored but unused hash proves nothing and harms nothing).
 
 The clock is injected (``clock``), so tests replay a case with fixed times or a fast office PC.
@@ -29,8 +37,13 @@ and no rule counts from it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import hashlib
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from ledger.eod import canonical
@@ -38,10 +51,12 @@ from ledger.eod.anchor import Anchorer
 from ledger.eod.calendar import OfficeCalendar, parse_date
 from ledger.eod.casesign import CaseSign, format_case_sign, parse_case_sign
 from ledger.eod.events import EventRecord, Seen, SignedEvent
+from ledger.eod.index import index_event
 from ledger.eod.jrwa import JrwaDictionary
 from ledger.eod.model import DIRECTIONS, REGISTER_PREFIX, EventType, Role, parse_category
 from ledger.eod.paths import COST_STEPS, PathBook, path_json
 from ledger.eod.pki import PositionCertificate, SigningIdentity, check_identifier, issue_certificate
+from ledger.eod.proofs import ReceiptVerifier
 from ledger.eod.records import OfficeRecord, TrailHead
 from ledger.eod.rules import CaseState, Facts, WorkflowError, apply, fold
 from ledger.eod.store import OfficeStore
@@ -55,9 +70,66 @@ from ledger.errors import (
     VerificationError,
 )
 from ledger.policy import Policy, parse_policy
-from ledger.receipt import verify_receipt
 
-__all__ = ["ClockRefused", "Office", "Recorded"]
+__all__ = ["RACE_RETRIES", "ClockRefused", "Office", "Recorded", "access_digest"]
+
+#: How often a step that lost the race for its case's head is built again.
+RACE_RETRIES: Final = 5
+_LOCK_STRIPES: Final = 256
+_CHAIN_LOCKS: Final = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
+_PROVEN_CACHE: Final = 100_000
+#: The access code of a registration: 20 characters of Crockford's base32 alphabet (100 bits),
+#: printed in four groups; unguessable, and never stored (only its digest is).
+_CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CODE_GROUPS: Final = 4
+_CODE_GROUP: Final = 5
+
+
+def new_access_code() -> str:
+    """A fresh random access code, e.g. ``7KQ2M-XR4D9-0PWTC-HB61F``."""
+    chars = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_GROUPS * _CODE_GROUP))
+    return "-".join(chars[i : i + _CODE_GROUP] for i in range(0, len(chars), _CODE_GROUP))
+
+
+def normalise_access_code(code: str) -> str:
+    """The code as issued, from what a person typed (case, spaces, dashes and the look-alike
+    letters O, I, L of Crockford's alphabet forgiven); any string is accepted: a code that is
+    not one simply matches nothing."""
+    cleaned = code.strip().upper().replace(" ", "").replace("-", "")
+    cleaned = cleaned.replace("O", "0").replace("I", "1").replace("L", "1")
+    return "-".join(cleaned[i : i + _CODE_GROUP] for i in range(0, len(cleaned), _CODE_GROUP))
+
+
+def access_digest(office: str, register: str, code: str) -> bytes:
+    """What the store keeps of an access code: SHA-256 over the office, the register number and
+    the normalised code (domain-separated, so a leaked store gives no usable code)."""
+    text = f"ledger-eod-access/v1\n{office}\n{register}\n{normalise_access_code(code)}"
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Steps staged by :meth:`Office.batch`, not yet anchored."""
+
+    seen: VerifiedCheckpoint | None
+    chains: dict[str, tuple[list[SignedEvent], CaseState]] = dataclasses.field(
+        default_factory=dict
+    )
+    stored: dict[str, int] = dataclasses.field(default_factory=dict)
+    staged: list[tuple[str, SignedEvent, CaseState]] = dataclasses.field(default_factory=list)
+    documents: dict[bytes, None] = dataclasses.field(default_factory=dict)
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class _LostRace(Exception):
+    """Another step was stored on the case between reading its head and committing."""
+
+
+def _chain_lock(root: object, chain: str | None) -> threading.Lock | None:
+    if chain is None:
+        return None
+    digest = hashlib.sha256(f"{root}\n{chain}".encode()).digest()
+    return _CHAIN_LOCKS[digest[0]]
 
 _CASE_COUNTER: Final = "case/{unit}/{cls}/{year}"
 _Prepared = tuple[Mapping[str, Any], bytes | None, str | None]
@@ -79,7 +151,11 @@ class Recorded:
 
 
 class Office:
-    """One office's EOD client over its :class:`OfficeStore` and an :class:`Anchorer`."""
+    """One office's EOD client over its :class:`OfficeStore` and an :class:`Anchorer`.
+
+    One instance per thread (its store connection is its own); ``chain_locks=False`` leaves
+    steps on one case to the commit-time head check alone, as between processes.
+    """
 
     def __init__(
         self,
@@ -88,13 +164,21 @@ class Office:
         *,
         clock: Callable[[], int],
         declared: int | None = None,
+        chain_locks: bool = True,
     ) -> None:
         self.store = store
+        self._chain_locks = chain_locks
+        self._batch: _Batch | None = None
         self._anchorer = anchorer
         self._clock = clock
         self._declared = declared
         self._policy: Policy | None = None
+        self._verifier: ReceiptVerifier | None = None
         self._checkpoints: dict[tuple[int, bytes], VerifiedCheckpoint] = {}
+        self._proven: OrderedDict[bytes, ProvenTime] = OrderedDict()
+        self._positions: dict[str, PositionCertificate] = {}
+        #: Called with (chain, event, state) inside the commit of every stored step.
+        self.committed: list[Callable[[str, SignedEvent, CaseState], None]] = []
         self.record = OfficeRecord.from_json(canonical.loads(store.meta("record")))
         self.calendar = OfficeCalendar(self.record.zone)
         self.paths = PathBook.from_toml(store.meta("paths"))
@@ -105,6 +189,37 @@ class Office:
         if self._policy is None:
             self._policy = parse_policy(self.store.policy_text())
         return self._policy
+
+    @property
+    def verifier(self) -> ReceiptVerifier:
+        """Receipts verified under the pinned policy, each checkpoint note once."""
+        if self._verifier is None:
+            self._verifier = ReceiptVerifier(self.policy)
+        return self._verifier
+
+    def positions(self) -> dict[str, PositionCertificate]:
+        """The office's certified positions (read again when the store holds more)."""
+        count = int(self.store.query("SELECT count(*) FROM certificates")[0][0])
+        if count != len(self._positions):
+            self._positions = {c.position: c for c in self.store.certificates()}
+        return self._positions
+
+    @contextlib.contextmanager
+    def declaring(self, declared: int | None) -> Iterator[None]:
+        """Steps inside record ``declared`` as their declared time (``--at``)."""
+        before, self._declared = self._declared, declared
+        try:
+            yield
+        finally:
+            self._declared = before
+
+    def now(self) -> int:
+        """The office clock's reading (POSIX seconds)."""
+        return self._clock()
+
+    def _certificate(self, position: str) -> PositionCertificate:
+        cert = self.positions().get(position)
+        return cert if cert is not None else self.store.certificate(position)
 
     # ----------------------------------------------------------------------- positions
 
@@ -148,6 +263,9 @@ class Office:
             NotFoundError: the store lacks the checkpoint or the receipt.
             VerificationError: either fails the pinned policy.
         """
+        known = self._proven.get(event.hash)
+        if known is not None:
+            return known
         seen = event.record.seen
         after: int | None = None
         if seen is not None:
@@ -161,13 +279,17 @@ class Office:
         receipt = self.store.receipt(event.hash)
         if receipt is None:
             raise NotFoundError(f"event {event.record.seq} has no stored receipt")
-        before = verify_receipt(receipt, self.policy, event.hash).time_bound
-        return ProvenTime(after=after, before=before)
+        before = self.verifier.verify(receipt, event.hash).time_bound
+        proven = ProvenTime(after=after, before=before)
+        self._proven[event.hash] = proven
+        if len(self._proven) > _PROVEN_CACHE:
+            self._proven.popitem(last=False)
+        return proven
 
     def _facts(self, event: SignedEvent, proven: ProvenTime) -> Facts:
-        positions = {c.position: c for c in self.store.certificates()}
+        positions = self.positions()
         return Facts(
-            cert=self.store.certificate(event.record.position),
+            cert=self._certificate(event.record.position),
             calendar=self.calendar,
             positions=positions,
             proven=proven,
@@ -232,18 +354,70 @@ class Office:
         data: Mapping[str, Any] | None = None,
         new_refs: Iterable[str] = (),
         prepare: Callable[[CaseState, int], _Prepared] | None = None,
+        on_commit: Callable[[str, SignedEvent], None] | None = None,
     ) -> Recorded:
         anchorer = self._need_anchorer()
-        with self.store.transaction():
-            cert = self.store.certificate(actor)
-            if chain is None:
-                state, events = CaseState(), []
-            else:
-                events = self.store.events(chain)
-                state = self._fold(events)
-            seen = self._seen(anchorer)
-            now = self._clock()
-            self._check_after(now, seen)
+        if self._batch is not None:
+            return self._stage(
+                self._batch,
+                chain,
+                kind=kind,
+                actor=actor,
+                document=document,
+                data=data,
+                new_refs=new_refs,
+                prepare=prepare,
+            )
+        lock = _chain_lock(self.store.root, chain) if self._chain_locks else None
+        for _ in range(RACE_RETRIES):
+            if lock is not None:
+                lock.acquire()
+            try:
+                return self._attempt(
+                    anchorer,
+                    chain,
+                    kind=kind,
+                    actor=actor,
+                    document=document,
+                    data=data,
+                    new_refs=new_refs,
+                    prepare=prepare,
+                    on_commit=on_commit,
+                )
+            except _LostRace:
+                continue
+            finally:
+                if lock is not None:
+                    lock.release()
+        raise WorkflowError(
+            f"the case changed {RACE_RETRIES} times while this step was being anchored "
+            "(others are working on it); nothing was stored, repeat the step"
+        )
+
+    def _attempt(
+        self,
+        anchorer: Anchorer,
+        chain: str | None,
+        *,
+        kind: EventType,
+        actor: str,
+        document: bytes | None,
+        data: Mapping[str, Any] | None,
+        new_refs: Iterable[str],
+        prepare: Callable[[CaseState, int], _Prepared] | None,
+        on_commit: Callable[[str, SignedEvent], None] | None,
+    ) -> Recorded:
+        cert = self._certificate(actor)
+        if chain is None:
+            state, events = CaseState(), []
+        else:
+            events = self.store.events(chain)
+            state = self._fold(events)
+        seen = self._seen(anchorer)
+        now = self._clock()
+        self._check_after(now, seen)
+        self.store.drawn = []
+        with self.store.transaction():  # short: the register number and the rules
             case = state.case
             if prepare is not None:
                 data, document, case = prepare(state, now)
@@ -266,32 +440,278 @@ class Office:
                 cert=cert,
             )
             new_state = apply(state, event, facts)  # refuses before anything is anchored
+            need_document = document is not None and self.store.receipt(document) is None
+        drawn, self.store.drawn = self.store.drawn, []
+        stored = False
+        try:
             digests = [event.hash]
-            if document is not None and self.store.receipt(document) is None:
+            if need_document:
+                assert document is not None
                 digests.append(document)
-            receipts = anchorer.anchor(digests)
+            receipts = anchorer.anchor(digests)  # no lock held
             if len(receipts) != len(digests):
                 raise MalformedError("the ledger returned the wrong number of receipts")
             verified = [
-                verify_receipt(r, self.policy, d) for d, r in zip(digests, receipts, strict=True)
+                self.verifier.verify(r, d) for d, r in zip(digests, receipts, strict=True)
             ]
             self._check_before(now, verified[0].time_bound)
-            for digest, receipt in zip(digests, receipts, strict=True):
-                self.store.add_receipt(digest, receipt)
-            if seen is not None:
-                self.store.add_checkpoint(seen.size, seen.root, seen.note)
             chain_id = chain if chain is not None else event.hash.hex()
-            self.store.add_event(chain_id, event)
-            for ref in new_refs:
-                self.store.add_ref(ref, chain_id)
-            if kind is EventType.CASE_OPENED and record.case is not None:
-                sign = parse_case_sign(record.case)
-                self.store.add_case(sign.original, _list_key(sign), chain_id)
-                self.store.add_ref(sign.original, chain_id)
+            with self.store.transaction():
+                if chain is not None and self.store.chain_length(chain) != state.seq:
+                    raise _LostRace
+                for digest, receipt in zip(digests, receipts, strict=True):
+                    self.store.add_receipt(digest, receipt)
+                if seen is not None:
+                    self.store.add_checkpoint(seen.size, seen.root, seen.note)
+                self.store.add_event(chain_id, event)
+                for ref in new_refs:
+                    self.store.add_ref(ref, chain_id)
+                if kind is EventType.CASE_OPENED and record.case is not None:
+                    sign = parse_case_sign(record.case)
+                    self.store.add_case(sign.original, _list_key(sign), chain_id)
+                    self.store.add_ref(sign.original, chain_id)
+                self._after_store(
+                    chain_id,
+                    event,
+                    new_state,
+                    bound=verified[0].time_bound,
+                    started=events[0].record.time if events else now,
+                )
+                if on_commit is not None:
+                    on_commit(chain_id, event)
+                for hook in self.committed:
+                    hook(chain_id, event, new_state)
+            stored = True
+            self._proven[event.hash] = ProvenTime(
+                after=None if seen is None else seen.time, before=verified[0].time_bound
+            )
             return Recorded(event=event, receipt=receipts[0], state=new_state)
+        finally:
+            if not stored:
+                for counter, value in reversed(drawn):
+                    self.store.release_number(counter, value)
+
+    def _after_store(
+        self, chain: str, event: SignedEvent, state: CaseState, *, bound: int, started: int
+    ) -> None:
+        """The query index and the outbox row of a stored event (inside its transaction)."""
+        units = {p: c.unit for p, c in self.positions().items()}
+        index_event(
+            self.store,
+            chain,
+            event,
+            state,
+            bound=bound,
+            started=self.calendar.date_of(started).isoformat(),
+            unit_of=units,
+        )
+        self.store.execute(
+            "INSERT INTO outbox (chain, seq, body) VALUES (?, ?, ?)",
+            chain,
+            event.record.seq,
+            event.encode(),
+        )
 
     def _chain(self, ref: str) -> str:
+        if self._batch is not None:
+            found = self._batch.refs.get(ref.strip())
+            if found is not None:
+                return found
         return self.store.chain_of(ref)
+
+    # ---------------------------------------------------------------------- batches
+
+    @contextlib.contextmanager
+    def batch(self, *, on_commit: Callable[[], None] | None = None) -> Iterator[None]:
+        """Steps inside are checked and signed as usual, then anchored together and stored in
+        one transaction when the block ends (the bulk import of historical items):
+
+        * while staging, the store's write lock is held (register numbers are drawn and every
+          rule is checked, against the chains as the batch leaves them), but nothing is
+          anchored; every step names the checkpoint seen when the batch began;
+        * at the end, with no lock held, the hashes of every event, every new document and a
+          signed head per touched chain are anchored in one call (the client splits it into
+          requests) and every receipt is verified;
+        * then one transaction checks that no other step was stored meanwhile on a chain the
+          batch extends, and stores everything, with ``on_commit`` (e.g. the import's progress).
+
+        If anything fails, nothing of the batch is stored (numbers drawn for it are given back
+        when no later one was drawn) and the error propagates.
+
+        Raises:
+            LedgerError: a refused step (named), the ledger, or a lost race (repeat the batch).
+        """
+        if self._batch is not None:
+            raise ConfigError("batches do not nest")
+        anchorer = self._need_anchorer()
+        seen = self._seen(anchorer)
+        self._check_after(self._clock(), seen)
+        batch = _Batch(seen=seen)
+        self.store.drawn = []
+        self._batch = batch
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            self._batch = None
+            self._release(self.store.drawn)
+            raise
+        self._batch = None
+        drawn, self.store.drawn = self.store.drawn, []
+        try:
+            self._flush(anchorer, batch, on_commit)
+        except BaseException:
+            self._release(drawn)
+            raise
+
+    def _release(self, drawn: list[tuple[str, int]]) -> None:
+        for counter, value in reversed(drawn):
+            self.store.release_number(counter, value)
+
+    def _stage(
+        self,
+        batch: _Batch,
+        chain: str | None,
+        *,
+        kind: EventType,
+        actor: str,
+        document: bytes | None,
+        data: Mapping[str, Any] | None,
+        new_refs: Iterable[str],
+        prepare: Callable[[CaseState, int], _Prepared] | None,
+    ) -> Recorded:
+        cert = self._certificate(actor)
+        if chain is None:
+            events: list[SignedEvent] = []
+            state = CaseState()
+        elif chain in batch.chains:
+            events, state = batch.chains[chain]
+        else:
+            events = self.store.events(chain)
+            state = self._fold(events)
+            batch.stored[chain] = len(events)
+        seen = batch.seen
+        now = self._clock()
+        with self.store.transaction():  # a savepoint: a refused step leaves no number drawn
+            case = state.case
+            if prepare is not None:
+                data, document, case = prepare(state, now)
+            record = EventRecord(
+                office=self.store.office,
+                seq=state.seq,
+                prev=state.head,
+                type=kind,
+                case=case,
+                document=document,
+                position=actor,
+                time=now,
+                data=dict(data or {}),
+                seen=None if seen is None else Seen(size=seen.size, root=seen.root),
+                declared=self._declared,
+            )
+            event = record.sign(self.store.identity(actor).key)
+            facts = dataclasses.replace(
+                self._facts(event, ProvenTime(after=None if seen is None else seen.time)),
+                cert=cert,
+            )
+            new_state = apply(state, event, facts)
+        chain_id = chain if chain is not None else event.hash.hex()
+        batch.chains[chain_id] = ([*events, event], new_state)
+        batch.staged.append((chain_id, event, new_state))
+        if (
+            document is not None
+            and document not in batch.documents
+            and self.store.receipt(document) is None
+        ):
+            batch.documents[document] = None
+        for ref in new_refs:
+            batch.refs[ref] = chain_id
+        if kind is EventType.CASE_OPENED and record.case is not None:
+            batch.refs[record.case] = chain_id
+        return Recorded(event=event, receipt="", state=new_state)
+
+    def _flush(
+        self, anchorer: Anchorer, batch: _Batch, on_commit: Callable[[], None] | None
+    ) -> None:
+        if not batch.staged:
+            if on_commit is not None:
+                with self.store.transaction():
+                    on_commit()
+            return
+        now = self._clock()
+        ca = self.store.identity("ca").key
+        heads: dict[str, dict[str, Any]] = {}
+        for chain_id, (events, _) in batch.chains.items():
+            heads[chain_id] = TrailHead.sign(
+                office=self.store.office,
+                chain=events[0].hash,
+                case=next((e.record.case for e in reversed(events) if e.record.case), None),
+                count=len(events),
+                last=events[-1].hash,
+                time=now,
+                ca=ca,
+            ).to_json()
+        head_hashes = {c: TrailHead.from_json(h).hash for c, h in heads.items()}
+        digests = [e.hash for _, e, _ in batch.staged]
+        digests += list(batch.documents)
+        digests += list(head_hashes.values())
+        receipts = anchorer.anchor(digests)  # no lock held
+        if len(receipts) != len(digests):
+            raise MalformedError("the ledger returned the wrong number of receipts")
+        bounds = {}
+        for digest, receipt in zip(digests, receipts, strict=True):
+            bounds[digest] = self.verifier.verify(receipt, digest).time_bound
+        for _, event, _ in batch.staged:
+            self._check_before(event.record.time, bounds[event.hash])
+        by_digest = dict(zip(digests, receipts, strict=True))
+        units = {p: c.unit for p, c in self.positions().items()}
+        with self.store.transaction():
+            for chain_id, length in batch.stored.items():
+                if self.store.chain_length(chain_id) != length:
+                    raise WorkflowError(
+                        f"another step was stored on {chain_id[:16]} while the batch was being "
+                        "anchored; nothing of the batch was stored, repeat it"
+                    )
+            if batch.seen is not None:
+                self.store.add_checkpoint(batch.seen.size, batch.seen.root, batch.seen.note)
+            for digest, receipt in by_digest.items():
+                self.store.add_receipt(digest, receipt)
+            first_time: dict[str, int] = {}
+            for chain_id, event, state in batch.staged:
+                self.store.add_event(chain_id, event)
+                if event.record.seq == 0:
+                    first_time[chain_id] = event.record.time
+                if event.record.type is EventType.CASE_OPENED and event.record.case is not None:
+                    sign = parse_case_sign(event.record.case)
+                    self.store.add_case(sign.original, _list_key(sign), chain_id)
+                started = first_time.get(chain_id)
+                if started is None:
+                    started = self.store.events(chain_id)[0].record.time
+                    first_time[chain_id] = started
+                index_event(
+                    self.store,
+                    chain_id,
+                    event,
+                    state,
+                    bound=bounds[event.hash],
+                    started=self.calendar.date_of(started).isoformat(),
+                    unit_of=units,
+                )
+                self.store.execute(
+                    "INSERT INTO outbox (chain, seq, body) VALUES (?, ?, ?)",
+                    chain_id,
+                    event.record.seq,
+                    event.encode(),
+                )
+                for hook in self.committed:
+                    hook(chain_id, event, state)
+            for ref, chain_id in batch.refs.items():
+                self.store.add_ref(ref, chain_id)
+            for chain_id, head in heads.items():
+                entry = {**head, "receipt": by_digest[head_hashes[chain_id]]}
+                self.store.set_head(chain_id, canonical.encode(entry))
+            if on_commit is not None:
+                on_commit()
 
     # --------------------------------------------------------------------------- steps
 
@@ -322,7 +742,7 @@ class Office:
             year = self.calendar.year_of(now)
             prefix = REGISTER_PREFIX[direction]
             register = f"{prefix}/{self.store.next_number(f'{prefix}/{year}')}/{year}"
-            numbers.append(register)
+            numbers[:] = [register]
             data: dict[str, Any] = {
                 "direction": direction,
                 "register": register,
@@ -334,11 +754,31 @@ class Office:
                 data["sender_ref"] = sender_ref
             return data, document, state.case
 
+        code = new_access_code()
+
+        def keep_code(chain_id: str, event: SignedEvent) -> None:
+            register = str(event.record.data["register"])
+            self.store.execute(
+                "INSERT INTO access (register, chain, code_hash) VALUES (?, ?, ?)",
+                register,
+                chain_id,
+                access_digest(self.store.office, register, code),
+            )
+
         recorded = self._record(
-            chain, kind=EventType.REGISTERED, actor=actor, prepare=prepare, new_refs=numbers
+            chain,
+            kind=EventType.REGISTERED,
+            actor=actor,
+            prepare=prepare,
+            new_refs=numbers,
+            on_commit=keep_code,
         )
-        register = numbers[0]
-        return register, recorded, self._official_receipt(register, recorded)
+        register = numbers[-1]
+        if not recorded.receipt:  # staged in a batch: an imported item has no receipt to hand
+            return register, recorded, {}
+        receipt = self._official_receipt(register, recorded)
+        receipt["status_lookup"] = {"register": register, "access_code": code}
+        return register, recorded, receipt
 
     def assign(
         self,
@@ -433,7 +873,7 @@ class Office:
                     f"case sign {chosen.original} collides with the existing case {taken} "
                     "(same unit, class, year and number)"
                 )
-            signs.append(chosen)
+            signs[:] = [chosen]
             data: dict[str, Any] = {
                 "category": chosen_category.text,
                 "jrwa": listed.to_json(),
@@ -445,7 +885,7 @@ class Office:
             return data, None, chosen.original
 
         recorded = self._record(chain, kind=EventType.CASE_OPENED, actor=actor, prepare=prepare)
-        return signs[0].original, recorded
+        return signs[-1].original, recorded
 
     def attach(self, ref: str, document: bytes, *, actor: str, kind: str) -> Recorded:
         """Dołączenie: attach a document (contract, order, ...) to a case by its digest."""
@@ -527,7 +967,7 @@ class Office:
             year = self.calendar.year_of(now)
             prefix = REGISTER_PREFIX["outgoing"]
             register = f"{prefix}/{self.store.next_number(f'{prefix}/{year}')}/{year}"
-            numbers.append(register)
+            numbers[:] = [register]
             chosen = document or (state.signed[-1] if state.signed else None)
             if chosen is None:
                 raise WorkflowError("dispatch (wysyłka) of a document that was not signed (podpis)")
@@ -540,7 +980,7 @@ class Office:
             prepare=prepare,
             new_refs=numbers,
         )
-        return numbers[0], recorded
+        return numbers[-1], recorded
 
     def record_receipt(self, ref: str, document: bytes, *, actor: str, kind: str) -> Recorded:
         """Record an official receipt (UPP, UPO or UPD) by the digest of its signed XML."""
@@ -597,6 +1037,17 @@ class Office:
         """Przekazanie do archiwum zakładowego."""
         return self._record(self._chain(ref), kind=EventType.ARCHIVED, actor=actor)
 
+    def transfer(self, ref: str, handover: bytes, *, actor: str, archive: str) -> Recorded:
+        """Przekazanie do archiwum państwowego: the case leaves with the handover list whose
+        digest is ``handover`` (see :mod:`ledger.eod.transfer`)."""
+        return self._record(
+            self._chain(ref),
+            kind=EventType.TRANSFERRED,
+            actor=actor,
+            document=handover,
+            data={"archive": archive},
+        )
+
     def destroy(self, ref: str, *, actor: str, consent: str) -> Recorded:
         """Brakowanie: record the lawful destruction (never a deletion of the trail)."""
         return self._record(
@@ -632,6 +1083,9 @@ class Office:
             ClockRefused: the office clock is off (nothing is stored).
         """
         chain, events, _ = self.chain(ref)
+        return self._head(chain, events)
+
+    def _head(self, chain: str, events: list[SignedEvent]) -> dict[str, Any]:
         stored = self.store.head(chain)
         if stored is not None:
             entry = canonical.loads(stored)
@@ -639,22 +1093,25 @@ class Office:
             if current.count == len(events) and current.last == events[-1].hash:
                 return entry
         anchorer = self._need_anchorer()
+        now = self._clock()
+        self._check_after(now, self._seen(anchorer))
+        head = TrailHead.sign(
+            office=self.store.office,
+            chain=events[0].hash,
+            case=next((e.record.case for e in reversed(events) if e.record.case), None),
+            count=len(events),
+            last=events[-1].hash,
+            time=now,
+            ca=self.store.identity("ca").key,
+        )
+        [receipt] = anchorer.anchor([head.hash])  # no lock held
+        self._check_before(now, self.verifier.verify(receipt, head.hash).time_bound)
+        entry = {**head.to_json(), "receipt": receipt}
         with self.store.transaction():
-            now = self._clock()
-            self._check_after(now, self._seen(anchorer))
-            head = TrailHead.sign(
-                office=self.store.office,
-                chain=events[0].hash,
-                case=next((e.record.case for e in reversed(events) if e.record.case), None),
-                count=len(events),
-                last=events[-1].hash,
-                time=now,
-                ca=self.store.identity("ca").key,
-            )
-            [receipt] = anchorer.anchor([head.hash])
-            self._check_before(now, verify_receipt(receipt, self.policy, head.hash).time_bound)
-            entry = {**head.to_json(), "receipt": receipt}
-            self.store.set_head(chain, canonical.encode(entry))
+            # A head for fewer events than the chain now holds is still true (complete as of
+            # its time), but a newer stored head is never replaced by it.
+            if self.store.chain_length(chain) == len(events):
+                self.store.set_head(chain, canonical.encode(entry))
         return entry
 
     def trail(self, ref: str) -> dict[str, Any]:
@@ -664,8 +1121,8 @@ class Office:
         Raises:
             NotFoundError: unknown case, or a receipt or checkpoint missing from the store.
         """
-        head = self.head(ref)
-        _, events, _ = self.chain(ref)
+        chain, events, _ = self.chain(ref)
+        head = self._head(chain, events)
         named = {e.record.position for e in events}
         named |= {
             str(e.record.data["to"])

@@ -19,7 +19,8 @@ certificate; the certificate was issued no later than the event; the position ho
 (for the steps of an acceptance path, the role and unit of the step, see below); times never go
 backwards; the case field is null before the opening and the case sign after it; nothing
 follows destruction; a closed case takes only receipts, deliveries, archiving, destruction and
-reopening; an archived case only destruction. Once the case is open, the steps of the case
+reopening; an archived case only destruction or the transfer to the state archive; nothing
+follows a transfer. Once the case is open, the steps of the case
 officer (attached, submitted, closed, reopened) are recorded by the case officer (prowadzący
 sprawę) only: the position that opened it, or the one it was assigned to since.
 
@@ -61,6 +62,11 @@ sprawę) only: the position that opened it, or the one it was assigned to since.
   last step.
 - reopened, wznowienie sprawy [officer]: a closed case not yet archived; ``data.reason``.
 - archived [archivist]: a closed case, never of category Bc.
+- transferred, przekazanie do archiwum państwowego [archivist]: only of an archived category A
+  case, once its office-archive period (:data:`ARCHIVE_TRANSFER_YEARS` full years from 1
+  January after the proven closing, as for retention) has run, judged by the transfer's
+  proven time (its seen checkpoint); the document is the digest of the handover list (spis
+  zdawczo-odbiorczy, :mod:`ledger.eod.transfer`); ``data.archive`` names the state archive.
 - destroyed, brakowanie: never category A; with ``data.consent`` (the state archive director's
   consent reference); only once the retention period has run, counted from the **proven** time
   of the last closing (the latest it can have happened: its receipt's time bound) and judged
@@ -98,6 +104,7 @@ from ledger.eod.timing import ProvenTime
 from ledger.errors import LedgerError, MalformedError
 
 __all__ = [
+    "ARCHIVE_TRANSFER_YEARS",
     "OFFICER_STEPS",
     "PATH_STEPS",
     "REQUIRED_ROLE",
@@ -139,7 +146,12 @@ REQUIRED_ROLE: Final[dict[EventType, Role]] = {
     EventType.REOPENED: Role.OFFICER,
     EventType.ARCHIVED: Role.ARCHIVIST,
     EventType.DESTROYED: Role.ARCHIVIST,
+    EventType.TRANSFERRED: Role.ARCHIVIST,
 }
+#: Category A records stay in the office archive this many full years (counted from 1 January
+#: after the closing), then go to the state archive (rozporządzenie w sprawie przekazywania
+#: materiałów archiwalnych do archiwów państwowych: after 25 years).
+ARCHIVE_TRANSFER_YEARS: Final = 25
 PATH_STEPS: Final = frozenset({EventType.ACCEPTED, EventType.REJECTED, *COST_STEPS})
 #: Steps only the case officer records once the case is open.
 OFFICER_STEPS: Final = frozenset(
@@ -151,6 +163,7 @@ _LATE_OK: Final = frozenset(
         EventType.DELIVERED,
         EventType.ARCHIVED,
         EventType.DESTROYED,
+        EventType.TRANSFERRED,
         EventType.REOPENED,
     }
 )
@@ -208,6 +221,7 @@ class CaseState:
     closed: bool = False
     closed_before: int | None = None
     archived: bool = False
+    transferred: bool = False
     destroyed: bool = False
 
     @property
@@ -313,7 +327,12 @@ def apply(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     elif record.case != state.case:
         expected = state.case or "none (the case is not open yet)"
         raise WorkflowError(f"the event names case {record.case!r}; expected {expected}")
-    if state.archived and record.type is not EventType.DESTROYED:
+    if state.transferred:
+        raise WorkflowError(
+            "the case was transferred to the state archive (archiwum państwowe); nothing may "
+            "follow"
+        )
+    if state.archived and record.type not in (EventType.DESTROYED, EventType.TRANSFERRED):
         raise WorkflowError(f"the case is archived; {term(record.type)} is no longer possible")
     if state.closed and record.type not in _LATE_OK:
         raise WorkflowError(f"the case is closed; {term(record.type)} is no longer possible")
@@ -761,6 +780,36 @@ def _destroyed(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     return dataclasses.replace(state, destroyed=True)
 
 
+def _transferred(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
+    _only(event.record.data, "archive")
+    _req(event.record.data, "archive")
+    _need_document(event)
+    category = state.category
+    if category is None or category.years is not None:
+        raise WorkflowError(
+            "only category A records (materiały archiwalne) go to the state archive"
+        )
+    if not state.archived:
+        raise WorkflowError("the state archive takes a case from the office archive only")
+    if state.closed_before is None:
+        raise WorkflowError("the closing of the case has no proven time yet")
+    calendar = facts.calendar
+    period = Category(text=f"B{ARCHIVE_TRANSFER_YEARS}", years=ARCHIVE_TRANSFER_YEARS)
+    allowed = calendar.destruction_allowed_from(period, state.closed_before)
+    assert allowed is not None
+    after = facts.proven.after
+    if after is None or after < allowed:
+        proven = (
+            "no proven time" if after is None else f"proven after {calendar.format_time(after)}"
+        )
+        raise WorkflowError(
+            f"category A: the office-archive period of {ARCHIVE_TRANSFER_YEARS} years, counted "
+            f"from the proven closing, runs until {calendar.format_time(allowed)}; the transfer "
+            f"to the state archive is refused before (this step: {proven})"
+        )
+    return dataclasses.replace(state, transferred=True)
+
+
 _RULES: Final[dict[EventType, _Rule]] = {
     EventType.REGISTERED: _registered,
     EventType.ASSIGNED: _assigned,
@@ -782,4 +831,5 @@ _RULES: Final[dict[EventType, _Rule]] = {
     EventType.REOPENED: _reopened,
     EventType.ARCHIVED: _archived,
     EventType.DESTROYED: _destroyed,
+    EventType.TRANSFERRED: _transferred,
 }

@@ -15,9 +15,20 @@ In a deployment each position's key lives with its holder (a token, the EOD syst
 store); keeping them under the data dir is the single-machine arrangement of this client.
 
 Why SQLite: one file, transactions, and ``BEGIN IMMEDIATE`` serialises writers across processes.
-The office holds the write lock from reading a chain's head until the new event is stored, so
-two clerks acting on one case at the same moment cannot fork its chain; the anchoring call
-happens inside that window (a few seconds at most with ``wait=true``).
+Writes serialise per case, not per office: a step reads its chain, takes the write lock only
+to draw its register number and check its rules, anchors with no lock held, then commits in a
+second short transaction that checks the chain's head is still the one it built on
+(:meth:`chain_length`); a step that lost that race is built again on the new head
+(ledger.eod.office). One slow anchoring call never stalls the other clerks.
+
+Besides the trail itself the store keeps what the office's queries read without folding
+chains, each row written in the same transaction as the event it follows from: ``matters``
+(one row per chain: status, unit, officer, deadline, category), ``milestones`` (the proven
+date of each stage the citizen's status lookup shows), ``access`` (the SHA-256 of each
+registration's access code), ``documents`` (attachments by kind, for the registers),
+``pauses`` (periods that do not count towards a deadline, KPA art. 35 § 5), ``outbox``
+(every committed event, in order, for webhooks and notifications), their ``cursors`` and
+``deadletters``, the ``mail`` queue, and the progress of bulk ``imports``.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ledger.eod import canonical
 from ledger.eod.events import SignedEvent
@@ -57,6 +68,38 @@ CREATE TABLE IF NOT EXISTS receipts (digest TEXT PRIMARY KEY, receipt TEXT NOT N
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER NOT NULL, root TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (size, root));
 CREATE TABLE IF NOT EXISTS heads (chain TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS matters (
+    chain TEXT PRIMARY KEY, register TEXT, case_sign TEXT, item_kind TEXT, kind TEXT, unit TEXT,
+    officer TEXT, assignee TEXT, status TEXT NOT NULL, started TEXT NOT NULL, deadline TEXT,
+    category TEXT, closed_before INTEGER, events INTEGER NOT NULL, last_time INTEGER NOT NULL,
+    sender_ref TEXT, channel TEXT);
+CREATE INDEX IF NOT EXISTS matters_status ON matters (status);
+CREATE INDEX IF NOT EXISTS matters_unit ON matters (unit, status);
+CREATE INDEX IF NOT EXISTS matters_officer ON matters (officer, status);
+CREATE TABLE IF NOT EXISTS milestones (
+    chain TEXT NOT NULL, stage TEXT NOT NULL, bound INTEGER NOT NULL, PRIMARY KEY (chain, stage));
+CREATE TABLE IF NOT EXISTS access (
+    register TEXT PRIMARY KEY, chain TEXT NOT NULL, code_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    chain TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, digest TEXT NOT NULL,
+    time INTEGER NOT NULL, PRIMARY KEY (chain, seq));
+CREATE INDEX IF NOT EXISTS documents_kind ON documents (kind, time);
+CREATE TABLE IF NOT EXISTS pauses (
+    chain TEXT NOT NULL, start TEXT NOT NULL, until TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (chain, start));
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, chain TEXT NOT NULL, seq INTEGER NOT NULL,
+    body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deadletters (
+    sink TEXT NOT NULL, outbox INTEGER NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (sink, outbox));
+CREATE TABLE IF NOT EXISTS mail (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, rcpt TEXT NOT NULL,
+    subject TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+    error TEXT, next_try INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS imports (
+    name TEXT PRIMARY KEY, digest TEXT NOT NULL, done INTEGER NOT NULL);
 """
 STORE_FORMAT: Final = "ledger-eod-store/v2"
 
@@ -81,6 +124,9 @@ class OfficeStore:
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
         self.root = root
         self._conn = conn
+        #: The running numbers drawn since the caller last cleared it: (counter, value).
+        self.drawn: list[tuple[str, int]] = []
+        self._savepoints = 0
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -146,7 +192,9 @@ class OfficeStore:
     @classmethod
     def _connect(cls, root: Path) -> OfficeStore:
         try:
-            conn = sqlite3.connect(root / DB_FILE, isolation_level=None, timeout=30.0)
+            conn = sqlite3.connect(
+                root / DB_FILE, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
@@ -159,7 +207,22 @@ class OfficeStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
+        """One write transaction (``BEGIN IMMEDIATE``): all or nothing. Inside another one it
+        is a savepoint: its own writes are undone if it fails, the outer one goes on."""
+        if self._conn.in_transaction:
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            self._conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._savepoints -= 1
+            self._conn.execute(f"RELEASE {name}")
+            return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -261,7 +324,49 @@ class OfficeStore:
             counter,
             value,
         )
+        self.drawn.append((counter, value))
         return value
+
+    def release_number(self, counter: str, value: int) -> None:
+        """Give back a number drawn for a step that was not stored, if no later one was drawn
+        since (a register never skips a number for a failed anchoring call)."""
+        with self.transaction():
+            row = self._one("SELECT value FROM counters WHERE name = ?", counter)
+            if row is not None and int(str(row[0])) == value:
+                self._exec("UPDATE counters SET value = ? WHERE name = ?", value - 1, counter)
+
+    def chain_length(self, chain: str) -> int:
+        """How many events the chain holds now (its head's seq + 1; 0 for a new chain)."""
+        row = self._one("SELECT count(*) FROM events WHERE chain = ?", chain)
+        return 0 if row is None else int(str(row[0]))
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query over the store's tables (the office's queries).
+
+        Raises:
+            StorageError: the query failed.
+        """
+        try:
+            return list(self._conn.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"office store: {exc}") from None
+
+    def execute(self, sql: str, *args: object) -> int:
+        """Run one write statement (call inside :meth:`transaction`); returns the rowcount or,
+        for an insert, the new row id.
+
+        Raises:
+            StorageError: the write was refused.
+        """
+        try:
+            cursor = self._conn.execute(sql, args)
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(f"office store refused a write: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"office store: {exc}") from None
+        if sql.lstrip().upper().startswith("INSERT"):
+            return int(cursor.lastrowid or 0)
+        return int(cursor.rowcount)
 
     def chain_of(self, ref: str) -> str:
         """The chain id of a register number or a case sign.

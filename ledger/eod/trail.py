@@ -54,12 +54,13 @@ from ledger.eod.canonical import loads
 from ledger.eod.events import SignedEvent, parse_hex_digest
 from ledger.eod.model import EVENT_TERMS, EventType
 from ledger.eod.pki import PositionCertificate, fingerprint
+from ledger.eod.proofs import ReceiptVerifier
 from ledger.eod.records import OfficeRecord, TrailHead
 from ledger.eod.rules import CaseState, Facts, WorkflowError, apply
 from ledger.eod.timing import MAX_CLOCK_SKEW, ProvenTime, VerifiedCheckpoint, verify_checkpoint
 from ledger.errors import LedgerError, MalformedError, VerificationError
 from ledger.policy import Policy, parse_policy
-from ledger.receipt import VerifiedReceipt, verify_receipt
+from ledger.receipt import VerifiedReceipt
 
 __all__ = [
     "MAX_BUNDLE_SIZE",
@@ -188,11 +189,13 @@ def _checkpoints(items: Sequence[Any], policy: Policy) -> dict[tuple[int, bytes]
     return known
 
 
-def _receipt(text: object, policy: Policy, digest: bytes, what: str) -> VerifiedReceipt:
+def _receipt(
+    text: object, verifier: ReceiptVerifier, digest: bytes, what: str
+) -> VerifiedReceipt:
     if not isinstance(text, str):
         raise MalformedError(f"{what}: the receipt must be text")
     try:
-        return verify_receipt(text, policy, digest)
+        return verifier.verify(text, digest)
     except LedgerError as exc:
         raise _fail(f"{what}: the ledger receipt does not verify: {exc.diagnostics()}") from None
 
@@ -203,7 +206,7 @@ def _check_event(
     index: int,
     certs: Mapping[str, PositionCertificate],
     checkpoints: Mapping[tuple[int, bytes], int],
-    policy: Policy,
+    verifier: ReceiptVerifier,
     calendar: OfficeCalendar,
 ) -> tuple[CaseState, TrailEntry]:
     if not isinstance(entry, dict) or set(entry) != {"event", "receipt"}:
@@ -222,7 +225,7 @@ def _check_event(
         raise _fail(
             f"{what}: the signature of {record.position!r} does not verify (the event was changed)"
         ) from None
-    verified = _receipt(entry["receipt"], policy, event.hash, what)
+    verified = _receipt(entry["receipt"], verifier, event.hash, what)
     after: int | None = None
     if record.seen is not None:
         found = checkpoints.get((record.seen.size, record.seen.root))
@@ -263,7 +266,7 @@ def _check_event(
 
 
 def _check_head(
-    raw: object, office: OfficeRecord, entries: Sequence[TrailEntry], policy: Policy
+    raw: object, office: OfficeRecord, entries: Sequence[TrailEntry], verifier: ReceiptVerifier
 ) -> tuple[TrailHead, VerifiedReceipt]:
     if not isinstance(raw, dict) or set(raw) != {"head", "signature", "receipt"}:
         raise _fail(
@@ -273,7 +276,7 @@ def _check_head(
     head.verify(office.ca_public_key)
     if head.office != office.office:
         raise _fail(f"the trail head is of office {head.office!r}")
-    receipt = _receipt(raw["receipt"], policy, head.hash, "the trail head")
+    receipt = _receipt(raw["receipt"], verifier, head.hash, "the trail head")
     if head.count != len(entries):
         raise _fail(
             f"the trail holds {len(entries)} events, but its signed head counts {head.count}: "
@@ -326,8 +329,10 @@ def verify_trail(
         raise _fail("the trail holds no events")
     state = CaseState()
     entries: list[TrailEntry] = []
+    # Each distinct checkpoint note is verified once; every receipt's inclusion proof is.
+    verifier = ReceiptVerifier(trusted)
     for index, entry in enumerate(raw_events):
-        state, checked = _check_event(state, entry, index, certs, checkpoints, trusted, calendar)
+        state, checked = _check_event(state, entry, index, certs, checkpoints, verifier, calendar)
         entries.append(checked)
     if state.case is not None and state.case != case:
         raise _fail(f"the bundle says case {case!r} but its events are case {state.case!r}")
@@ -337,9 +342,9 @@ def verify_trail(
             raise MalformedError("a document entry must be an object")
         digest = parse_hex_digest(item.get("digest"), what="document digest")
         documents[digest] = _receipt(
-            item.get("receipt"), trusted, digest, f"document {digest.hex()[:16]}"
+            item.get("receipt"), verifier, digest, f"document {digest.hex()[:16]}"
         )
-    head, head_receipt = _check_head(bundle.get("head"), record, entries, trusted)
+    head, head_receipt = _check_head(bundle.get("head"), record, entries, verifier)
     used = [i for i, e in enumerate(entries) if e.event.record.document == document]
     if document is not None and not used:
         raise _fail(f"the document {document.hex()} is not part of this case")
@@ -398,8 +403,9 @@ def verify_official(
         raise _fail("the document digest differs from the signed registration")
     if document is not None and document != rec.document:
         raise _fail("the document is not the one registered")
-    event_receipt = _receipt(bundle.get("event_receipt"), trusted, event.hash, "registration")
-    doc_receipt = _receipt(bundle.get("document_receipt"), trusted, rec.document, "document")
+    verifier = ReceiptVerifier(trusted)
+    event_receipt = _receipt(bundle.get("event_receipt"), verifier, event.hash, "registration")
+    doc_receipt = _receipt(bundle.get("document_receipt"), verifier, rec.document, "document")
     return VerifiedOfficialReceipt(
         office=record,
         ca_pinned=office_key is not None,
@@ -491,6 +497,8 @@ def describe(event: SignedEvent, calendar: OfficeCalendar) -> str:
         text += f"; the 14-day appeal period ends {appeal_deadline(day)}"
     elif kind is EventType.DESTROYED:
         text = f"consent {d.get('consent')}"
+    elif kind is EventType.TRANSFERRED:
+        text = f"to {d.get('archive')}, handover list"
     else:
         text = str(d.get("note", "")) if d.get("note") else ""
     if r.document is not None:
@@ -503,6 +511,8 @@ def describe(event: SignedEvent, calendar: OfficeCalendar) -> str:
 def end_state(state: CaseState) -> str:
     if state.destroyed:
         return "destroyed (brakowanie)"
+    if state.transferred:
+        return "transferred to the state archive (archiwum państwowe)"
     if state.archived:
         return "in the office archive (archiwum zakładowe)"
     if state.closed:

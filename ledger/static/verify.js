@@ -1135,6 +1135,7 @@
     reopened: ["case reopened", "wznowienie sprawy", "officer"],
     archived: ["archived", "przekazanie do archiwum zakładowego", "archivist"],
     destroyed: ["destruction", "brakowanie", "archivist"],
+    transferred: ["transfer to the state archive", "przekazanie do archiwum państwowego", "archivist"],
   };
   /** ledger.eod.model.Role, in enum order (sorting certificates' roles uses the values). */
   const ROLE_POLISH = {
@@ -1152,7 +1153,9 @@
   const COST_STEPS = ["substantive-check", "formal-check", "account-coding", "countersigned", "approved-for-payment"];
   const PATH_STEPS = ["accepted", "rejected", ...COST_STEPS];
   const OFFICER_STEPS = ["attached", "submitted", "closed", "reopened"];
-  const LATE_OK = ["receipt-recorded", "delivered", "archived", "destroyed", "reopened"];
+  const LATE_OK = ["receipt-recorded", "delivered", "archived", "destroyed", "transferred", "reopened"];
+  /** rules.ARCHIVE_TRANSFER_YEARS */
+  const ARCHIVE_TRANSFER_YEARS = 25;
   const DIRECTIONS = ["incoming", "outgoing", "internal"];
   const RECEIPT_KINDS = ["UPP", "UPO", "UPD"];
   const CATEGORY = /^(?:A|Bc|B([1-9][0-9]{0,2})|BE([1-9][0-9]{0,2}))$/;
@@ -2104,7 +2107,7 @@
       invoice: null, items: [], assigner: null, assignee: null, officer: null, method: null, deadline: null,
       subDeadline: null, attachments: 0, draft: null, submitter: null, accepted: 0, acceptors: [], signed: [],
       costDone: [], dispatchedAt: null, dispatchedOn: null, deliveredOn: null, closed: false, closedBefore: null,
-      archived: false, destroyed: false,
+      archived: false, transferred: false, destroyed: false,
     };
   }
 
@@ -2553,6 +2556,31 @@
     return { ...state, destroyed: true };
   }
 
+  function ruleTransferred(state, event, facts) {
+    only(event.record.data, "archive");
+    dReq(event.record.data, "archive");
+    needDocument(event);
+    const category = state.category;
+    if (category === null || category.years !== null) {
+      throw wf("only category A records (materiały archiwalne) go to the state archive", "do archiwum państwowego przekazuje się tylko materiały archiwalne kategorii A");
+    }
+    if (!state.archived) throw wf("the state archive takes a case from the office archive only", "archiwum państwowe przejmuje sprawę tylko z archiwum zakładowego");
+    if (state.closedBefore === null) throw wf("the closing of the case has no proven time yet", "zakończenie sprawy nie ma jeszcze dowiedzionego czasu");
+    const calendar = facts.calendar;
+    const period = { text: "B" + ARCHIVE_TRANSFER_YEARS, years: ARCHIVE_TRANSFER_YEARS, review: false };
+    const allowed = calendar.destructionAllowedFrom(period, state.closedBefore);
+    const after = facts.proven.after;
+    if (after === null || after < allowed) {
+      const when = calendar.formatTime(allowed);
+      const proven = after === null ? { en: "no proven time", pl: "brak dowiedzionego czasu" } : { en: "proven after " + calendar.formatTime(after), pl: "dowiedzione po " + calendar.formatTime(after) };
+      throw wf(
+        "category A: the office-archive period of " + ARCHIVE_TRANSFER_YEARS + " years, counted from the proven closing, runs until " + when + "; the transfer to the state archive is refused before (this step: " + proven.en + ")",
+        "kategoria A: okres przechowywania w archiwum zakładowym (" + ARCHIVE_TRANSFER_YEARS + " lat), liczony od dowiedzionego zakończenia sprawy, trwa do " + when + "; przekazanie do archiwum państwowego wcześniej jest niedozwolone (ten krok: " + proven.pl + ")"
+      );
+    }
+    return { ...state, transferred: true };
+  }
+
   const RULES = {
     registered: ruleRegistered,
     assigned: ruleAssigned,
@@ -2574,6 +2602,7 @@
     reopened: ruleReopened,
     archived: ruleArchived,
     destroyed: ruleDestroyed,
+    transferred: ruleTransferred,
   };
 
   /** rules.apply, check for check. */
@@ -2581,6 +2610,7 @@
     const r = event.record;
     const cert = facts.cert;
     if (state.destroyed) throw wf("the case was destroyed (brakowanie); nothing may follow", "sprawę wybrakowano (brakowanie); nic nie może nastąpić później");
+    if (state.transferred) throw wf("the case was transferred to the state archive (archiwum państwowe); nothing may follow", "sprawę przekazano do archiwum państwowego; nic nie może nastąpić później");
     if (r.seq !== state.seq) throw wf("event number " + r.seq + " where " + state.seq + " was expected", "zdarzenie numer " + r.seq + ", a oczekiwano numeru " + state.seq);
     if (r.prev === null ? state.head !== null : state.head === null || !equalBytes(r.prev, state.head)) {
       throw wf("the previous-event hash does not match the chain", "skrót poprzedniego zdarzenia nie zgadza się z łańcuchem");
@@ -2602,7 +2632,7 @@
       throw wf("the event names case " + pyReprValue(r.case) + "; expected " + expected.en, "zdarzenie podaje sprawę " + pyReprValue(r.case) + "; oczekiwano: " + expected.pl);
     }
     const t = T(r.type);
-    if (state.archived && r.type !== "destroyed") throw wf("the case is archived; " + t.en + " is no longer possible", "sprawa jest w archiwum; " + t.pl + " nie jest już możliwe");
+    if (state.archived && r.type !== "destroyed" && r.type !== "transferred") throw wf("the case is archived; " + t.en + " is no longer possible", "sprawa jest w archiwum; " + t.pl + " nie jest już możliwe");
     if (state.closed && !LATE_OK.includes(r.type)) throw wf("the case is closed; " + t.en + " is no longer possible", "sprawa jest zakończona; " + t.pl + " nie jest już możliwe");
     if (r.seq === 0n && r.type !== "registered" && r.type !== "case-opened") {
       throw wf("a chain starts with a registration or the opening of a case", "łańcuch zaczyna się od rejestracji przesyłki albo założenia sprawy");
@@ -2896,6 +2926,10 @@
         en = "consent " + s("consent");
         pl = "zgoda " + s("consent");
         break;
+      case "transferred":
+        en = "to " + s("archive") + ", handover list";
+        pl = "do " + s("archive") + ", spis zdawczo-odbiorczy";
+        break;
       default:
         en = pl = pyTruthy(d("note")) ? s("note") : "";
     }
@@ -2910,6 +2944,7 @@
   /** trail.end_state */
   function endState(state) {
     if (state.destroyed) return { en: "destroyed (brakowanie)", pl: "wybrakowana (brakowanie)" };
+    if (state.transferred) return { en: "transferred to the state archive (archiwum państwowe)", pl: "przekazana do archiwum państwowego" };
     if (state.archived) return { en: "in the office archive (archiwum zakładowe)", pl: "w archiwum zakładowym" };
     if (state.closed) return { en: "closed (zakończona)", pl: "zakończona" };
     if (state.case !== null) return { en: "open (w toku)", pl: "w toku" };
