@@ -54,7 +54,7 @@ def run(batch: int, heights: int, *, full: bool) -> dict[str, float]:
             replica = node.replica
             assert replica is not None
             driver = replica.driver
-            driver.clients.take_gossip(digests)  # as if gossiped: beyond the client backlog
+            driver.clients.take(digests)  # as if gossiped: beyond the client backlog
             driver.run(node.clock.now_ms(), driver.work_arrived)
             node.perform(driver.flush())
     else:

@@ -157,7 +157,8 @@ def _utc_and_local(timestamp: int) -> str:
 
 def _usage_line(exc: click.UsageError) -> str:
     where = exc.ctx.command_path if exc.ctx is not None else "ledger"
-    return f"error: {where}: {exc.format_message()} (see '{where} --help')"
+    message = " ".join(exc.format_message().split())  # click lists choices on lines of their own
+    return f"error: {where}: {message} (see '{where} --help')"
 
 
 class _LedgerGroup(click.Group):

@@ -56,7 +56,7 @@ from aiohttp import web
 from ledger.node.logs import ClientFaults
 
 __all__ = ["API", "PEER", "Connection", "GuardedProtocol", "GuardedSite", "Listener",
-           "ListenerLimits"]
+           "ListenerLimits", "connection_of"]
 
 #: Listener names.
 API: Final = "api"
@@ -247,6 +247,16 @@ class Connection:
         self._cancel_timer()
         self.listener.release(self)
         self.raw.abort()
+
+
+def connection_of(listeners: list[Listener], transport: Any) -> Connection | None:
+    """The guarded connection of ``listeners`` a request arrived on (``None`` for a foreign
+    transport)."""
+    for listener in listeners:
+        conn = listener.connection(transport)
+        if conn is not None:
+            return conn
+    return None
 
 
 class GuardedProtocol(asyncio.Protocol):

@@ -96,36 +96,7 @@ class _Collector:
                     if driver is not None else 0)
         yield gauge("ledger_storage_bytes", "Size of the store on disk.",
                     store.disk_usage() if isinstance(store, LmdbStore) else 0)
-        care = node.care
-        free = care.free_bytes() if store is not None else None
-        yield gauge("ledger_storage_free_bytes", "Bytes free on the store's file system.",
-                    free if free is not None else 0)
-        yield gauge("ledger_storage_disk_full", "1 while writes are refused for want of "
-                    "space (no space left on device), else 0.", int(care.disk_full is not None))
-        yield CounterMetricFamily("ledger_scrub_units", "Stored values re-verified by the "
-                                  "background scrub.", value=care.scrub_checked)
-        yield CounterMetricFamily("ledger_scrub_passes", "Complete scrub passes over the "
-                                  "whole store.", value=care.scrub_passes)
-        yield gauge("ledger_scrub_progress_ratio", "Progress through the current scrub "
-                    "pass (0 to 1).", care.scrub_done / care.scrub_total
-                    if care.scrub_total else 0)
-        yield gauge("ledger_scrub_last_complete_timestamp_seconds", "When the last complete "
-                    "scrub pass ended (UNIX time; 0: none yet).", care.scrub_last_complete)
-        yield gauge("ledger_store_damaged", "Stored values known damaged and not repaired "
-                    "yet.", len(care.damaged))
-        found = CounterMetricFamily("ledger_store_damage_found", "Damaged stored values "
-                                    "found (by a read or the scrub), by kind.", labels=["kind"])
-        for kind in ("tile", "block", "checkpoint", "index", "filter", "dictionary", "meta",
-                     "state"):
-            found.add_metric([kind], care.found.get(kind, 0))
-        yield found
-        repairs = CounterMetricFamily("ledger_store_repairs", "Damaged stored values "
-                                      "repaired, by source (peer: fetched from another "
-                                      "validator and verified; local: rebuilt).",
-                                      labels=["source"])
-        for source in ("peer", "local"):
-            repairs.add_metric([source], care.repairs.get(source, 0))
-        yield repairs
+        yield from _store_care_metrics(node, store is not None)
         faults = CounterMetricFamily(
             "ledger_client_faults", "Client-caused events (aborted requests, refused or "
             "timed-out connections, bad heads, refused peer envelopes, TLS failures) by kind.",
@@ -145,3 +116,41 @@ class _Collector:
         for name, count in open_now.items():
             connections.add_metric([name], count)
         yield connections
+
+
+def _store_care_metrics(node: Node, has_store: bool) -> Iterable[Any]:
+    """The store's health: free space, a full disk, the scrub, damage and repairs."""
+
+    def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, text, value=value)
+
+    care = node.care
+    free = care.free_bytes() if has_store else None
+    yield gauge("ledger_storage_free_bytes", "Bytes free on the store's file system.",
+                free if free is not None else 0)
+    yield gauge("ledger_storage_disk_full", "1 while writes are refused for want of "
+                "space (no space left on device), else 0.", int(care.disk_full is not None))
+    yield CounterMetricFamily("ledger_scrub_units", "Stored values re-verified by the "
+                              "background scrub.", value=care.scrub_checked)
+    yield CounterMetricFamily("ledger_scrub_passes", "Complete scrub passes over the "
+                              "whole store.", value=care.scrub_passes)
+    yield gauge("ledger_scrub_progress_ratio", "Progress through the current scrub "
+                "pass (0 to 1).", care.scrub_done / care.scrub_total
+                if care.scrub_total else 0)
+    yield gauge("ledger_scrub_last_complete_timestamp_seconds", "When the last complete "
+                "scrub pass ended (UNIX time; 0: none yet).", care.scrub_last_complete)
+    yield gauge("ledger_store_damaged", "Stored values known damaged and not repaired "
+                "yet.", len(care.damaged))
+    found = CounterMetricFamily("ledger_store_damage_found", "Damaged stored values "
+                                "found (by a read or the scrub), by kind.", labels=["kind"])
+    for kind in ("tile", "block", "checkpoint", "index", "filter", "dictionary", "meta",
+                 "state"):
+        found.add_metric([kind], care.found.get(kind, 0))
+    yield found
+    repairs = CounterMetricFamily("ledger_store_repairs", "Damaged stored values "
+                                  "repaired, by source (peer: fetched from another "
+                                  "validator and verified; local: rebuilt).",
+                                  labels=["source"])
+    for source in ("peer", "local"):
+        repairs.add_metric([source], care.repairs.get(source, 0))
+    yield repairs

@@ -53,7 +53,7 @@ from aiohttp import web
 
 from ledger.config import ClientToken, NodeConfig
 from ledger.errors import LedgerError, MalformedError, NotFoundError, VerificationError
-from ledger.node.guard import PEER, Connection
+from ledger.node.guard import PEER, Connection, connection_of
 from ledger.node.logs import is_client_fault
 from ledger.replica import OverloadedError
 from ledger.replica.wire import UnknownSenderError
@@ -266,7 +266,7 @@ class _Gate:
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("X-Request-Id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else f"r{next(self.counter)}"
-        conn = self.node.connection_of(request.transport)
+        conn = connection_of(self.node.listeners, request.transport)
         remote = conn.address if conn is not None else (request.remote or "?")
         address = client_address(remote, request.headers.get("X-Forwarded-For"), self.proxies)
         route = self.routes.get(request.match_info.route.handler)

@@ -172,8 +172,11 @@ class _Queue:
         queued: gossiped anchors that arrive meanwhile leave together, in one envelope."""
         delay = last_sent + window - time.monotonic()
         if delay > 0 and not self.urgent.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and the link would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.urgent.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.urgent.wait()
 
     async def drop_stream(self) -> None:
         """Forget the stream (it failed); the next envelope opens a new one."""
@@ -182,7 +185,8 @@ class _Queue:
             reader.cancel()
         if stream is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(stream.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stream.close()
 
 
 async def _drain(stream: aiohttp.ClientWebSocketResponse) -> None:
@@ -404,7 +408,8 @@ class HttpTransport:
         if stream is not None:
             if stream.closed:
                 raise aiohttp.ServerDisconnectedError("the peer closed the stream")
-            await asyncio.wait_for(stream.send_bytes(data), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await stream.send_bytes(data)
             return
         async with session.post(base + MESSAGES_PATH, data=data, headers={
                 "Content-Type": "application/octet-stream"}) as response:

@@ -195,7 +195,7 @@ class StoreCare:
         self.fatal: str | None = None
         self._cursor: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.copies = PeerCopies(self)
         self._wake = asyncio.Event()
         self._repairing = False
         #: Damage was seen since the replica was built (it may have halted on it).
@@ -226,9 +226,7 @@ class StoreCare:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        sessions, self._sessions = self._sessions, {}
-        for session in sessions.values():
-            await session.close()
+        await self.copies.close()
 
     # -- what the node tells it ---------------------------------------------------------------
 
@@ -483,7 +481,7 @@ class StoreCare:
         reasons = []
         for name, url in peers.items():
             try:
-                await self._from_peer(damage, name, url)
+                await self.copies.fetch(damage, name, url)
             except DamageError as exc:
                 self.note(exc.damage)
                 reasons.append(f"{name}: {exc.damage.key} is damaged too")
@@ -521,7 +519,22 @@ class StoreCare:
         log.critical("%s", line)
         self.node.halt(line)
 
-    # -- fetching from a peer ----------------------------------------------------------------------
+
+class PeerCopies:
+    """Copies of damaged values fetched from the other validators, each verified before it is
+    written (tiles against the stored tree, blocks against their certificates, checkpoints
+    against the trust policy and the stored root): the peer side of :class:`StoreCare`."""
+
+    def __init__(self, care: StoreCare) -> None:
+        self.care = care
+        self.node = care.node
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    async def close(self) -> None:
+        """Close the sessions to the peers."""
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
     def _http(self, peer: str) -> aiohttp.ClientSession:
         """One session per peer: each has its own TLS context (its pins)."""
@@ -554,18 +567,18 @@ class StoreCare:
         config = self.node.config
         validators = NodeValidators(chain_id=config.genesis.chain_id,
                                     genesis=config.genesis.roster(), keys=self.node.held)
-        assert self.store is not None
-        validators.sync(self.store)
+        assert self.care.store is not None
+        validators.sync(self.care.store)
         return validators
 
-    async def _from_peer(self, damage: Damage, peer: str, url: str) -> None:
+    async def fetch(self, damage: Damage, peer: str, url: str) -> None:
         """Fetch, verify and write the replacement of ``damage`` from ``peer`` at ``url``.
 
         Raises:
             LedgerError: the peer has no copy, or its copy does not verify.
             aiohttp.ClientError, TimeoutError, OSError: the peer did not answer.
         """
-        store = self.store
+        store = self.care.store
         assert store is not None
         if damage.kind == "tile":
             text = (await self._get(peer, url + "/checkpoint")).decode("utf-8", "replace")

@@ -54,7 +54,7 @@ from ledger.config import NodeConfig, load_node_config
 from ledger.consensus.block import MAX_BLOCK_DIGESTS
 from ledger.crypto import ValidatorKeys, read_key_file
 from ledger.errors import ConfigError, LedgerError
-from ledger.node.guard import API, PEER, Connection, GuardedSite, Listener, ListenerLimits
+from ledger.node.guard import API, PEER, GuardedSite, Listener, ListenerLimits
 from ledger.node.logs import (
     NODE_LOGGERS,
     ClientFaults,
@@ -219,14 +219,6 @@ class Node:
         """The node's clock (ms)."""
         return self.clock.now_ms()
 
-    def connection_of(self, transport: Any) -> Connection | None:
-        """The guarded connection a request arrived on (``None`` for a foreign transport)."""
-        for listener in self.listeners:
-            conn = listener.connection(transport)
-            if conn is not None:
-                return conn
-        return None
-
     async def start(self, *, sock: Any = None, peer_sock: Any = None) -> None:
         """Open the store, start the replica, serve HTTP(S) and start the peer links.
 
@@ -263,7 +255,7 @@ class Node:
             raise
         self.transport.start(self)
         if self.config.source is not None:
-            self._watcher = asyncio.ensure_future(self._watch_config(self.config.source))
+            self._watcher = asyncio.ensure_future(_watch_config(self, self.config.source))
         self.care.start()
         self.perform(actions)
         self.witnesses.start()
@@ -423,40 +415,10 @@ class Node:
 
     # -- peers from the config file -------------------------------------------------------------
 
-    async def _watch_config(self, source: Path) -> None:
-        seen = _mtime(source)
-        while True:
-            await asyncio.sleep(CONFIG_CHECK_SECONDS)
-            now = _mtime(source)
-            if now != seen:
-                seen = now
-                self.reload_peers()
-
     def reload_peers(self) -> None:
         """Read ``[peers]`` again from the config file and use them (module docstring); a file
         that does not load is reported and changes nothing."""
-        source = self.config.source
-        if source is None or self.replica is None:
-            return
-        try:
-            peers = load_node_config(source).peers
-        except ConfigError as exc:
-            log.warning("config %s not reloaded: %s", source, exc.diagnostics())
-            return
-        if peers == self.config.peers:
-            return
-        config = dataclasses.replace(self.config, peers=peers)
-        try:
-            contexts = peer_ssl_contexts(config)
-        except ConfigError as exc:
-            log.warning("config %s not reloaded: %s", source, exc.diagnostics())
-            return
-        self.config = config
-        urls = self.config.peer_urls()
-        self.transport.set_peers(urls, contexts)
-        self.replica.set_peers(list(urls))
-        log.info("node %s: peers reloaded from %s: %s", self.keys.name, source,
-                 ", ".join(f"{n} {u}" for n, u in urls.items()))
+        reload_peers(self)
 
     # -- executing actions -----------------------------------------------------------------------
 
@@ -502,23 +464,8 @@ class Node:
 
     def fetched(self, fetch: Fetch, answer: FetchAnswer) -> None:
         """The answer to a fetch, to the replica."""
-        replica = self.replica
-        if replica is None or self._stopping:
-            return
-        value, invalid = answer
-        now = self.now()
-        if fetch.what is FetchKind.STATUS:
-            height = value if isinstance(value, int) else None
-            if invalid:
-                replica.stats.peer_invalid += 1
-            self.perform(replica.on_status(fetch.peer, height, now))
-        elif fetch.what is FetchKind.BLOCK:
-            block = value if isinstance(value, tuple) else None
-            self.perform(replica.on_block(fetch.peer, fetch.height, block, now,
-                                          invalid=invalid))
-        else:
-            text = value if isinstance(value, str) else None
-            self.perform(replica.on_checkpoint(fetch.peer, text, now))
+        if self.replica is not None and not self._stopping:
+            self.perform(_fetched(self.replica, fetch, answer, self.now()))
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -584,6 +531,58 @@ class Node:
     def waiting_requests(self) -> int:
         """``?wait=true`` requests in progress."""
         return len(self._waiting)
+
+
+async def _watch_config(node: Node, source: Path) -> None:
+    seen = _mtime(source)
+    while True:
+        await asyncio.sleep(CONFIG_CHECK_SECONDS)
+        now = _mtime(source)
+        if now != seen:
+            seen = now
+            node.reload_peers()
+
+
+def reload_peers(node: Node) -> None:
+    """:meth:`Node.reload_peers`."""
+    source = node.config.source
+    if source is None or node.replica is None:
+        return
+    try:
+        peers = load_node_config(source).peers
+    except ConfigError as exc:
+        log.warning("config %s not reloaded: %s", source, exc.diagnostics())
+        return
+    if peers == node.config.peers:
+        return
+    config = dataclasses.replace(node.config, peers=peers)
+    try:
+        contexts = peer_ssl_contexts(config)
+    except ConfigError as exc:
+        log.warning("config %s not reloaded: %s", source, exc.diagnostics())
+        return
+    node.config = config
+    urls = node.config.peer_urls()
+    node.transport.set_peers(urls, contexts)
+    node.replica.set_peers(list(urls))
+    log.info("node %s: peers reloaded from %s: %s", node.keys.name, source,
+             ", ".join(f"{n} {u}" for n, u in urls.items()))
+
+
+def _fetched(replica: Replica, fetch: Fetch, answer: FetchAnswer, now: int) -> list[Action]:
+    """The replica's actions on the answer to ``fetch``."""
+    value, invalid = answer
+    if fetch.what is FetchKind.STATUS:
+        height = value if isinstance(value, int) else None
+        if invalid:
+            replica.stats.peer_invalid += 1
+        return replica.on_status(fetch.peer, height, now)
+    if fetch.what is FetchKind.BLOCK:
+        block = value if isinstance(value, tuple) else None
+        return replica.on_block(fetch.peer, fetch.height, block, now, invalid=invalid)
+    text = value if isinstance(value, str) else None
+    return replica.on_checkpoint(fetch.peer, text, now)
+
 
 
 def bind_listen_socket(host: str, port: int) -> socket.socket:

@@ -61,19 +61,6 @@ class Clients:
         known = self._store.index_of_many(candidates)
         return self._mempool.add(d for d, i in zip(candidates, known, strict=True) if i is None)
 
-    def take_gossip(self, digests: Sequence[bytes]) -> list[bytes]:
-        """Queue a peer's gossiped digests that are not pending yet; return those.
-
-        The log is not looked up: the sender looked each digest up when its client sent it, a
-        moment ago, and a digest committed meanwhile is dropped by the next proposal made here
-        (:meth:`ledger.replica.application.LogApplication.propose` proposes only new ones),
-        so every node does not look up every digest a second time.
-
-        Raises:
-            OverloadedError: the mempool is full (nothing was queued).
-        """
-        return self._mempool.add(digests)
-
     def accept(self, digests: Sequence[bytes]) -> tuple[list[bytes], list[AnchorStatus]]:
         """:meth:`take` and then :meth:`statuses` of ``digests``, from one index lookup.
 

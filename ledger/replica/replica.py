@@ -201,7 +201,7 @@ class Replica:
             except ProtocolError:
                 driver.stats.peer_invalid += 1
         try:
-            fresh = driver.clients.take_gossip(digests)
+            fresh = driver.clients.take(digests)
         except OverloadedError:
             return  # the sender keeps them in its own mempool
         if fresh:

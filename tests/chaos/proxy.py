@@ -3,9 +3,10 @@
 Every node of the chaos cluster reaches every peer through its own proxy port: node ``i`` is
 configured with ``peers.<j> = http://127.0.0.1:<port of link (i, j)>``, and that port forwards
 to node ``j``'s real listener. One :class:`Link` per *ordered* pair, so each direction is
-faulted on its own: link ``(i, j)`` carries what ``i`` sends to ``j`` (envelopes POSTed to
-``/peer/v1/messages``) and what ``i`` asks of ``j`` during catch-up (``/v1/status``,
-``/v1/blocks/{h}``, ``/v1/checkpoint``), with the answers.
+faulted on its own: link ``(i, j)`` carries what ``i`` sends to ``j`` (envelopes, as frames of
+its websocket ``/peer/v1/stream`` or POSTed to ``/peer/v1/messages``) and what ``i`` asks of
+``j`` during catch-up (``/v1/status``, ``/v1/blocks/{h}``, ``/v1/checkpoint``), with the
+answers.
 
 Faults, per link (:class:`LinkFaults`):
 
@@ -58,6 +59,7 @@ MAX_PENDING_REPLAYS: Final = 64
 #: Distinct consensus payloads kept at most (a memory bound for very long runs).
 MAX_CAPTURED: Final = 2_000_000
 PEER_PATH: Final = "/peer/v1/messages"
+STREAM_PATH: Final = "/peer/v1/stream"
 _HOP_HEADERS: Final = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
     "proxy-authorization", "proxy-authenticate", "host", "content-length",
@@ -227,6 +229,9 @@ class FaultProxy:
             link.counts[what] += 1
 
     async def _forward(self, link: Link, request: web.Request) -> web.StreamResponse:
+        if (request.method == "GET" and request.path == STREAM_PATH
+                and request.headers.get("Upgrade", "").lower() == "websocket"):
+            return await self._relay_stream(link, request)
         faults = link.faults  # one consistent snapshot per request
         body = await request.read()
         is_peer_post = request.method == "POST" and request.path == PEER_PATH
@@ -261,6 +266,86 @@ class FaultProxy:
             delay = self._rng.uniform(0, 3)
             asyncio.get_running_loop().create_task(self._replay(link, url, headers, body, delay))
         return response
+
+    async def _relay_stream(self, link: Link, request: web.Request) -> web.StreamResponse:
+        """Relay a peer stream frame by frame, each frame (one envelope) faulted like a peer
+        POST: dropped (the sender believes it sent it), delayed (and every frame behind it,
+        as on a slow link), replayed later on the same stream. A ``refuse`` cut closes the
+        stream and refuses new ones (502); a ``blackhole`` cut swallows frames silently."""
+        faults = link.faults
+        if faults.cut:
+            self._count(link, f"cut_{faults.cut_mode}")
+            if faults.cut_mode == "blackhole":
+                await asyncio.sleep(BLACKHOLE_SECONDS)
+            return web.Response(status=502, text="link cut by the chaos proxy")
+        assert self._session is not None
+        try:
+            upstream = await self._session.ws_connect(
+                link.upstream + STREAM_PATH, max_msg_size=MAX_ENVELOPE_BYTES, compress=0)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._count(link, "upstream_error")
+            return web.Response(status=502, text=f"upstream failed: {type(exc).__name__}")
+        sender = web.WebSocketResponse(max_msg_size=MAX_ENVELOPE_BYTES, compress=False)
+        await sender.prepare(request)
+        self._count(link, "stream_opened")
+
+        async def back() -> None:  # the upstream's close (or its end) ends the stream
+            with contextlib.suppress(Exception):
+                async for _ in upstream:
+                    pass
+            with contextlib.suppress(Exception):
+                await sender.close()
+
+        back_task = asyncio.get_running_loop().create_task(back())
+        try:
+            async for message in sender:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    continue
+                faults = link.faults  # one snapshot per frame
+                if faults.cut:
+                    self._count(link, f"cut_{faults.cut_mode}")
+                    if faults.cut_mode == "blackhole":
+                        continue
+                    break
+                if faults.drop and self._rng.random() < faults.drop:
+                    self._count(link, "dropped")
+                    continue
+                low, high = faults.delay_ms
+                if high > 0:
+                    self._count(link, "delayed")
+                    await asyncio.sleep(self._rng.uniform(low, high) / 1000)
+                self._capture(message.data)
+                try:
+                    await upstream.send_bytes(message.data)
+                except (aiohttp.ClientError, OSError):
+                    self._count(link, "upstream_error")
+                    break
+                self._count(link, "forwarded")
+                if (faults.duplicate and self._rng.random() < faults.duplicate
+                        and link.replays < MAX_PENDING_REPLAYS):
+                    link.replays += 1
+                    self._count(link, "duplicated")
+                    asyncio.get_running_loop().create_task(self._replay_frame(
+                        link, upstream, message.data, self._rng.uniform(0, 3)))
+        finally:
+            back_task.cancel()
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            with contextlib.suppress(Exception):
+                await sender.close()
+        return sender
+
+    async def _replay_frame(self, link: Link, upstream: aiohttp.ClientWebSocketResponse,
+                            data: bytes, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if link.faults.cut or upstream.closed:
+                return
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await upstream.send_bytes(data)
+                self._count(link, "replayed")
+        finally:
+            link.replays -= 1
 
     async def _upstream(self, method: str, url: str, headers: dict[str, str],
                         body: bytes) -> web.Response:

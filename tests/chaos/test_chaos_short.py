@@ -30,4 +30,6 @@ def test_chaos_short_loses_no_acknowledged_anchor(tmp_path: Path) -> None:
     assert report.acknowledged > 0, text
     assert report.lost == 0, text
     assert report.violations == [], text
+    # the envelopes went over the peer streams, through the proxy's per-frame faults
+    assert report.proxy.get("stream_opened", 0) > 0 and report.proxy.get("forwarded", 0) > 0, text
     assert stray_processes() == []  # every node process was ended, even the restarted ones
