@@ -339,6 +339,10 @@ class StoreCare:
                 # rewrites values the step may be reading in place.
                 async with self._store_work:
                     report = await asyncio.to_thread(store.scrub, self._cursor, budget=budget)
+            except DamageError as exc:  # what the step needed to read: repair it first
+                self.note(exc.damage)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
             except LedgerError as exc:
                 log.warning("scrub step failed: %s", exc.diagnostics())
                 self._cursor = None

@@ -541,7 +541,13 @@ def scrub_step(store: LmdbStore, cursor: bytes | None, budget: int) -> ScrubRepo
             position = parts[3] if len(parts) > 3 else []
             step = _Step(store, txn, snap, budget)
             while phase < len(_PHASES):
-                following = getattr(step, _PHASES[phase])(list(position))
+                try:
+                    following = getattr(step, _PHASES[phase])(list(position))
+                except DamageError as exc:
+                    # A value the phase needs to go on (a tile under the index) is damaged:
+                    # reported, and the rest of the phase waits for the next pass.
+                    step.report(exc.damage)
+                    following = None
                 if following is not None:
                     done += step.checked
                     return ScrubReport(

@@ -1040,6 +1040,8 @@ class LmdbStore:
             for a in range(since, state.ibase, step):
                 ds = snap.digests(a, min(a + step, state.ibase))
                 ix.filter_insert(filt, params, ix.hashes_of(leaf_hashes(ds), state.secret))
+        except DamageError:
+            raise  # a tile it is rebuilt from: that damage, not the filter's
         except CorruptionError as exc:
             # The filter is derived data: rebuild it from the stripe's leaves (and say so).
             self._notice(self._filter_damage(state, stripe, exc.diagnostics()))

@@ -129,7 +129,7 @@ async def all_verify(http: Any, url: str, digests: list[bytes], policy: Policy) 
     return True
 
 
-def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Path) -> None:
+def test_every_kind_of_damage_is_repaired_while_serving(tmp_path: Path) -> None:
     cluster = fast_cluster(tmp_path)
     policy = parse_policy(cluster.genesis.trust_policy())
     data = cluster.configs[3].data_dir
@@ -141,7 +141,7 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 anchored: dict[bytes, str] = {}
                 for b in range(4):
                     anchored |= await anchor(http, cluster.url(b % 4),
-                                             [digest(f"b{b}", k) for k in range(40)])
+                                             [digest(f"b{b}", k) for k in range(70)])
                 digests = list(anchored)
                 node = cluster.node(3)
                 store = node.store
@@ -152,8 +152,12 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 assert node.care.damaged == {} and node.care.repairs == {}
 
                 # Bit rot in a leaf tile, a block and a checkpoint of the running node.
+                # 280 leaves: 17 full leaf tiles and an edge of 8, a full stratum-1 tile.
                 flip(data, b"tiles00", u64(2), 100)  # leaves 32-47
-                flip(data, b"blocks", u64(2))
+                flip(data, b"tiles01", u64(0), 300)  # level-4 nodes over leaves 0-255
+                flip(data, b"edge", bytes((0,)), 40)  # leaves 272-279
+                flip(data, b"blocks", u64(2))  # the block
+                flip(data, b"blocks", u64(3), -10)  # its certificate
                 flip(data, b"checkpoints", u64(store.checkpoint_sizes()[0]))
                 flip(data, b"stripes", keys_of(data, b"stripes")[1])  # index entries
                 flip(data, b"filters", keys_of(data, b"filters")[0])
@@ -170,8 +174,8 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
 
                 # Every damaged value is found (read or scrub) and repaired from the peers.
                 try:
-                    await eventually(lambda: node.care.repairs["peer"] >= 3
-                                     and node.care.repairs["local"] >= 2, timeout=10)
+                    await eventually(lambda: node.care.repairs["peer"] >= 6
+                                     and node.care.repairs["local"] >= 2, timeout=20)
                 except AssertionError:
                     raise AssertionError(f"repairs {node.care.repairs}, found {node.care.found}, "
                                          f"left {list(node.care.damaged)}") from None
