@@ -126,10 +126,14 @@ def test_a_full_disk_is_reported_reads_go_on_and_writing_resumes(
     policy = parse_policy(config.genesis.trust_policy())
     url = config.public_url
     log = tmp_path / "node.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "node", "--config",
-                                 str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "ledger.cli", "node", "--config",
+                                     str(path)], stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    proc = start()
 
     def status() -> dict[str, Any]:
         code, body = http("GET", url + "/v1/status", timeout=5)
@@ -167,6 +171,19 @@ def test_a_full_disk_is_reported_reads_go_on_and_writing_resumes(
         lines = [x for x in log.read_text(errors="replace").splitlines()
                  if "no space left on device" in x]
         assert len(lines) == 1, lines  # said once, not once per request
+
+        # Restarted on the full disk, it serves reads and says why it does not write.
+        proc.terminate()
+        proc.wait(timeout=15)
+        proc = start()
+        until(lambda: bool(status()), "serving again", log)
+        for d in list(receipts)[:5]:
+            code, text = http("GET", f"{url}/v1/proofs/{d.hex()}", timeout=5)
+            assert code == 200, (code, text)
+        code, body = anchor(second)
+        assert code in (202, 503), (code, body)
+        until(lambda: status().get("storage", {}).get("state") == "disk_full", "disk_full",
+              log)
 
         filler.unlink()  # space returns: the node writes again by itself
         until(lambda: status().get("storage", {}).get("state") == "ok"
