@@ -208,12 +208,13 @@ class StoreCare:
     # -- wiring ------------------------------------------------------------------------------
 
     def attach(self, store: Store) -> None:
-        """Look after ``store`` from now on."""
+        """Look after ``store`` from now on (in the loop that will run the node)."""
         self.store = store
+        self._wake = asyncio.Event()
+        self._store_work = asyncio.Lock()
 
     def start(self) -> None:
         """Start the scrub and the repair worker (in the running loop)."""
-        self._wake = asyncio.Event()
         self._tasks = [asyncio.ensure_future(self._repair_worker())]
         if self.node.config.storage.scrub_units_per_second > 0:
             self._tasks.append(asyncio.ensure_future(self._scrub_loop()))
