@@ -78,6 +78,7 @@ from ledger.replica.checkpoints import note_body
 from ledger.replica.validators import NodeValidators
 from ledger.storage.base import (
     REPAIR_LOCAL,
+    REPAIR_NONE,
     REPAIR_PEER,
     BlockRecord,
     Damage,
@@ -182,6 +183,8 @@ class StoreCare:
         self.store: Store | None = None
         #: Damage found and not repaired yet, by key.
         self.damaged: dict[str, Damage] = {}
+        #: Findings about the log itself (a digest stored twice), logged once each.
+        self.anomalies: set[str] = set()
         self.found: Counter[str] = Counter()
         self.repairs: Counter[str] = Counter()
         self.scrub_checked = 0
@@ -235,6 +238,16 @@ class StoreCare:
 
     def note(self, damage: Damage) -> None:
         """Damage found (by the scrub, a read, or a write): repair it soon."""
+        if damage.kind == "index" and damage.repair == REPAIR_NONE:
+            # The log itself holds a digest twice: every validator's copy does (the tree is
+            # the same everywhere), so it is not this store's damage and halting would not
+            # help; said once.
+            if damage.key not in self.anomalies:
+                self.anomalies.add(damage.key)
+                self.found[damage.kind] += 1
+                log.error("the log holds a digest twice (as every validator's copy does, "
+                          "not this store's damage): %s", damage.detail)
+            return
         # The replica may have halted on it (a halt's action can reach the node later than
         # the damage, e.g. after a read that raised): built again once all is repaired.
         self._damage_seen = True

@@ -491,3 +491,19 @@ def test_a_node_process_that_cannot_repair_its_store_refuses_to_start_with_one_l
     assert len(errors) == 1, result.stderr
     assert "blocks/" in errors[0] and "ledger db check" in errors[0], errors[0]
     assert "serving on" not in result.stderr
+
+
+def test_a_digest_stored_twice_in_the_log_is_reported_not_repaired_or_halted(
+        tmp_path: Path) -> None:
+    # Every validator's tree is the same: a duplicate the scrub finds is in all of them, so it
+    # is said once, and neither "repaired" from a peer nor a reason to halt.
+    from ledger.node import Node
+
+    cluster = make_cluster(tmp_path, n=1, lmdb=True)
+    care = Node(cluster.configs[0], keys=cluster.keys[0]).care
+    twice = Damage(kind="index", key="leaves/3", repair="none",
+                   detail="leaves 3 and 9 hold the same digest", leaves=(3, 10))
+    care.note(twice)
+    care.note(twice)
+    assert care.damaged == {} and care.fatal is None and care.found["index"] == 1
+    assert care.state()["state"] == "ok"
