@@ -486,8 +486,11 @@ class StoreCare:
             except DamageError as exc:
                 self.note(exc.damage)  # what it is rebuilt from: repair that first
                 return
-            except LedgerError as exc:
+            except (CorruptionError, MalformedError) as exc:
                 self._unrepairable(damage, exc.diagnostics())
+                return
+            except LedgerError as exc:  # the write failed (a full disk): tried again later
+                log.warning("%s not rebuilt yet: %s", damage.key, exc.diagnostics())
                 return
             self._repaired(damage, "local")
             return
@@ -502,10 +505,10 @@ class StoreCare:
         for name, url in peers.items():
             try:
                 await self._from_peer(damage, name, url)
-            except DamageError as exc:
+            except DamageError as exc:  # ours, above it: repaired first on the next round
                 self.note(exc.damage)
-                reasons.append(f"{name}: {exc.damage.key} is damaged too")
-                continue
+                reasons.append(f"{exc.damage.key} is damaged too")
+                break
             except (MalformedError, VerificationError) as exc:
                 # The peer answered with a copy that does not verify: never written.
                 log.warning("%s's copy of %s is refused: %s", name, damage.key,

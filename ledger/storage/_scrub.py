@@ -631,12 +631,8 @@ def repair_tile(store: LmdbStore, stratum: int, t: int, nodes: Sequence[bytes]) 
         base = TILE_HEIGHT * stratum
         if width == TILE_WIDTH:
             top = node_hash(rows[-1][0], rows[-1][1])
-            try:
-                above = _trusted_node(snap, base + TILE_HEIGHT, t)
-            except DamageError as exc:
-                raise VerificationError(
-                    f"cannot check tile {t} of stratum {stratum}: the node above it is "
-                    f"damaged too ({exc.damage.key}); repair that tile first") from None
+            # A damaged tile above raises its own DamageError: repair that one first.
+            above = _trusted_node(snap, base + TILE_HEIGHT, t)
             if above != top:
                 raise VerificationError(
                     f"the nodes do not hash to the stored node ({base + TILE_HEIGHT}, {t})")

@@ -1920,6 +1920,7 @@ class LmdbStore:
 
         :raises MalformedError: wrong count or size of ``nodes``.
         :raises VerificationError: the nodes do not hash to the stored node above them.
+        :raises DamageError: the tile above is damaged too (repair that one first).
         :raises StorageError: no such tile, the store is read-only, or the write fails.
         """
         from ledger.storage._scrub import repair_tile

@@ -14,8 +14,8 @@ import pytest
 
 from ledger.storage import DamageError, LmdbStore
 
-from .conftest import digests
-from .test_integrity import build, flip_elsewhere, scrub_all, u64
+from .conftest import SMALL, digests
+from .test_integrity import build, flip, flip_elsewhere, scrub_all, u64
 
 
 @pytest.fixture
@@ -80,3 +80,24 @@ def test_a_damaged_tile_under_the_index_is_reported_by_the_scrub_not_raised(
             keys = {d.key for d in scrub_all(store, budget=budget)} if budget < 1000 else {
                 d.key for d in store.scrub(None, budget=budget).findings}
             assert keys == {"edge/0"}, (budget, keys)
+
+
+def test_two_damaged_tiles_on_one_path_are_repaired_top_down(tmp_path: Path) -> None:
+    # A leaf tile is checked against the node above it: while that tile is damaged too, the
+    # repair names it (DamageError), and succeeds once it is repaired.
+    data = tmp_path / "data"
+    docs = digests(300, b"path")
+    with LmdbStore.open(data, index_params=SMALL) as store:
+        store.append(docs)
+        upper = [store.node(4, i) for i in range(16)]
+        proof = store.inclusion_proof(20, 300)
+    flip(data, b"tiles00", u64(1), 100)
+    flip(data, b"tiles01", u64(0), 400)
+    with LmdbStore.open(data) as store:
+        with pytest.raises(DamageError) as above:
+            store.repair_tile(0, 1, docs[16:32])
+        assert above.value.damage.key == "tiles01/0"
+        store.repair_tile(1, 0, upper)
+        store.repair_tile(0, 1, docs[16:32])
+        assert store.inclusion_proof(20, 300) == proof
+        store.check()
