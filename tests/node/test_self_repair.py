@@ -507,3 +507,47 @@ def test_a_digest_stored_twice_in_the_log_is_reported_not_repaired_or_halted(
     care.note(twice)
     assert care.damaged == {} and care.fatal is None and care.found["index"] == 1
     assert care.state()["state"] == "ok"
+
+
+def test_an_anchored_digest_whose_filter_went_bad_is_never_a_404(tmp_path: Path) -> None:
+    # A completed stripe's lookup filter verified earlier by this process, then damaged on
+    # disk so that it says "absent" for an anchored digest: the proof is still served (the
+    # node looks again, verifying the filter, before any 404), and the filter is rebuilt.
+    from storage.test_damage_while_open import _CLEAR_BITS
+
+    from ledger.merkle.hashing import leaf_hashes
+    from ledger.storage import _index as ix
+
+    cluster = fast_cluster(tmp_path, n=1)
+    policy = parse_policy(cluster.genesis.trust_policy())
+    data = cluster.configs[0].data_dir
+
+    async def main() -> None:
+        await cluster.start_all()
+        try:
+            async with client_session() as http:
+                anchored = await anchor(http, cluster.url(0),
+                                        [digest("filter", k) for k in range(120)])
+                digests = list(anchored)
+                assert await all_verify(http, cluster.url(0), digests, policy)
+                store = cluster.node(0).store
+                assert isinstance(store, LmdbStore)
+                state = store._view.state  # type: ignore[union-attr]
+                leaf = store.index_of(digests[40])
+                assert leaf is not None and leaf < 64
+                h = ix.hashes_of(leaf_hashes([digests[40]]), state.secret)[0]
+                word, mask = ix.filter_position(h, state.params)
+                subprocess.run([sys.executable, "-c", _CLEAR_BITS.replace("1 << 28", str(
+                    DEFAULT_MAP_SIZE)), str(data), str(leaf >> 5), str(word), str(mask)],
+                    check=True, timeout=60)
+                status, text = await proof(http, cluster.url(0), digests[40])
+                assert status == 200, (status, text)
+                verify_receipt(text, policy, digests[40])
+                node = cluster.node(0)
+                await eventually(lambda: node.care.repairs["local"] >= 1, timeout=20,
+                                 what="the filter rebuilt")
+                assert await all_verify(http, cluster.url(0), digests, policy)
+        finally:
+            await cluster.stop_all()
+
+    run(main())

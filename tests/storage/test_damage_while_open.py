@@ -101,3 +101,47 @@ def test_two_damaged_tiles_on_one_path_are_repaired_top_down(tmp_path: Path) -> 
         store.repair_tile(0, 1, docs[16:32])
         assert store.inclusion_proof(20, 300) == proof
         store.check()
+
+
+_CLEAR_BITS = """
+import lmdb, sys
+from array import array
+path, stripe, word, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+env = lmdb.open(path, max_dbs=40, map_size=1 << 28)
+handle = env.open_db(b"filters", create=False)
+key = b"S" + stripe.to_bytes(4, "big")
+with env.begin(write=True) as txn:
+    value = bytearray(txn.get(key, db=handle))
+    words = array("Q", bytes(value[: (len(value) // 8) * 8]))
+    words[word] &= ~mask & (2**64 - 1)
+    value[: len(words) * 8] = words.tobytes()
+    txn.put(key, bytes(value), db=handle)
+env.close()
+"""
+
+
+def test_an_anchored_digest_is_never_told_absent_after_its_filter_went_bad(data: Path) -> None:
+    # A completed stripe's filter is verified once per process, then read in place from the
+    # memory map. A disk that clears the digest's bits afterwards makes the fast lookup say
+    # "absent"; the lookup a node makes before answering 404 verifies the block again, finds
+    # the digest through the runs, reports the filter and stops trusting it.
+    import subprocess
+    import sys
+
+    from ledger.merkle.hashing import leaf_hashes
+    from ledger.storage import _index as ix
+
+    with LmdbStore.open(data) as store:
+        everything = store.digests_between(0, store.size)
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        state = store._view.state  # type: ignore[union-attr]
+        leaf = 40  # in stripe 1 (leaves 32-63), a completed one
+        h = ix.hashes_of(leaf_hashes([everything[leaf]]), state.secret)[0]
+        word, mask = ix.filter_position(h, state.params)
+        subprocess.run([sys.executable, "-c", _CLEAR_BITS, str(data), "1", str(word),
+                        str(mask)], check=True, timeout=60)
+        fast = store.index_of(everything[leaf])
+        assert fast in (None, leaf)  # the fast path may now miss it (the hazard)
+        assert store.index_of_rechecked(everything[leaf]) == leaf
+        assert "filters/1" in {d.key for d in store.pending_damage()}
+        assert store.index_of(everything[leaf]) == leaf  # no longer trusted: runs are read
