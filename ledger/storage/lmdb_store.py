@@ -1420,6 +1420,31 @@ class LmdbStore:
         result: list[int | None] = self._read(compute)
         return result
 
+    def recheck_filters(self) -> list[Damage]:
+        """Verify every block of every completed stripe's filter again (a few milliseconds
+        per stripe), also those this process verified before; failing ones are no longer
+        trusted and are reported (and left in :meth:`pending_damage`). The node runs this when
+        its replica halts on stored data that contradicts itself: a filter that went bad after
+        it was verified makes lookups miss anchored digests.
+
+        :raises StorageError: the store is closed or LMDB fails.
+        """
+        def compute(txn: Any, snap: _Snapshot) -> list[Damage]:
+            state = _read_index_state(txn, self._dbs)
+            out = []
+            for s, filt in enumerate(self._done_filters(txn, state)):
+                bad = [] if filt is None else filt.recheck()
+                if filt is None or bad:
+                    damage = self._filter_damage(
+                        state, s, "missing" if filt is None
+                        else f"block {bad[0]} is damaged (checksum mismatch)")
+                    self._notice(damage)
+                    out.append(damage)
+            return out
+
+        found: list[Damage] = self._read(compute)
+        return found
+
     def index_of_rechecked(self, digest: bytes) -> int | None:
         """:meth:`index_of`, verifying again every filter block that says "absent", also one
         this process verified before (filter blocks are read in place from the memory map:

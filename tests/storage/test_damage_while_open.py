@@ -145,3 +145,14 @@ def test_an_anchored_digest_is_never_told_absent_after_its_filter_went_bad(data:
         assert store.index_of_rechecked(everything[leaf]) == leaf
         assert "filters/1" in {d.key for d in store.pending_damage()}
         assert store.index_of(everything[leaf]) == leaf  # no longer trusted: runs are read
+
+
+def test_recheck_filters_finds_a_block_damaged_after_it_was_verified(data: Path) -> None:
+    with LmdbStore.open(data) as store:
+        everything = store.digests_between(0, store.size)
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        assert store.recheck_filters() == []
+        flip_elsewhere(data, b"filters", b"S" + (2).to_bytes(4, "big"), 5)
+        assert [d.key for d in store.recheck_filters()] == ["filters/2"]
+        assert "filters/2" in {d.key for d in store.pending_damage()}
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
