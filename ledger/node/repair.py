@@ -10,6 +10,12 @@ that a damaged or full disk costs a moment of this node's service, never a wrong
 worker thread, so that a long step does not hold up requests; never at the same time as a
 repair); progress, complete passes and the time of the last one are metrics.
 
+The digest index's lookup filters are read in place from LMDB's memory map and trusted by a
+lookup once this process verified them; so they are verified again in full every
+:data:`FILTER_RECHECK_SECONDS`, when the replica halts on data that contradicts itself, and
+(``GET /v1/proofs``, :func:`ledger.node.api.get_proof`) before the node answers that a digest
+was never anchored.
+
 **Repair.** Damage found by the scrub, by a read or write that met it, or while opening, is
 repaired by what its :class:`~ledger.storage.base.Damage` asks for:
 
@@ -31,7 +37,9 @@ repaired by what its :class:`~ledger.storage.base.Damage` asks for:
 ``local``  derived data (an index run, a filter, a dictionary copy): rebuilt from the tiles.
 ``owner``, ``none``
            cannot be repaired while running (the node's own safety record, the tree head):
-           the node halts with one line that names the value and the fix.
+           the node halts with one line that names the value and the fix. (A digest the
+           log holds twice is not this store's damage: every validator's tree holds it; it is
+           reported once.)
 
 While damage is not repaired, a read that needs it answers ``503 store_damaged`` with a
 message naming the value (never ``404`` for an anchored digest, never a wrong proof); other
