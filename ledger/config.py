@@ -62,7 +62,7 @@ Node config (TOML)
     trusted_proxies = []                 # addresses/networks whose X-Forwarded-For is believed
 
     [storage]                            # optional, defaults shown
-    scrub_units_per_second = 2000        # background re-verification of the whole store
+    scrub_units_per_second = 1000        # background re-verification of the whole store
                                          # (tiles, index chunks, blocks, checkpoints...);
                                          # 0 turns the scrub off
 
@@ -291,7 +291,7 @@ class Limits:
 
 
 #: ``[storage]`` default: stored values re-verified per second by the background scrub.
-DEFAULT_SCRUB_UNITS_PER_SECOND: Final = 2000
+DEFAULT_SCRUB_UNITS_PER_SECOND: Final = 1000
 
 
 @dataclass(frozen=True, kw_only=True)

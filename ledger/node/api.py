@@ -135,8 +135,16 @@ async def get_proof(request: web.Request) -> web.Response:
     against = request.query.get("against", "first")
     if against not in ("first", "latest"):
         raise ApiError(400, "invalid_parameter", "against must be first or latest")
-    status, size = replica.proof(parse_digest(request.match_info["digest"]),
-                                 latest=against == "latest")
+    digest = parse_digest(request.match_info["digest"])
+    try:
+        status, size = replica.proof(digest, latest=against == "latest")
+    except NotFoundError:
+        # Before telling a client "never anchored": the index's filters read from the disk
+        # again (ledger.node.repair); a damaged one is then bypassed, and asked again.
+        recheck = getattr(replica.store, "index_of_rechecked", None)
+        if recheck is None or recheck(digest) is None:
+            raise
+        status, size = replica.proof(digest, latest=against == "latest")
     if status.receipt is None:
         return web.json_response(status.to_json(with_receipt=False), status=202)
     if "application/json" in request.headers.get("Accept", ""):

@@ -9,7 +9,9 @@ moves events in and executes the actions that come out, in order:
 ``Fetch``                  the peer transport fetches; the answer goes back to the replica
 ``Reply``                  the waiting ``?wait=true`` request of that ticket gets its receipts
 ``Committed``              metrics (commit latency, anchors), a debug line
-``Halt``                   waiting requests answer now; the node keeps serving reads
+``Halt``                   waiting requests answer now; the node keeps serving reads, and
+                           :mod:`ledger.node.repair` builds the replica again once what
+                           halted it (a full disk, a damaged stored value) is over
 =========================  =================================================================
 
 Every event runs synchronously in the event loop, start to end, with its actions: a commit
@@ -227,7 +229,9 @@ class Node:
         ``config.peer_listen_port`` is set.
 
         Raises:
-            StorageError: the store cannot be opened (``CorruptionError`` if damaged).
+            StorageError: the store cannot be opened (``CorruptionError`` if damaged, and
+                ``UnrepairableError`` for damage no peer repaired: one line, the value and
+                the fix).
             ConfigError: the stored chain does not fit this genesis.
             OSError: the listen address is taken.
         """

@@ -348,6 +348,18 @@ class DoneFilter:
     def bad_blocks(self) -> list[int]:
         return [b for b in range(len(self._crcs)) if not self.block_ok(b * FILTER_BLOCK_WORDS)]
 
+    def recheck_block(self, word: int) -> bool:
+        """Verify the block of ``word`` again, also if this process did before; a failing
+        block is no longer trusted by lookups."""
+        block = word // FILTER_BLOCK_WORDS
+        step = FILTER_BLOCK_WORDS * 8
+        if _block_crc(self._key, block, self._raw[block * step : (block + 1) * step]) \
+                == self._crcs[block]:
+            return True
+        self._checked[block] = 0
+        self._checked[-1] = 0
+        return False
+
     def recheck(self) -> list[int]:
         """Verify every block again, also those this process verified before (the scrub: the
         words are read in place from the memory map, so a disk that damaged them since shows

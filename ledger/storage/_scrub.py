@@ -541,7 +541,13 @@ def scrub_step(store: LmdbStore, cursor: bytes | None, budget: int) -> ScrubRepo
             position = parts[3] if len(parts) > 3 else []
             step = _Step(store, txn, snap, budget)
             while phase < len(_PHASES):
-                following = getattr(step, _PHASES[phase])(list(position))
+                try:
+                    following = getattr(step, _PHASES[phase])(list(position))
+                except DamageError as exc:
+                    # A value the phase needs to go on (a tile under the index) is damaged:
+                    # reported, and the rest of the phase waits for the next pass.
+                    step.report(exc.damage)
+                    following = None
                 if following is not None:
                     done += step.checked
                     return ScrubReport(
@@ -625,12 +631,8 @@ def repair_tile(store: LmdbStore, stratum: int, t: int, nodes: Sequence[bytes]) 
         base = TILE_HEIGHT * stratum
         if width == TILE_WIDTH:
             top = node_hash(rows[-1][0], rows[-1][1])
-            try:
-                above = _trusted_node(snap, base + TILE_HEIGHT, t)
-            except DamageError as exc:
-                raise VerificationError(
-                    f"cannot check tile {t} of stratum {stratum}: the node above it is "
-                    f"damaged too ({exc.damage.key}); repair that tile first") from None
+            # A damaged tile above raises its own DamageError: repair that one first.
+            above = _trusted_node(snap, base + TILE_HEIGHT, t)
             if above != top:
                 raise VerificationError(
                     f"the nodes do not hash to the stored node ({base + TILE_HEIGHT}, {t})")

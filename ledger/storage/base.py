@@ -393,6 +393,7 @@ class Store(Protocol):
 
         :raises MalformedError: wrong count or size of ``nodes``.
         :raises VerificationError: the nodes do not hash to the node above them.
+        :raises DamageError: the tile above is damaged too (repair that one first).
         :raises StorageError: no such tile, or the write fails.
         """
         ...

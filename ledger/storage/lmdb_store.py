@@ -1040,6 +1040,8 @@ class LmdbStore:
             for a in range(since, state.ibase, step):
                 ds = snap.digests(a, min(a + step, state.ibase))
                 ix.filter_insert(filt, params, ix.hashes_of(leaf_hashes(ds), state.secret))
+        except DamageError:
+            raise  # a tile it is rebuilt from: that damage, not the filter's
         except CorruptionError as exc:
             # The filter is derived data: rebuild it from the stripe's leaves (and say so).
             self._notice(self._filter_damage(state, stripe, exc.diagnostics()))
@@ -1094,9 +1096,12 @@ class LmdbStore:
 
     def _lookup_many(
         self, txn: Any, snap: _Snapshot, view: ix.View, digests: Sequence[bytes],
-        leaves: Sequence[bytes],
+        leaves: Sequence[bytes], recheck: bool = False,
     ) -> tuple[list[int | None], list[int]]:
         """The index of each digest in ``snap`` (or None), and the digests' keyed hashes.
+
+        ``recheck``: a filter block that says "absent" is verified again even if this process
+        verified it before (:meth:`index_of_rechecked`).
 
         :raises DamageError: an index entry names a leaf whose digest does not hash to it, or
             a value read on the way is damaged.
@@ -1132,7 +1137,13 @@ class LmdbStore:
                 hits = [True] * len(pending)
             else:
                 hits = _filter_hits(filt.words, ws, ms)
-                if not filt.all_checked():
+                if recheck:
+                    bad = [not h and not filt.recheck_block(w) for h, w in
+                           zip(hits, ws, strict=True)]
+                    if any(bad):
+                        self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"))
+                        hits = [h or b for h, b in zip(hits, bad, strict=True)]
+                elif not filt.all_checked():
                     bad = [not filt.block_ok(w) for w in ws]
                     if any(bad):
                         self._notice(self._filter_damage(state, s, "damaged (checksum mismatch)"))
@@ -1407,6 +1418,53 @@ class LmdbStore:
             return self._lookup_many(txn, snap, view, batch, leaf_hashes(batch))[0]
 
         result: list[int | None] = self._read(compute)
+        return result
+
+    def recheck_filters(self) -> list[Damage]:
+        """Verify every block of every completed stripe's filter again (a few milliseconds
+        per stripe), also those this process verified before; failing ones are no longer
+        trusted and are reported (and left in :meth:`pending_damage`). The node runs this when
+        its replica halts on stored data that contradicts itself: a filter that went bad after
+        it was verified makes lookups miss anchored digests.
+
+        :raises StorageError: the store is closed or LMDB fails.
+        """
+        def compute(txn: Any, snap: _Snapshot) -> list[Damage]:
+            state = _read_index_state(txn, self._dbs)
+            out = []
+            for s, filt in enumerate(self._done_filters(txn, state)):
+                bad = [] if filt is None else filt.recheck()
+                if filt is None or bad:
+                    damage = self._filter_damage(
+                        state, s, "missing" if filt is None
+                        else f"block {bad[0]} is damaged (checksum mismatch)")
+                    self._notice(damage)
+                    out.append(damage)
+            return out
+
+        found: list[Damage] = self._read(compute)
+        return found
+
+    def index_of_rechecked(self, digest: bytes) -> int | None:
+        """:meth:`index_of`, verifying again every filter block that says "absent", also one
+        this process verified before (filter blocks are read in place from the memory map:
+        a disk can damage one after it was verified). For an answer that would tell a client
+        "never anchored" (the node's ``404``): a damaged block is reported, no longer trusted
+        by later lookups, and the digest found through the runs.
+
+        :raises MalformedError: ``digest`` is not 32 bytes.
+        :raises StorageError: the store is closed or LMDB fails.
+        :raises DamageError: the index or a tile is damaged.
+        """
+        batch = [check_digest(digest)]
+
+        def compute(txn: Any, snap: _Snapshot) -> int | None:
+            view = self._view_for(txn, snap)
+            found: int | None = self._lookup_many(txn, snap, view, batch, leaf_hashes(batch),
+                                                  recheck=True)[0][0]
+            return found
+
+        result: int | None = self._read(compute)
         return result
 
     def digest_at(self, index: int) -> bytes:
@@ -1918,6 +1976,7 @@ class LmdbStore:
 
         :raises MalformedError: wrong count or size of ``nodes``.
         :raises VerificationError: the nodes do not hash to the stored node above them.
+        :raises DamageError: the tile above is damaged too (repair that one first).
         :raises StorageError: no such tile, the store is read-only, or the write fails.
         """
         from ledger.storage._scrub import repair_tile

@@ -129,7 +129,7 @@ async def all_verify(http: Any, url: str, digests: list[bytes], policy: Policy) 
     return True
 
 
-def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Path) -> None:
+def test_every_kind_of_damage_is_repaired_while_serving(tmp_path: Path) -> None:
     cluster = fast_cluster(tmp_path)
     policy = parse_policy(cluster.genesis.trust_policy())
     data = cluster.configs[3].data_dir
@@ -141,7 +141,7 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 anchored: dict[bytes, str] = {}
                 for b in range(4):
                     anchored |= await anchor(http, cluster.url(b % 4),
-                                             [digest(f"b{b}", k) for k in range(40)])
+                                             [digest(f"b{b}", k) for k in range(70)])
                 digests = list(anchored)
                 node = cluster.node(3)
                 store = node.store
@@ -152,8 +152,12 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
                 assert node.care.damaged == {} and node.care.repairs == {}
 
                 # Bit rot in a leaf tile, a block and a checkpoint of the running node.
+                # 280 leaves: 17 full leaf tiles and an edge of 8, a full stratum-1 tile.
                 flip(data, b"tiles00", u64(2), 100)  # leaves 32-47
-                flip(data, b"blocks", u64(2))
+                flip(data, b"tiles01", u64(0), 300)  # level-4 nodes over leaves 0-255
+                flip(data, b"edge", bytes((0,)), 40)  # leaves 272-279
+                flip(data, b"blocks", u64(2))  # the block
+                flip(data, b"blocks", u64(3), -10)  # its certificate
                 flip(data, b"checkpoints", u64(store.checkpoint_sizes()[0]))
                 flip(data, b"stripes", keys_of(data, b"stripes")[1])  # index entries
                 flip(data, b"filters", keys_of(data, b"filters")[0])
@@ -170,8 +174,8 @@ def test_tile_block_and_checkpoint_damage_is_repaired_while_serving(tmp_path: Pa
 
                 # Every damaged value is found (read or scrub) and repaired from the peers.
                 try:
-                    await eventually(lambda: node.care.repairs["peer"] >= 3
-                                     and node.care.repairs["local"] >= 2, timeout=10)
+                    await eventually(lambda: node.care.repairs["peer"] >= 6
+                                     and node.care.repairs["local"] >= 2, timeout=20)
                 except AssertionError:
                     raise AssertionError(f"repairs {node.care.repairs}, found {node.care.found}, "
                                          f"left {list(node.care.damaged)}") from None
@@ -487,3 +491,63 @@ def test_a_node_process_that_cannot_repair_its_store_refuses_to_start_with_one_l
     assert len(errors) == 1, result.stderr
     assert "blocks/" in errors[0] and "ledger db check" in errors[0], errors[0]
     assert "serving on" not in result.stderr
+
+
+def test_a_digest_stored_twice_in_the_log_is_reported_not_repaired_or_halted(
+        tmp_path: Path) -> None:
+    # Every validator's tree is the same: a duplicate the scrub finds is in all of them, so it
+    # is said once, and neither "repaired" from a peer nor a reason to halt.
+    from ledger.node import Node
+
+    cluster = make_cluster(tmp_path, n=1, lmdb=True)
+    care = Node(cluster.configs[0], keys=cluster.keys[0]).care
+    twice = Damage(kind="index", key="leaves/3", repair="none",
+                   detail="leaves 3 and 9 hold the same digest", leaves=(3, 10))
+    care.note(twice)
+    care.note(twice)
+    assert care.damaged == {} and care.fatal is None and care.found["index"] == 1
+    assert care.state()["state"] == "ok"
+
+
+def test_an_anchored_digest_whose_filter_went_bad_is_never_a_404(tmp_path: Path) -> None:
+    # A completed stripe's lookup filter verified earlier by this process, then damaged on
+    # disk so that it says "absent" for an anchored digest: the proof is still served (the
+    # node looks again, verifying the filter, before any 404), and the filter is rebuilt.
+    from storage.test_damage_while_open import _CLEAR_BITS
+
+    from ledger.merkle.hashing import leaf_hashes
+    from ledger.storage import _index as ix
+
+    cluster = fast_cluster(tmp_path, n=1)
+    policy = parse_policy(cluster.genesis.trust_policy())
+    data = cluster.configs[0].data_dir
+
+    async def main() -> None:
+        await cluster.start_all()
+        try:
+            async with client_session() as http:
+                anchored = await anchor(http, cluster.url(0),
+                                        [digest("filter", k) for k in range(120)])
+                digests = list(anchored)
+                assert await all_verify(http, cluster.url(0), digests, policy)
+                store = cluster.node(0).store
+                assert isinstance(store, LmdbStore)
+                state = store._view.state  # type: ignore[union-attr]
+                leaf = store.index_of(digests[40])
+                assert leaf is not None and leaf < 64
+                h = ix.hashes_of(leaf_hashes([digests[40]]), state.secret)[0]
+                word, mask = ix.filter_position(h, state.params)
+                subprocess.run([sys.executable, "-c", _CLEAR_BITS.replace("1 << 28", str(
+                    DEFAULT_MAP_SIZE)), str(data), str(leaf >> 5), str(word), str(mask)],
+                    check=True, timeout=60)
+                status, text = await proof(http, cluster.url(0), digests[40])
+                assert status == 200, (status, text)
+                verify_receipt(text, policy, digests[40])
+                node = cluster.node(0)
+                await eventually(lambda: node.care.repairs["local"] >= 1, timeout=20,
+                                 what="the filter rebuilt")
+                assert await all_verify(http, cluster.url(0), digests, policy)
+        finally:
+            await cluster.stop_all()
+
+    run(main())

@@ -14,8 +14,8 @@ import pytest
 
 from ledger.storage import DamageError, LmdbStore
 
-from .conftest import digests
-from .test_integrity import build, flip_elsewhere, scrub_all, u64
+from .conftest import SMALL, digests
+from .test_integrity import build, flip, flip_elsewhere, scrub_all, u64
 
 
 @pytest.fixture
@@ -65,3 +65,94 @@ def test_damage_met_by_an_append_is_pending(data: Path) -> None:
             store.append(digests(3, b"more"))
         assert store.size == size
         assert [d.key for d in store.pending_damage()] == ["edge/0"]
+
+
+def test_a_damaged_tile_under_the_index_is_reported_by_the_scrub_not_raised(
+        tmp_path: Path) -> None:
+    # The scrub's index phases read leaves from the tiles (here the filling stripe's filter is
+    # completed from leaves 272-275, in the edge tile); a damaged one is a finding (the
+    # tile's, not the filter's), and the pass goes on.
+    data = tmp_path / "data"
+    build(data, heights=39, per_block=7)  # 276 leaves
+    with LmdbStore.open(data) as store:
+        flip_elsewhere(data, b"edge", bytes((0,)), 2)
+        for budget in (7, 1000):
+            keys = {d.key for d in scrub_all(store, budget=budget)} if budget < 1000 else {
+                d.key for d in store.scrub(None, budget=budget).findings}
+            assert keys == {"edge/0"}, (budget, keys)
+
+
+def test_two_damaged_tiles_on_one_path_are_repaired_top_down(tmp_path: Path) -> None:
+    # A leaf tile is checked against the node above it: while that tile is damaged too, the
+    # repair names it (DamageError), and succeeds once it is repaired.
+    data = tmp_path / "data"
+    docs = digests(300, b"path")
+    with LmdbStore.open(data, index_params=SMALL) as store:
+        store.append(docs)
+        upper = [store.node(4, i) for i in range(16)]
+        proof = store.inclusion_proof(20, 300)
+    flip(data, b"tiles00", u64(1), 100)
+    flip(data, b"tiles01", u64(0), 400)
+    with LmdbStore.open(data) as store:
+        with pytest.raises(DamageError) as above:
+            store.repair_tile(0, 1, docs[16:32])
+        assert above.value.damage.key == "tiles01/0"
+        store.repair_tile(1, 0, upper)
+        store.repair_tile(0, 1, docs[16:32])
+        assert store.inclusion_proof(20, 300) == proof
+        store.check()
+
+
+_CLEAR_BITS = """
+import lmdb, sys
+from array import array
+path, stripe, word, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+env = lmdb.open(path, max_dbs=40, map_size=1 << 28)
+handle = env.open_db(b"filters", create=False)
+key = b"S" + stripe.to_bytes(4, "big")
+with env.begin(write=True) as txn:
+    value = bytearray(txn.get(key, db=handle))
+    words = array("Q", bytes(value[: (len(value) // 8) * 8]))
+    words[word] &= ~mask & (2**64 - 1)
+    value[: len(words) * 8] = words.tobytes()
+    txn.put(key, bytes(value), db=handle)
+env.close()
+"""
+
+
+def test_an_anchored_digest_is_never_told_absent_after_its_filter_went_bad(data: Path) -> None:
+    # A completed stripe's filter is verified once per process, then read in place from the
+    # memory map. A disk that clears the digest's bits afterwards makes the fast lookup say
+    # "absent"; the lookup a node makes before answering 404 verifies the block again, finds
+    # the digest through the runs, reports the filter and stops trusting it.
+    import subprocess
+    import sys
+
+    from ledger.merkle.hashing import leaf_hashes
+    from ledger.storage import _index as ix
+
+    with LmdbStore.open(data) as store:
+        everything = store.digests_between(0, store.size)
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        state = store._view.state  # type: ignore[union-attr]
+        leaf = 40  # in stripe 1 (leaves 32-63), a completed one
+        h = ix.hashes_of(leaf_hashes([everything[leaf]]), state.secret)[0]
+        word, mask = ix.filter_position(h, state.params)
+        subprocess.run([sys.executable, "-c", _CLEAR_BITS, str(data), "1", str(word),
+                        str(mask)], check=True, timeout=60)
+        fast = store.index_of(everything[leaf])
+        assert fast in (None, leaf)  # the fast path may now miss it (the hazard)
+        assert store.index_of_rechecked(everything[leaf]) == leaf
+        assert "filters/1" in {d.key for d in store.pending_damage()}
+        assert store.index_of(everything[leaf]) == leaf  # no longer trusted: runs are read
+
+
+def test_recheck_filters_finds_a_block_damaged_after_it_was_verified(data: Path) -> None:
+    with LmdbStore.open(data) as store:
+        everything = store.digests_between(0, store.size)
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
+        assert store.recheck_filters() == []
+        flip_elsewhere(data, b"filters", b"S" + (2).to_bytes(4, "big"), 5)
+        assert [d.key for d in store.recheck_filters()] == ["filters/2"]
+        assert "filters/2" in {d.key for d in store.pending_damage()}
+        assert [store.index_of(d) for d in everything] == list(range(len(everything)))
