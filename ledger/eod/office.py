@@ -50,6 +50,7 @@ from ledger.eod import canonical
 from ledger.eod.anchor import Anchorer
 from ledger.eod.calendar import OfficeCalendar, parse_date
 from ledger.eod.casesign import CaseSign, format_case_sign, parse_case_sign
+from ledger.eod.eforms import EformOutcome, check_anchors, verify_eform
 from ledger.eod.events import EventRecord, Seen, SignedEvent
 from ledger.eod.index import index_event
 from ledger.eod.jrwa import JrwaDictionary
@@ -212,6 +213,31 @@ class Office:
             yield
         finally:
             self._declared = before
+
+    def verify_eform(self, xml: bytes) -> EformOutcome:
+        """Verify a signed e-form against the office's trust anchors (:mod:`ledger.eod.eforms`).
+
+        Raises:
+            ConfigError: no trust anchors are configured.
+        """
+        rows = self.store.query("SELECT value FROM meta WHERE key = 'eform_anchors'")
+        return verify_eform(xml, str(rows[0][0]) if rows else None)
+
+    def set_eform_anchors(self, pem: str) -> int:
+        """Configure the CAs whose certificates e-form signatures must chain to; returns how
+        many certificates the PEM text holds.
+
+        Raises:
+            ConfigError: the text holds no certificate.
+        """
+        count = check_anchors(pem)
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO meta (key, value) VALUES ('eform_anchors', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                pem,
+            )
+        return count
 
     def now(self) -> int:
         """The office clock's reading (POSIX seconds)."""
@@ -726,12 +752,14 @@ class Office:
         attachments: int = 0,
         sender_ref: str | None = None,
         case: str | None = None,
+        eform: Mapping[str, Any] | None = None,
     ) -> tuple[str, Recorded, dict[str, Any]]:
         """Rejestracja przesyłki: register an item; returns its register number, the step and
         the official receipt (a JSON object for the sender, see docs/eod.md). The number runs
         per year of the office's calendar (RPW/1/2025 from 1 January, 00:00 local).
 
-        ``case``: register the item straight into an open case.
+        ``case``: register the item straight into an open case. ``eform``: the outcome of
+        the XAdES verification of a signed e-form (:meth:`verify_eform`), recorded in the event.
         """
         if direction not in DIRECTIONS:
             raise MalformedError(f"direction must be one of {', '.join(DIRECTIONS)}")
@@ -752,6 +780,8 @@ class Office:
             }
             if sender_ref:
                 data["sender_ref"] = sender_ref
+            if eform is not None:
+                data["eform"] = dict(eform)
             return data, document, state.case
 
         code = new_access_code()
