@@ -1111,3 +1111,13 @@ def eform_anchors_command(pem: Path) -> None:
     with _office() as office:
         count = office.set_eform_anchors(_read_text(pem))
     click.echo(f"e-form trust anchors: {count} certificate(s) from {pem}")
+
+
+@eod_group.command("reindex")
+@_errors
+def reindex_command() -> None:
+    """Rebuild the office's query index (statuses, deadlines, registers) from the trails, e.g.
+    for a store written before it existed; every chain is checked on the way."""
+    with _office() as office:
+        chains = office.reindex()
+    click.echo(f"reindexed {chains} chain(s)")

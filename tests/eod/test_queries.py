@@ -176,3 +176,17 @@ def test_registers_filter_and_export_csv(tmp_path: Path) -> None:
     assert parsed[0][0] == "register" and parsed[1][:2] == ["RPW/1/2024", "FV/2024/03/117"]
     with pytest.raises(MalformedError):
         register_rows(office.store, office.calendar, "letters")
+
+
+def test_reindex_rebuilds_the_index_from_the_trails(tmp_path: Path) -> None:
+    setup = make_office(tmp_path)
+    office = setup.office
+    cost_case(setup, until=EventType.CLOSED)
+    _letter(setup)
+    tables = ("matters", "milestones", "documents")
+    before = {t: sorted(office.store.query(f"SELECT * FROM {t}")) for t in tables}
+    with office.store.transaction():
+        for t in tables:
+            office.store.execute(f"DELETE FROM {t}")
+    assert office.reindex() == 2
+    assert {t: sorted(office.store.query(f"SELECT * FROM {t}")) for t in tables} == before
