@@ -72,7 +72,14 @@ from ledger.errors import (
 )
 from ledger.policy import Policy, parse_policy
 
-__all__ = ["RACE_RETRIES", "ClockRefused", "Office", "Recorded", "access_digest"]
+__all__ = [
+    "RACE_RETRIES",
+    "ClockRefused",
+    "Office",
+    "Recorded",
+    "SharedCaches",
+    "access_digest",
+]
 
 #: How often a step that lost the race for its case's head is built again.
 RACE_RETRIES: Final = 5
@@ -106,6 +113,34 @@ def access_digest(office: str, register: str, code: str) -> bytes:
     the normalised code (domain-separated, so a leaked store gives no usable code)."""
     text = f"ledger-eod-access/v1\n{office}\n{register}\n{normalise_access_code(code)}"
     return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class _ProvenCache:
+    """Verified proven intervals by event hash (receipts never change), bounded, thread-safe."""
+
+    def __init__(self, size: int = _PROVEN_CACHE) -> None:
+        self._items: OrderedDict[bytes, ProvenTime] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> ProvenTime | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def __setitem__(self, key: bytes, value: ProvenTime) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+@dataclasses.dataclass
+class SharedCaches:
+    """What the offices of one store in one process may share (one per thread otherwise
+    re-verifies what another already did): verified receipts' checkpoints and proven times."""
+
+    verifier: ReceiptVerifier
+    proven: _ProvenCache = dataclasses.field(default_factory=_ProvenCache)
 
 
 @dataclasses.dataclass
@@ -166,6 +201,7 @@ class Office:
         clock: Callable[[], int],
         declared: int | None = None,
         chain_locks: bool = True,
+        shared: SharedCaches | None = None,
     ) -> None:
         self.store = store
         self._chain_locks = chain_locks
@@ -174,9 +210,9 @@ class Office:
         self._clock = clock
         self._declared = declared
         self._policy: Policy | None = None
-        self._verifier: ReceiptVerifier | None = None
+        self._verifier: ReceiptVerifier | None = shared.verifier if shared else None
         self._checkpoints: dict[tuple[int, bytes], VerifiedCheckpoint] = {}
-        self._proven: OrderedDict[bytes, ProvenTime] = OrderedDict()
+        self._proven: _ProvenCache = shared.proven if shared else _ProvenCache()
         self._positions: dict[str, PositionCertificate] = {}
         #: Called with (chain, event, state) inside the commit of every stored step.
         self.committed: list[Callable[[str, SignedEvent, CaseState], None]] = []
@@ -308,8 +344,6 @@ class Office:
         before = self.verifier.verify(receipt, event.hash).time_bound
         proven = ProvenTime(after=after, before=before)
         self._proven[event.hash] = proven
-        if len(self._proven) > _PROVEN_CACHE:
-            self._proven.popitem(last=False)
         return proven
 
     def _facts(self, event: SignedEvent, proven: ProvenTime) -> Facts:
