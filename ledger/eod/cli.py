@@ -963,7 +963,7 @@ def pause_command(ref: str, start: str, until: str, reason: str) -> None:
 
 
 @eod_group.command("registers")
-@click.argument("which", type=click.Choice(["invoices", "contracts"]))
+@click.argument("which", metavar="invoices|contracts")
 @click.option("--unit", help="Only this unit.")
 @click.option("--since", metavar="YYYY-MM-DD", help="From this day (office calendar).")
 @click.option("--until", metavar="YYYY-MM-DD", help="Up to and including this day.")
