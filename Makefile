@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/consensus.py
 	$(PY) bench/checkpoints.py
 	$(PY) bench/cluster.py --duration 60
+	$(PY) bench/eod.py
 
 # The store filled to 10^5, 10^6 and 10^7 anchors (real files, about 5 minutes): append rate
 # against the empty-log rate, RssAnon, disk per anchor, per-block overhead, proof and lookup

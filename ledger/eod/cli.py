@@ -502,6 +502,9 @@ def keys_list() -> None:
 @click.option("--sender-ref", help="The letter's own reference (znak pisma nadawcy).")
 @click.option("--case", "case", metavar="CASE", help="Register straight into an open case.")
 @click.option("--receipt-out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--eform", is_flag=True,
+              help="FILE is a signed e-form (XAdES, ePUAP): verify it against the office's "
+              "trust anchors and record the outcome (signer, certificate, valid or why not).")
 @_quiet
 @_errors
 def register_command(
@@ -514,6 +517,7 @@ def register_command(
     sender_ref: str | None,
     case: str | None,
     receipt_out: Path | None,
+    eform: bool,
     quiet: bool,
 ) -> None:
     """Register an item FILE (rejestracja przesyłki, RPW) and write its official receipt
@@ -521,8 +525,19 @@ def register_command(
     if receipt_out is not None and receipt_out.exists():
         raise ConfigError(f"{receipt_out} exists; choose another file or remove it first")
     with _office() as office:
+        outcome = None
+        if eform:
+            from ledger.eod.eforms import MAX_EFORM
+
+            outcome = office.verify_eform(_read(file, limit=MAX_EFORM))
+            click.echo(
+                f"e-form signature: {'valid' if outcome.valid else 'INVALID'}: "
+                f"{outcome.signer or '-'} ({outcome.reason})",
+                err=True,
+            )
         register, _, receipt = office.register(
             _hash_file(file),
+            eform=None if outcome is None else outcome.to_json(),
             actor=actor,
             direction=direction,
             channel=channel,
@@ -948,7 +963,7 @@ def pause_command(ref: str, start: str, until: str, reason: str) -> None:
 
 
 @eod_group.command("registers")
-@click.argument("which", type=click.Choice(["invoices", "contracts"]))
+@click.argument("which", metavar="invoices|contracts")
 @click.option("--unit", help="Only this unit.")
 @click.option("--since", metavar="YYYY-MM-DD", help="From this day (office calendar).")
 @click.option("--until", metavar="YYYY-MM-DD", help="Up to and including this day.")
@@ -1085,3 +1100,24 @@ def serve_command(config_path: Path) -> None:
     config = load_config(config_path)
     serve(config, ready=lambda url: click.echo(
         f"serving {', '.join(o.id for o in config.offices)} on {url}", err=True))
+
+
+@eod_group.command("eform-anchors")
+@click.argument("pem", type=click.Path(dir_okay=False, path_type=Path))
+@_errors
+def eform_anchors_command(pem: Path) -> None:
+    """Set the trust anchors of incoming e-forms: the PEM certificates of the CAs whose
+    certificates may sign them (the trusted profile, qualified trust service providers)."""
+    with _office() as office:
+        count = office.set_eform_anchors(_read_text(pem))
+    click.echo(f"e-form trust anchors: {count} certificate(s) from {pem}")
+
+
+@eod_group.command("reindex")
+@_errors
+def reindex_command() -> None:
+    """Rebuild the office's query index (statuses, deadlines, registers) from the trails, e.g.
+    for a store written before it existed; every chain is checked on the way."""
+    with _office() as office:
+        chains = office.reindex()
+    click.echo(f"reindexed {chains} chain(s)")

@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -50,6 +51,7 @@ from ledger.eod import canonical
 from ledger.eod.anchor import Anchorer
 from ledger.eod.calendar import OfficeCalendar, parse_date
 from ledger.eod.casesign import CaseSign, format_case_sign, parse_case_sign
+from ledger.eod.eforms import EformOutcome, check_anchors, verify_eform
 from ledger.eod.events import EventRecord, Seen, SignedEvent
 from ledger.eod.index import index_event
 from ledger.eod.jrwa import JrwaDictionary
@@ -71,10 +73,19 @@ from ledger.errors import (
 )
 from ledger.policy import Policy, parse_policy
 
-__all__ = ["RACE_RETRIES", "ClockRefused", "Office", "Recorded", "access_digest"]
+__all__ = [
+    "RACE_RETRIES",
+    "ClockRefused",
+    "Office",
+    "Recorded",
+    "SharedCaches",
+    "access_digest",
+]
 
 #: How often a step that lost the race for its case's head is built again.
 RACE_RETRIES: Final = 5
+#: How long offices sharing caches reuse the latest checkpoint one of them read (seconds).
+SEEN_REUSE: Final = 1.0
 _LOCK_STRIPES: Final = 256
 _CHAIN_LOCKS: Final = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 _PROVEN_CACHE: Final = 100_000
@@ -105,6 +116,39 @@ def access_digest(office: str, register: str, code: str) -> bytes:
     the normalised code (domain-separated, so a leaked store gives no usable code)."""
     text = f"ledger-eod-access/v1\n{office}\n{register}\n{normalise_access_code(code)}"
     return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class _ProvenCache:
+    """Verified proven intervals by event hash (receipts never change), bounded, thread-safe."""
+
+    def __init__(self, size: int = _PROVEN_CACHE) -> None:
+        self._items: OrderedDict[bytes, ProvenTime] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> ProvenTime | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def __setitem__(self, key: bytes, value: ProvenTime) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+@dataclasses.dataclass
+class SharedCaches:
+    """What the offices of one store in one process may share (one per thread otherwise
+    re-verifies what another already did): verified receipts' checkpoints and proven times."""
+
+    verifier: ReceiptVerifier
+    proven: _ProvenCache = dataclasses.field(default_factory=_ProvenCache)
+    #: The latest checkpoint one of them read from the ledger, and when (monotonic seconds):
+    #: reused for :data:`SEEN_REUSE` seconds. An event naming it is still proven to come after
+    #: it; the bound is at most that much earlier than a fresh read would give.
+    seen: tuple[float, VerifiedCheckpoint] | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 @dataclasses.dataclass
@@ -165,6 +209,7 @@ class Office:
         clock: Callable[[], int],
         declared: int | None = None,
         chain_locks: bool = True,
+        shared: SharedCaches | None = None,
     ) -> None:
         self.store = store
         self._chain_locks = chain_locks
@@ -173,9 +218,10 @@ class Office:
         self._clock = clock
         self._declared = declared
         self._policy: Policy | None = None
-        self._verifier: ReceiptVerifier | None = None
+        self._shared = shared
+        self._verifier: ReceiptVerifier | None = shared.verifier if shared else None
         self._checkpoints: dict[tuple[int, bytes], VerifiedCheckpoint] = {}
-        self._proven: OrderedDict[bytes, ProvenTime] = OrderedDict()
+        self._proven: _ProvenCache = shared.proven if shared else _ProvenCache()
         self._positions: dict[str, PositionCertificate] = {}
         #: Called with (chain, event, state) inside the commit of every stored step.
         self.committed: list[Callable[[str, SignedEvent, CaseState], None]] = []
@@ -212,6 +258,31 @@ class Office:
             yield
         finally:
             self._declared = before
+
+    def verify_eform(self, xml: bytes) -> EformOutcome:
+        """Verify a signed e-form against the office's trust anchors (:mod:`ledger.eod.eforms`).
+
+        Raises:
+            ConfigError: no trust anchors are configured.
+        """
+        rows = self.store.query("SELECT value FROM meta WHERE key = 'eform_anchors'")
+        return verify_eform(xml, str(rows[0][0]) if rows else None)
+
+    def set_eform_anchors(self, pem: str) -> int:
+        """Configure the CAs whose certificates e-form signatures must chain to; returns how
+        many certificates the PEM text holds.
+
+        Raises:
+            ConfigError: the text holds no certificate.
+        """
+        count = check_anchors(pem)
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO meta (key, value) VALUES ('eform_anchors', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                pem,
+            )
+        return count
 
     def now(self) -> int:
         """The office clock's reading (POSIX seconds)."""
@@ -282,8 +353,6 @@ class Office:
         before = self.verifier.verify(receipt, event.hash).time_bound
         proven = ProvenTime(after=after, before=before)
         self._proven[event.hash] = proven
-        if len(self._proven) > _PROVEN_CACHE:
-            self._proven.popitem(last=False)
         return proven
 
     def _facts(self, event: SignedEvent, proven: ProvenTime) -> Facts:
@@ -317,8 +386,18 @@ class Office:
         return self._anchorer
 
     def _seen(self, anchorer: Anchorer) -> VerifiedCheckpoint | None:
+        shared = self._shared
+        if shared is not None:
+            with shared.lock:
+                fresh = shared.seen
+                if fresh is not None and time.monotonic() - fresh[0] < SEEN_REUSE:
+                    return fresh[1]
         note = anchorer.checkpoint()
-        return None if note is None else self._checkpoint(note)
+        seen = None if note is None else self._checkpoint(note)
+        if shared is not None and seen is not None:
+            with shared.lock:
+                shared.seen = (time.monotonic(), seen)
+        return seen
 
     def _check_after(self, now: int, seen: VerifiedCheckpoint | None) -> None:
         if seen is not None and now < seen.time - MAX_CLOCK_SKEW:
@@ -726,12 +805,14 @@ class Office:
         attachments: int = 0,
         sender_ref: str | None = None,
         case: str | None = None,
+        eform: Mapping[str, Any] | None = None,
     ) -> tuple[str, Recorded, dict[str, Any]]:
         """Rejestracja przesyłki: register an item; returns its register number, the step and
         the official receipt (a JSON object for the sender, see docs/eod.md). The number runs
         per year of the office's calendar (RPW/1/2025 from 1 January, 00:00 local).
 
-        ``case``: register the item straight into an open case.
+        ``case``: register the item straight into an open case. ``eform``: the outcome of
+        the XAdES verification of a signed e-form (:meth:`verify_eform`), recorded in the event.
         """
         if direction not in DIRECTIONS:
             raise MalformedError(f"direction must be one of {', '.join(DIRECTIONS)}")
@@ -752,6 +833,8 @@ class Office:
             }
             if sender_ref:
                 data["sender_ref"] = sender_ref
+            if eform is not None:
+                data["eform"] = dict(eform)
             return data, document, state.case
 
         code = new_access_code()
@@ -1160,6 +1243,37 @@ class Office:
             "documents": doc_entries,
             "head": head,
         }
+
+    def reindex(self) -> int:
+        """Rebuild the query index (ledger.eod.index) of every chain from its trail, e.g. for a
+        store written before the index existed; returns the number of chains. Access codes are
+        not in the trail and stay as they are.
+
+        Raises:
+            LedgerError: a chain that does not check out, named.
+        """
+        chains = [str(r[0]) for r in self.store.query(
+            "SELECT chain FROM events WHERE seq = 0 ORDER BY rowid")]
+        units = {p: c.unit for p, c in self.positions().items()}
+        with self.store.transaction():
+            for table in ("matters", "milestones", "documents"):
+                self.store.execute(f"DELETE FROM {table}")
+            for chain in chains:
+                events = self.store.events(chain)
+                started = self.calendar.date_of(events[0].record.time).isoformat()
+                state = CaseState()
+                for event in events:
+                    proven = self.proven(event)
+                    try:
+                        state = apply(state, event, self._facts(event, proven))
+                    except WorkflowError as exc:
+                        raise VerificationError(
+                            f"chain {chain[:16]}, event {event.record.seq}: {exc.diagnostics()}"
+                        ) from None
+                    assert proven.before is not None
+                    index_event(self.store, chain, event, state, bound=proven.before,
+                                started=started, unit_of=units)
+        return len(chains)
 
     def check_all(self) -> tuple[int, int]:
         """Fold every case through the rules with its receipts re-verified (after a restore).

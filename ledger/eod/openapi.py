@@ -30,7 +30,8 @@ _ERROR: Final = {
 #: Each step's fields beyond ``as`` (and ``ref``, ``at``): (schema, required).
 _STEP_FIELDS: Final[dict[str, dict[str, tuple[dict[str, Any], bool]]]] = {
     "register": {
-        "document": (_HEX, True),
+        "document": (_HEX, False),
+        "eform": ({"type": "string", "contentEncoding": "base64"}, False),
         "channel": (_TEXT, True),
         "direction": ({"enum": ["incoming", "outgoing", "internal"]}, False),
         "kind": ({"enum": ["letter", "invoice"]}, False),

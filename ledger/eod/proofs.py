@@ -12,6 +12,7 @@ an earliest bridge (``extra``) goes through that function whole.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Final
 
@@ -45,17 +46,19 @@ class ReceiptVerifier:
         self.policy = policy
         self._size = cache
         self._notes: OrderedDict[str, tuple[VerifiedCheckpoint, str]] = OrderedDict()
+        self._lock = threading.Lock()  # the offices of a service's threads share one
 
     def _checkpoint(self, note: str) -> tuple[VerifiedCheckpoint, str]:
-        found = self._notes.get(note)
+        with self._lock:
+            found = self._notes.get(note)
         if found is not None:
-            self._notes.move_to_end(note)
             return found
         checked = verify_checkpoint_note(note, self.policy)
         origin = parse_checkpoint_body(parse_note(note).text).origin
-        self._notes[note] = (checked, origin)
-        if len(self._notes) > self._size:
-            self._notes.popitem(last=False)
+        with self._lock:
+            self._notes[note] = (checked, origin)
+            if len(self._notes) > self._size:
+                self._notes.popitem(last=False)
         return checked, origin
 
     def _known(
@@ -70,7 +73,8 @@ class ReceiptVerifier:
         head, blank, note = text.partition("\n\n")
         if not blank:
             return None
-        known = self._notes.get(note)
+        with self._lock:
+            known = self._notes.get(note)
         if known is None:
             return None
         lines = head.split("\n")
@@ -84,7 +88,6 @@ class ReceiptVerifier:
         proof = tuple(b64decode_strict(line, what="proof hash") for line in lines[2:])
         if any(len(h) != HASH_SIZE for h in proof):
             raise MalformedError(f"every proof hash must be {HASH_SIZE} bytes")
-        self._notes.move_to_end(note)
         return index, proof, known
 
     def verify(self, text: str | bytes, digest: bytes) -> VerifiedReceipt:

@@ -27,7 +27,8 @@ sprawę) only: the position that opened it, or the one it was assigned to since.
 - registered [registry]: the first event, or a further item registered into an open case;
   ``data``: direction (incoming/outgoing/internal), register (its register number), channel,
   kind ("letter" or "invoice"), attachments (count), sender_ref (the letter's own reference,
-  optional); the document digest is required.
+  optional), eform (optional: the outcome of an e-form's XAdES verification, ``{valid, signer,
+  certificate, reason}``, :mod:`ledger.eod.eforms`); the document digest is required.
 - assigned, dekretacja [assign]: ``to`` (a position certified in the office), method and
   deadline (optional; a calendar date, not already past in the office's zone). The first
   assignment fixes the original assigner. A later one is made by the original assigner (who
@@ -80,6 +81,7 @@ sprawę) only: the position that opened it, or the one it was assigned to since.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -385,9 +387,27 @@ def _need_open_case(state: CaseState, event: SignedEvent) -> None:
         raise WorkflowError(f"{term(event.record.type)} needs an open case (założenie sprawy)")
 
 
+def _eform(value: object) -> None:
+    bad = WorkflowError("data field 'eform' must be {valid, signer, certificate, reason}")
+    if not isinstance(value, Mapping) or set(value) != {"valid", "signer", "certificate", "reason"}:
+        raise bad
+    if not isinstance(value["valid"], bool):
+        raise bad
+    reason = value["reason"]
+    if not isinstance(reason, str) or not reason or len(reason) > 500:
+        raise bad
+    for key in ("signer", "certificate"):
+        v = value[key]
+        if v is not None and (not isinstance(v, str) or not v or len(v) > 500):
+            raise bad
+    certificate = value["certificate"]
+    if certificate is not None and re.fullmatch(r"[0-9a-f]{64}", certificate) is None:
+        raise bad
+
+
 def _registered(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState:
     data = event.record.data
-    _only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref")
+    _only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref", "eform")
     document = _need_document(event)
     direction = _req(data, "direction")
     if direction not in DIRECTIONS:
@@ -399,6 +419,8 @@ def _registered(state: CaseState, event: SignedEvent, facts: Facts) -> CaseState
         raise WorkflowError("kind must be 'letter' or 'invoice'")
     _int(data, "attachments", 0, 10_000)
     _str(data, "sender_ref", optional=True)
+    if "eform" in data:
+        _eform(data["eform"])
     if register in state.items:
         raise WorkflowError(f"item {register} is already registered in this chain")
     if state.seq > 0 and state.case is None:

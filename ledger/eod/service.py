@@ -56,7 +56,8 @@ from ledger.eod.anchor import Anchorer, ClientAnchorer
 from ledger.eod.deadlines import office_terms, watch
 from ledger.eod.importer import import_matters
 from ledger.eod.notify import MailConfig, Mailer, mail_rows, queue_deadlines, queue_for_event
-from ledger.eod.office import Office
+from ledger.eod.office import Office, SharedCaches
+from ledger.eod.proofs import ReceiptVerifier
 from ledger.eod.registers import REGISTERS, register_csv, register_rows
 from ledger.eod.rules import WorkflowError
 from ledger.eod.status import NOT_FOUND, RateLimiter, lookup
@@ -329,6 +330,7 @@ class _Tenant:
         self.background = ThreadPoolExecutor(1, thread_name_prefix=f"eod-{config.id}")
         self.bg_store = store
         self.bg_office = Office(store, None, clock=config.clock)
+        self.shared = SharedCaches(verifier=ReceiptVerifier(self.bg_office.policy))
         self.calendar = self.bg_office.calendar
         self.dispatcher = Dispatcher(
             store, config.id, config.webhooks, self.background,
@@ -354,7 +356,7 @@ class _Tenant:
             with self._lock:
                 self._closers.append(closer)
         store = OfficeStore.open(self.config.data_dir)
-        office = Office(store, anchorer, clock=self.config.clock)
+        office = Office(store, anchorer, clock=self.config.clock, shared=self.shared)
         mail = self.config.mail
         if mail is not None:
             office.committed.append(

@@ -16,9 +16,12 @@ Each step returns a JSON object: ``{"event": <hash>, "seq": n, "chain": <chain i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from ledger.eod.eforms import MAX_EFORM
 from ledger.eod.events import parse_hex_digest
 from ledger.eod.model import EventType
 from ledger.eod.office import Office, Recorded
@@ -95,7 +98,17 @@ def _outcome(office: Office, recorded: Recorded, **extra: Any) -> dict[str, Any]
 
 
 def _register(office: Office, b: _Body, actor: str) -> dict[str, Any]:
-    document = b.digest("document")
+    eform_text = b.text("eform", required=False, limit=MAX_EFORM * 4 // 3 + 4)
+    document = b.digest("document", required=eform_text is None)
+    eform = None
+    if eform_text is not None:
+        try:
+            xml = base64.b64decode(eform_text, validate=True)
+        except ValueError:
+            raise MalformedError("register: 'eform' must be the signed XML in base64") from None
+        if document is not None and document != hashlib.sha256(xml).digest():
+            raise MalformedError("register: 'document' is not the SHA-256 of the e-form")
+        document = hashlib.sha256(xml).digest()
     assert document is not None
     direction = b.text("direction", required=False) or "incoming"
     channel = b.req("channel")
@@ -104,10 +117,14 @@ def _register(office: Office, b: _Body, actor: str) -> dict[str, Any]:
     sender_ref = b.text("sender_ref", required=False)
     case = b.text("case", required=False)
     b.done()
+    if eform_text is not None:
+        eform = office.verify_eform(xml).to_json()
     register, recorded, receipt = office.register(
         document, actor=actor, direction=direction, channel=channel, kind=kind,
-        attachments=attachments, sender_ref=sender_ref, case=case,
+        attachments=attachments, sender_ref=sender_ref, case=case, eform=eform,
     )
+    if eform is not None:
+        return _outcome(office, recorded, register=register, receipt=receipt, eform=eform)
     return _outcome(office, recorded, register=register, receipt=receipt)
 
 

@@ -37,6 +37,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -102,6 +103,19 @@ CREATE TABLE IF NOT EXISTS imports (
     name TEXT PRIMARY KEY, digest TEXT NOT NULL, done INTEGER NOT NULL);
 """
 STORE_FORMAT: Final = "ledger-eod-store/v2"
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD: Final = threading.Lock()
+
+
+def _write_lock(root: Path) -> threading.Lock:
+    key = str(root.resolve())
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITE_LOCKS[key] = threading.Lock()
+        return lock
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -223,19 +237,22 @@ class OfficeStore:
                 self._savepoints -= 1
             self._conn.execute(f"RELEASE {name}")
             return
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot lock the office store: {exc}") from None
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot commit to the office store: {exc}") from None
+        # Threads of one process queue on a lock (woken at once when it is free); SQLite's
+        # own busy wait (which sleeps in growing steps) only serialises between processes.
+        with _write_lock(self.root):
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot lock the office store: {exc}") from None
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot commit to the office store: {exc}") from None
 
     def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
         try:

@@ -2179,9 +2179,26 @@
 
   const inList = (list, bytes) => list.some((x) => equalBytes(x, bytes));
 
+  /** rules._eform: the outcome of an e-form's XAdES verification. */
+  function checkEform(value) {
+    const keys = value !== null && typeof value === "object" && !Array.isArray(value) ? Object.keys(value).sort() : null;
+    const bad = () => wf(
+      "data field 'eform' must be {valid, signer, certificate, reason}",
+      "pole 'eform' musi mieć postać {valid, signer, certificate, reason}"
+    );
+    if (keys === null || keys.join(",") !== "certificate,reason,signer,valid") throw bad();
+    if (typeof value.valid !== "boolean") throw bad();
+    if (!isStr(value.reason) || value.reason.length === 0 || value.reason.length > 500) throw bad();
+    for (const key of ["signer", "certificate"]) {
+      const v = value[key];
+      if (v !== null && (!isStr(v) || v.length === 0 || v.length > 500)) throw bad();
+    }
+    if (value.certificate !== null && !/^[0-9a-f]{64}$/.test(value.certificate)) throw bad();
+  }
+
   function ruleRegistered(state, event) {
     const data = event.record.data;
-    only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref");
+    only(data, "direction", "register", "channel", "kind", "attachments", "sender_ref", "eform");
     const document = needDocument(event);
     const direction = dReq(data, "direction");
     if (!DIRECTIONS.includes(direction)) throw wf("direction must be one of " + DIRECTIONS.join(", "), "kierunek musi być jednym z: " + DIRECTIONS.join(", "));
@@ -2191,6 +2208,7 @@
     if (kind !== "letter" && kind !== "invoice") throw wf("kind must be 'letter' or 'invoice'", "rodzaj musi być 'letter' albo 'invoice'");
     dInt(data, "attachments", 0, 10000);
     dStr(data, "sender_ref", true);
+    if (has(data, "eform")) checkEform(data.eform);
     if (state.items.includes(register)) throw wf("item " + register + " is already registered in this chain", "przesyłka " + register + " jest już zarejestrowana w tym łańcuchu");
     if (state.seq > 0n && state.case === null) {
       throw wf("a further item can be registered only into an open case", "kolejną przesyłkę można zarejestrować tylko w założonej sprawie");

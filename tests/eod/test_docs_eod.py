@@ -37,8 +37,10 @@ def test_the_block_finder_sees_marked_and_unmarked_blocks() -> None:
 
 
 def test_docs_eod_runs_as_written(tmp_path: Path) -> None:
-    blocks = sh_blocks(DOC.read_text(encoding="utf-8"))
-    runnable = [b for b in blocks if b[2]]
+    from docs.harness import parse_blocks
+
+    blocks = parse_blocks(DOC.read_text(encoding="utf-8"))
+    runnable = [b for b in blocks if b.runs]
     assert len(runnable) >= 5, "docs/eod.md lost its runnable blocks"
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -46,7 +48,13 @@ def test_docs_eod_runs_as_written(tmp_path: Path) -> None:
         env.pop(key, None)
     with running_devnet(tmp_path / "devnet") as base:
         ports = {str(7100 + i): str(base + i) for i in range(4)}
-        for line, body, _ in runnable:
+        for block in blocks:
+            if block.file is not None:  # <!-- file: NAME -->: the block is a file to write
+                (tmp_path / block.file).write_text(block.text, encoding="utf-8")
+                continue
+            if not block.runs:
+                continue
+            line, body = block.line, block.text
             script = re.sub(r"\b710[0-3]\b", lambda m: ports[m.group(0)], body)
             result = subprocess.run(
                 ["bash", "-e", "-o", "pipefail", "-c", script],
@@ -62,5 +70,11 @@ def test_docs_eod_runs_as_written(tmp_path: Path) -> None:
             )
             if "open-case RPW/1/2026" in body:
                 assert "opened case OR.0012.1.2026" in result.stdout
+            if "verify-package" in body:
+                assert "valid: 1 case(s) for Archiwum Państwowe w Gdańsku" in result.stdout
+            if "ledger eod serve" in body:
+                assert '"stage": "assigned"' in result.stdout or '"stage":"assigned"' in (
+                    result.stdout)
+                assert "404\n" in result.stdout  # the wrong code
     assert (tmp_path / "metryka.json").is_file()
     assert (tmp_path / "urzad-odtworzony" / "office.db").is_file()

@@ -176,3 +176,33 @@ def test_registers_filter_and_export_csv(tmp_path: Path) -> None:
     assert parsed[0][0] == "register" and parsed[1][:2] == ["RPW/1/2024", "FV/2024/03/117"]
     with pytest.raises(MalformedError):
         register_rows(office.store, office.calendar, "letters")
+
+
+def test_reindex_rebuilds_the_index_from_the_trails(tmp_path: Path) -> None:
+    setup = make_office(tmp_path)
+    office = setup.office
+    cost_case(setup, until=EventType.CLOSED)
+    _letter(setup)
+    tables = ("matters", "milestones", "documents")
+    before = {t: sorted(office.store.query(f"SELECT * FROM {t}")) for t in tables}
+    with office.store.transaction():
+        for t in tables:
+            office.store.execute(f"DELETE FROM {t}")
+    assert office.reindex() == 2
+    assert {t: sorted(office.store.query(f"SELECT * FROM {t}")) for t in tables} == before
+
+
+def test_a_deadline_mail_is_queued_once_per_deadline(tmp_path: Path) -> None:
+    from ledger.eod.notify import MailConfig, mail_rows, queue_deadlines
+
+    setup = make_office(tmp_path)
+    office = setup.office
+    letter, _ = _letter(setup)
+    setup.clock.tick()
+    office.assign(letter, actor="dyr", to="ref-2", deadline="2024-03-04")
+    config = MailConfig(host="127.0.0.1", sender="eod@x", addresses={"ref-2": "ref2@x"}, soon=3)
+    assert queue_deadlines(office, config, now=setup.clock.now) == 1  # due within 3 days
+    assert queue_deadlines(office, config, now=setup.clock.now + 86400) == 0  # once
+    [mail] = mail_rows(office.store)
+    assert mail["to"] == "ref2@x" and "2024-03-04" in mail["subject"]
+    assert letter in mail["subject"] and mail["status"] == "queued"
