@@ -12,7 +12,7 @@ from ledger.checkpoint import Checkpoint, cosign
 from ledger.consensus.reconfig import ValidatorInfo, ValidatorRoster
 from ledger.crypto import SIG_TYPE_COSIGNATURE_V1, Ed25519Key, ValidatorKeys
 from ledger.errors import VerificationError
-from ledger.note import Signature, Verifier, parse_note
+from ledger.note import Note, Signature, Verifier, parse_note
 from ledger.replica.checkpoints import CheckpointBook
 from ledger.replica.validators import NodeValidators
 from ledger.replica.wire import Cosignature
@@ -80,3 +80,26 @@ def test_a_bad_outside_cosignature_is_refused_and_changes_nothing() -> None:
     with pytest.raises(VerificationError, match="not a configured witness key"):
         book.add_outside(head.size, [witness_signature(head, Ed25519Key(b"\x22" * 32))], [])
     assert store.checkpoint(head.size) == before
+
+
+def test_a_note_adopted_from_a_peer_keeps_only_the_signatures_it_verified() -> None:
+    # A Byzantine peer's note with a garbage line under the outside witness's name: stored as
+    # is, it would make every receipt of that size fail under a policy requiring the witness.
+    book, store, head, now = book_with_head()
+    peer(book, head, KEYS[1], now)
+    peer(book, head, KEYS[2], now)
+    raw = store.checkpoint(head.size)
+    assert raw is not None
+    garbage = Signature(name=WITNESS_VKEY.name, key_id=WITNESS_VKEY.key_id,
+                        signature=b"\x00" * 72)
+    planted = parse_note(raw.decode())
+    text = Note(text=planted.text, signatures=(*planted.signatures, garbage)).format()
+    fresh = MemoryStore()
+    fresh.append([bytes([i]) * 32 for i in range(head.size)])
+    other = CheckpointBook(store=fresh, origin=ORIGIN, validators=NodeValidators(
+        chain_id="outside", genesis=ROSTER, keys=KEYS[3:]))
+    assert other.adopt(text)
+    adopted = fresh.checkpoint(head.size)
+    assert adopted is not None
+    assert WITNESS_VKEY.name not in [s.name for s in parse_note(adopted.decode()).signatures]
+    assert parse_note(adopted.decode()).signatures == planted.signatures
