@@ -106,6 +106,10 @@ class InvariantChecker:
             self._fail(DOUBLE_SIGN, time,
                        f"validator {key[0]} signed two messages at h={height} r={round} s={step}")
 
+    def observed(self, node: int, height: int) -> bool:
+        """Whether the commit of ``node`` at ``height`` was recorded."""
+        return (node, height) in self._committed_ids
+
     def on_commit(
         self,
         *,

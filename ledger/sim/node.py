@@ -151,6 +151,7 @@ class SimNode:
     def boot(self) -> None:
         """(Re)start a replica on this node's store."""
         self.incarnation += 1
+        self.world.observe_durable(self.endpoint)  # what a crash inside a write left unsaid
         self.store.plan = self.crash_plan
         replica = Replica(self.config(), self.store)
         self.replica = replica

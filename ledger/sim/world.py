@@ -34,7 +34,7 @@ from ledger.consensus import (
     ValidatorRoster,
     verify_certificate,
 )
-from ledger.consensus.messages import decode_block
+from ledger.consensus.messages import decode_block, decode_certificate
 from ledger.crypto import ValidatorKeys
 from ledger.errors import LedgerError, VerificationError
 from ledger.merkle.frontier import Frontier
@@ -198,6 +198,22 @@ class World:
         self.nodes[dst].deliver(src, payload)
 
     # -- the chain oracle -------------------------------------------------------------------------
+
+    def observe_durable(self, endpoint: int) -> None:
+        """Check and record the commits a node made durable but never reported: it crashed
+        inside the write that stored them, before the replica's ``Committed`` action left.
+        Called as the node boots again, so that the checker sees every honest commit (the
+        validity of a later block is judged against them)."""
+        node = self.nodes[endpoint]
+        if not node.honest:
+            return
+        for height in range(1, node.store.last_height() + 1):
+            if self.checker.observed(endpoint, height):
+                continue
+            record = node.store.block(height)
+            if record is not None:
+                self.observe_commit(endpoint, decode_block(record.block),
+                                    decode_certificate(record.certificate))
 
     def observe_commit(self, endpoint: int, block: Block, cert: CommitCertificate) -> None:
         """An endpoint committed ``block``: check it and record it for the checker."""

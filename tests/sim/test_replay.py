@@ -33,3 +33,13 @@ def test_search_with_one_byzantine_finds_no_violation() -> None:
                               faults=None, heights=2)
     assert summary.schedules == 12
     assert summary.ok, summary.failures
+
+
+def test_commits_made_durable_by_a_crash_inside_their_write_are_observed() -> None:
+    # Seed 503742: nodes 0 and 1 crash inside the write that stores block 4 (it is durable, the
+    # Committed action never leaves), restart, and commit block 5 on top of it. The checker
+    # must judge block 5 against block 4, which it learns from their stores as they boot.
+    config = schedule_config(seed=503742, nodes=4, byzantine=1, faults=None, heights=3)
+    result = run_one(config, 503742)
+    assert result.crashes >= 2 and result.torn_tails >= 1
+    assert result.violations == (), result.violations
